@@ -1,0 +1,210 @@
+"""Stage 3, train: data/tokenized/ -> models/trained/ (HF model + tokenizer), curves, MLflow run.
+
+    python -m pipeline.train [--params params.yaml]
+
+Writes
+- models/trained/: save_pretrained output, the tokenizer, training_run.json (MLflow run id);
+- metrics/train.json: final loss, wall time, throughput (DVC metrics);
+- plots/train/steps.csv, plots/train/epochs.csv: training curves (DVC plots).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from pipeline.config import PipelineConfig, flatten, load_config
+from pipeline.errors import PipelineError, stage_entry_point
+from pipeline.io import atomic_output_dir, read_json, write_json
+
+TOKENIZED_DIR = Path("data/tokenized")
+TRAINED_DIR = Path("models/trained")
+METRICS_FILE = Path("metrics/train.json")
+PLOTS_DIR = Path("plots/train")
+
+
+def warmup_steps(total_steps: int, warmup_ratio: float) -> int:
+    return int(round(total_steps * warmup_ratio))
+
+
+def configure_precision(mixed_precision: bool) -> str:
+    """Set the Keras policy before any layer is built (the course sets it after
+    compile, which leaves the model in float32). Mixed precision only pays on a GPU."""
+    import tensorflow as tf
+
+    policy = "mixed_float16" if mixed_precision and tf.config.list_physical_devices("GPU") else "float32"
+    tf.keras.mixed_precision.set_global_policy(policy)
+    return policy
+
+
+def make_dataset(table, cfg: PipelineConfig):
+    import tensorflow as tf
+
+    from pipeline.batching import make_train_generator
+
+    signature = {n: tf.TensorSpec((None, None), tf.int32, name=n) for n in table.inputs}
+    signature.update({n: tf.TensorSpec((None,), tf.int32, name=n) for n in table.labels})
+    generator = make_train_generator(
+        table, cfg.train.batch_size, cfg.train.seed, cfg.train.padding, cfg.tokenize.max_length,
+        cfg.train.pad_to_multiple_of,
+    )
+    return tf.data.Dataset.from_generator(generator, output_signature=signature).prefetch(2)
+
+
+class TrainingCurves:
+    """Keras callback factory: per-step and per-epoch loss to memory, MLflow and stdout."""
+
+    @staticmethod
+    def create(schedule, steps_per_epoch: int, log_every: int, on_log, show_progress_lines: bool):
+        import tensorflow as tf
+
+        class _Curves(tf.keras.callbacks.Callback):
+            def __init__(self) -> None:
+                super().__init__()
+                self.steps: list[dict] = []
+                self.epochs: list[dict] = []
+                self._epoch = 0
+                self._last_mean = 0.0
+                self._last_batch = 0
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self._epoch, self._last_mean, self._last_batch = epoch, 0.0, 0
+
+            def on_train_batch_end(self, batch, logs=None):
+                n = batch + 1
+                if n % log_every and n != steps_per_epoch:
+                    return
+                # Keras reports the running mean over the epoch; the mean over the last
+                # window of steps is recovered from two running means.
+                mean = float(logs["loss"])
+                window = (mean * n - self._last_mean * self._last_batch) / (n - self._last_batch)
+                self._last_mean, self._last_batch = mean, n
+                step = self._epoch * steps_per_epoch + n
+                lr = float(schedule(step - 1)) if callable(schedule) else float(schedule)
+                row = {"step": step, "loss": window, "learning_rate": lr}
+                self.steps.append(row)
+                on_log({"loss": window, "learning_rate": lr}, step)
+                if show_progress_lines:
+                    print(f"epoch {self._epoch + 1} step {n}/{steps_per_epoch} loss {window:.4f} lr {lr:.2e}", flush=True)
+
+            def on_epoch_end(self, epoch, logs=None):
+                row = {"epoch": epoch + 1, "loss": float(logs["loss"])}
+                self.epochs.append(row)
+                on_log({"epoch_loss": row["loss"]}, epoch + 1)
+
+        return _Curves()
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["step"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def train(cfg: PipelineConfig, tokenized_dir: Path = TOKENIZED_DIR, out_dir: Path = TRAINED_DIR,
+          metrics_file: Path = METRICS_FILE, plots_dir: Path = PLOTS_DIR) -> dict[str, Any]:
+    import tensorflow as tf
+    from datasets import load_from_disk
+    from transformers import create_optimizer
+
+    from pipeline import tracking
+    from pipeline.batching import FeatureTable
+    from pipeline.modeling import load_qa_model, load_tokenizer
+
+    if not (tokenized_dir / "dataset_dict.json").is_file():
+        raise PipelineError(f"{tokenized_dir}: no tokenized data; run the tokenize stage first")
+    tokenizer = load_tokenizer(cfg.model.checkpoint)
+    train_split = load_from_disk(str(tokenized_dir))["train"]
+    table = FeatureTable.from_dataset(train_split, pad_token_id=tokenizer.pad_token_id or 0)
+    n_features = len(table)
+    steps_per_epoch = math.ceil(n_features / cfg.train.batch_size)
+    total_steps = steps_per_epoch * cfg.train.epochs
+
+    # Open the MLflow run first: if the store is unreachable we stop before training,
+    # instead of training for an hour and losing the record.
+    data_summary = read_json(tokenized_dir / "summary.json") if (tokenized_dir / "summary.json").is_file() else {}
+    params = flatten(cfg)
+    for split, info in data_summary.items():
+        params[f"data_size.{split}.examples"] = info.get("examples")
+        params[f"data_size.{split}.features"] = info.get("features")
+    client, run_id = tracking.start_run(cfg.mlflow.experiment_name, "train", params, {"stage": "train"})
+    print(f"MLflow run {run_id} in {tracking.tracking_uri()}")
+
+    tf.keras.utils.set_random_seed(cfg.train.seed)
+    policy = configure_precision(cfg.train.mixed_precision)
+    model = load_qa_model(cfg.model.checkpoint)
+    optimizer, schedule = create_optimizer(
+        init_lr=cfg.train.learning_rate,
+        num_train_steps=total_steps,
+        num_warmup_steps=warmup_steps(total_steps, cfg.train.warmup_ratio),
+        weight_decay_rate=cfg.train.weight_decay,
+    )
+    model.compile(optimizer=optimizer)  # no loss argument: the HF model computes its own QA loss
+
+    interactive = sys.stdout.isatty()
+    curves = TrainingCurves.create(
+        schedule, steps_per_epoch, cfg.train.log_every_steps,
+        on_log=lambda metrics, step: tracking.log_metrics(client, run_id, metrics, step),
+        show_progress_lines=not interactive,
+    )
+    dataset = make_dataset(table, cfg)
+    started = time.perf_counter()
+    try:
+        model.fit(dataset, epochs=cfg.train.epochs, steps_per_epoch=steps_per_epoch,
+                  callbacks=[curves], verbose=1 if interactive else 0)
+    except BaseException:
+        client.set_terminated(run_id, status="FAILED")
+        raise
+    seconds = time.perf_counter() - started
+
+    summary = {
+        "loss": curves.epochs[-1]["loss"],
+        "epochs": cfg.train.epochs,
+        "steps": total_steps,
+        "train_features": n_features,
+        "train_seconds": round(seconds, 2),
+        "features_per_second": round(n_features * cfg.train.epochs / seconds, 3),
+        "precision_policy": policy,
+    }
+    with atomic_output_dir(out_dir) as tmp:
+        model.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        write_json(tmp / tracking.RUN_FILE_NAME, {"run_id": run_id, "tracking_uri": tracking.tracking_uri()})
+    write_json(metrics_file, summary)
+    write_csv(plots_dir / "steps.csv", curves.steps)
+    write_csv(plots_dir / "epochs.csv", curves.epochs)
+
+    tracking.log_metrics(client, run_id, {k: v for k, v in summary.items() if isinstance(v, (int, float))},
+                         step=total_steps)
+    client.log_artifact(run_id, str(plots_dir / "steps.csv"), "plots")
+    client.log_artifact(run_id, str(plots_dir / "epochs.csv"), "plots")
+    params_file = Path("params.yaml")
+    if params_file.is_file():
+        client.log_artifact(run_id, str(params_file))
+    client.set_terminated(run_id, status="FINISHED")
+    return summary
+
+
+@stage_entry_point
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args()
+    cfg = load_config(args.params)
+    summary = train(cfg)
+    print(
+        f"trained {summary['epochs']} epoch(s), {summary['steps']} steps in {summary['train_seconds']} s "
+        f"({summary['features_per_second']} features/s), final loss {summary['loss']:.4f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
