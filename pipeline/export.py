@@ -7,7 +7,10 @@ models/export/
                  input_ids, attention_mask, token_type_ids (int32 [batch, seq]) ->
                  start_logits, end_logits (float32 [batch, seq])
   hf/            save_pretrained model and tokenizer
-  inference.json max_length, stride, n_best, max_answer_length used by pipeline.predict
+  inference.json max_length and stride of the training windows, used by pipeline.predict
+
+Post-processing knobs (n_best, max_answer_length) are options of pipeline.predict, so that
+an evaluate-only change does not re-export the model.
 
 Everything pipeline.predict needs is inside this directory.
 """
@@ -62,8 +65,6 @@ def export(cfg: PipelineConfig, trained_dir: Path = TRAINED_DIR, out_dir: Path =
     settings = {
         "max_length": cfg.tokenize.max_length,
         "stride": cfg.tokenize.stride,
-        "n_best": cfg.evaluate.n_best,
-        "max_answer_length": cfg.evaluate.max_answer_length,
         "signature_inputs": list(SIGNATURE_INPUTS),
         "checkpoint": cfg.model.checkpoint,
     }

@@ -22,8 +22,14 @@ PACKAGE_SCHEME = "package://"
 
 
 def resolve_checkpoint(checkpoint: str) -> str:
-    """A local path for package:// checkpoints; anything else is returned as is."""
+    """A local path for package:// checkpoints; hub names and local dirs are returned as is."""
     if not checkpoint.startswith(PACKAGE_SCHEME):
+        local = Path(checkpoint)
+        if local.exists() and not (local / "config.json").is_file():
+            raise PipelineError(
+                f"model.checkpoint={checkpoint!r}: local path has no config.json; point it at a "
+                "save_pretrained directory, or use a hub model name"
+            )
         return checkpoint
     module, _, subdir = checkpoint[len(PACKAGE_SCHEME) :].partition("/")
     spec = importlib.util.find_spec(module) if module else None
@@ -52,7 +58,7 @@ def load_tokenizer(checkpoint: str) -> Any:
     path = resolve_checkpoint(checkpoint)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as err:
+    except Exception as err:  # OSError for unknown names; other types for broken local dirs
         raise _load_error(checkpoint, err) from None
     if not getattr(tokenizer, "is_fast", False):
         # Offsets and overflow mapping need a fast (Rust) tokenizer.

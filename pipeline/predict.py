@@ -44,7 +44,7 @@ class ExportedQA:
         out = self.signature(**inputs)
         return out["start_logits"].numpy(), out["end_logits"].numpy()
 
-    def answer(self, question: str, context: str) -> dict[str, Any]:
+    def answer(self, question: str, context: str, n_best: int = 20, max_answer_length: int = 30) -> dict[str, Any]:
         import numpy as np
 
         from pipeline.batching import FeatureTable, RaggedColumn
@@ -71,7 +71,7 @@ class ExportedQA:
         table = FeatureTable(columns, {}, self.tokenizer.pad_token_id or 0)
         starts, ends = predict_logits(self.logits, table, batch_size=16, max_length=s["max_length"])
         span = best_spans(["q"], [context], features["example_id"], features["offset_mapping"], starts, ends,
-                          s["n_best"], s["max_answer_length"])["q"]
+                          n_best, max_answer_length)["q"]
         if span is None:
             return {"answer": "", "score": None, "start": None, "end": None, "windows": n}
         return {"answer": span.text, "score": round(float(np.float32(span.score)), 4),
@@ -86,13 +86,17 @@ def main() -> None:
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--context")
     group.add_argument("--context-file", type=Path)
+    parser.add_argument("--n-best", type=int, default=20, help="start/end candidates per window (course: 20)")
+    parser.add_argument("--max-answer-length", type=int, default=30, help="longest answer in tokens (course: 30)")
     args = parser.parse_args()
+    if args.n_best < 1 or args.max_answer_length < 1:
+        raise PipelineError("--n-best and --max-answer-length must be at least 1")
     context = args.context
     if args.context_file is not None:
         if not args.context_file.is_file():
             raise PipelineError(f"--context-file {args.context_file}: file not found")
         context = args.context_file.read_text(encoding="utf-8")
-    result = ExportedQA(args.model).answer(args.question, context)
+    result = ExportedQA(args.model).answer(args.question, context, args.n_best, args.max_answer_length)
     print(json.dumps(result, ensure_ascii=False))
 
 
