@@ -1,20 +1,36 @@
-"""Turn per-feature start/end logits into answer spans (the course's post-processing).
+"""Turn per-feature start/end logits into answers (the course's post-processing).
 
 For each example, over all of its features (stride windows): take the n_best start and
 end indices, skip spans whose tokens are outside the context (offset None), that end
 before they start or that are longer than max_answer_length tokens; score a span as
 start logit + end logit and keep the best. No valid span gives the empty answer.
 
-Pure numpy/Python: used by the evaluate stage and by pipeline.predict.
+`postprocess_predictions` adds what transformers' examples `utils_qa.postprocess_qa_predictions`
+writes next to the answers, in the same layouts, so the official SQuAD scripts read them:
+
+- the n-best list per example (text, probability, start_logit, end_logit), the probability
+  being a softmax over the listed candidates' scores;
+- SQuAD v2.0 (`version_2_with_negative`): a null answer scored as the minimum over the
+  example's windows of CLS start + end logit; the answer is "" when null score minus best
+  span score (the "null odds") is above `null_score_diff_threshold`.
+
+With version_2_with_negative off, the answers are exactly the course's loop (`best_spans`).
+
+Pure numpy/Python: used by the evaluate stage, pipeline.evaluate_model and pipeline.predict.
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
+
+# The tokenizer puts CLS first in every window; SQuAD v2.0 training labels unanswerable
+# windows with it (pipeline.tokenize.CLS_INDEX), so its logits score "no answer".
+CLS_INDEX = 0
 
 
 @dataclass(frozen=True)
@@ -75,6 +91,27 @@ def group_features(feature_example_ids: Sequence[str]) -> dict[str, list[int]]:
     return features_per_example
 
 
+def example_candidates(
+    feature_indices: Sequence[int],
+    context: str,
+    feature_offsets: Sequence[Sequence],
+    start_logits: Sequence[np.ndarray],
+    end_logits: Sequence[np.ndarray],
+    n_best: int,
+    max_answer_length: int,
+) -> list[Span]:
+    """Every valid span of one example over all of its windows, in the course's order."""
+    candidates: list[Span] = []
+    for f in feature_indices:
+        candidates.extend(
+            feature_spans(
+                np.asarray(start_logits[f]), np.asarray(end_logits[f]), feature_offsets[f], context,
+                n_best, max_answer_length,
+            )
+        )
+    return candidates
+
+
 def best_spans(
     example_ids: Sequence[str],
     contexts: Sequence[str],
@@ -93,14 +130,10 @@ def best_spans(
     features_per_example = group_features(feature_example_ids)
     best: dict[str, Span | None] = {}
     for example_id, context in zip(example_ids, contexts):
-        candidates: list[Span] = []
-        for f in features_per_example.get(example_id, []):
-            candidates.extend(
-                feature_spans(
-                    np.asarray(start_logits[f]), np.asarray(end_logits[f]), feature_offsets[f], context,
-                    n_best, max_answer_length,
-                )
-            )
+        candidates = example_candidates(
+            features_per_example.get(example_id, []), context, feature_offsets, start_logits, end_logits,
+            n_best, max_answer_length,
+        )
         best[example_id] = max(candidates, key=lambda s: s.score) if candidates else None
     return best
 
@@ -108,3 +141,86 @@ def best_spans(
 def answer_texts(spans: dict[str, Span | None]) -> dict[str, str]:
     """id -> answer text, "" where there is no valid span (the SQuAD predictions.json layout)."""
     return {example_id: span.text if span else "" for example_id, span in spans.items()}
+
+
+def null_span(
+    feature_indices: Sequence[int], start_logits: Sequence[np.ndarray], end_logits: Sequence[np.ndarray]
+) -> Span | None:
+    """The example's "no answer" candidate: CLS start + end logit, minimum over its windows.
+
+    The minimum (as utils_qa) lets the window most confident that it holds an answer decide:
+    a long context whose answer sits in one window is not unanswerable because the other
+    windows (rightly) see no answer.
+    """
+    null: Span | None = None
+    for f in feature_indices:
+        start_logit, end_logit = start_logits[f][CLS_INDEX], end_logits[f][CLS_INDEX]
+        score = float(start_logit + end_logit)
+        if null is None or score < null.score:
+            null = Span("", score, 0, 0, float(start_logit), float(end_logit))
+    return null
+
+
+def nbest_entries(spans: Sequence[Span]) -> list[dict]:
+    """utils_qa's n-best layout; probability is a softmax over these spans' scores."""
+    if not spans:
+        return []
+    scores = np.array([s.score for s in spans], dtype=np.float64)
+    weights = np.exp(scores - scores.max())  # shifted by the max so exp cannot overflow
+    probabilities = weights / weights.sum()
+    return [
+        {"start_logit": s.start_logit, "end_logit": s.end_logit, "text": s.text, "probability": float(p)}
+        for s, p in zip(spans, probabilities)
+    ]
+
+
+@dataclass
+class QAPredictions:
+    """Post-processed predictions of a split, one entry per example id, in utils_qa's file layouts."""
+
+    answers: dict[str, str]  # predictions.json: id -> answer text ("" = no answer)
+    nbest: dict[str, list[dict]]  # nbest_predictions.json: id -> best candidates, best first
+    # null_odds.json (SQuAD v2.0 only): id -> null score minus best span score; +inf when
+    # no span is valid, so the example is unanswerable at any threshold.
+    null_odds: Optional[dict[str, float]] = None
+
+
+def postprocess_predictions(
+    example_ids: Sequence[str],
+    contexts: Sequence[str],
+    feature_example_ids: Sequence[str],
+    feature_offsets: Sequence[Sequence],
+    start_logits: Sequence[np.ndarray],
+    end_logits: Sequence[np.ndarray],
+    n_best: int = 20,
+    max_answer_length: int = 30,
+    version_2_with_negative: bool = False,
+    null_score_diff_threshold: float = 0.0,
+) -> QAPredictions:
+    """Answers, n-best lists and (SQuAD v2.0) null odds for every example."""
+    features_per_example = group_features(feature_example_ids)
+    answers: dict[str, str] = {}
+    nbest: dict[str, list[dict]] = {}
+    null_odds: dict[str, float] = {}
+    by_score = lambda s: s.score  # noqa: E731
+    for example_id, context in zip(example_ids, contexts):
+        feature_indices = features_per_example.get(example_id, [])
+        candidates = example_candidates(
+            feature_indices, context, feature_offsets, start_logits, end_logits, n_best, max_answer_length
+        )
+        # max() keeps the first of equal scores, as the course's loop does; sorted() is
+        # stable, so the n-best list starts with that same span.
+        best = max(candidates, key=by_score) if candidates else None
+        if not version_2_with_negative:
+            answers[example_id] = best.text if best else ""
+            nbest[example_id] = nbest_entries(sorted(candidates, key=by_score, reverse=True)[:n_best])
+            continue
+        null = null_span(feature_indices, start_logits, end_logits)
+        ranked = sorted(candidates + ([null] if null is not None else []), key=by_score, reverse=True)[:n_best]
+        if null is not None and not any(span is null for span in ranked):
+            ranked.append(null)  # utils_qa always lists the null answer
+        odds = null.score - best.score if best is not None and null is not None else math.inf
+        null_odds[example_id] = odds
+        answers[example_id] = "" if best is None or odds > null_score_diff_threshold else best.text
+        nbest[example_id] = nbest_entries(ranked)
+    return QAPredictions(answers, nbest, null_odds if version_2_with_negative else None)
