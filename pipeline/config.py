@@ -70,6 +70,9 @@ class EvaluateConfig:
     n_best: int = 20
     max_answer_length: int = 30
     batch_size: int = 64
+    # SQuAD v2.0 only (data.version_2_with_negative): answer "" when the null score minus
+    # the best span score is above this (transformers' utils_qa default, 0.0).
+    null_score_diff_threshold: float = 0.0
 
 
 @dataclass
