@@ -20,7 +20,7 @@ GROUPS = {
 
 def test_groups_hold_the_documented_options():
     assert GROUPS == {
-        "data": ["sample", "squad", "squad_json"],
+        "data": ["sample", "sample_v2", "squad", "squad_json"],
         "model": ["bert-base-cased", "distilbert-base-cased", "minilm"],
         "train": ["course", "cpu"],
     }
