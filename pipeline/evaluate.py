@@ -2,9 +2,20 @@
 
     python -m pipeline.evaluate [--params params.yaml]
 
-Writes metrics/eval.json (exact_match, f1, examples, features; DVC metrics) and
-predictions/predictions.json (id -> answer text, the official SQuAD layout), and logs
-both to MLflow (see pipeline.tracking for which run).
+Writes metrics/eval.json (DVC metrics) and predictions/ in the layouts of transformers'
+examples (utils_qa), which the official SQuAD evaluation scripts read unchanged:
+
+  predictions.json        id -> answer text ("" = no answer)
+  nbest_predictions.json  id -> the n_best candidates: text, probability, start_logit, end_logit
+  null_odds.json          id -> null score minus best span score (SQuAD v2.0 only)
+
+SQuAD v1.1 (data.version_2_with_negative false): eval.json holds exact_match and f1 (the
+local `squad` metric). SQuAD v2.0: the `squad_v2` metric's exact, f1, total, HasAns_*,
+NoAns_*, best_exact(_thresh), best_f1(_thresh), plus exact_match (= exact) so every run has
+exact_match and f1. Both add examples and features. All of it is logged to MLflow (see
+pipeline.tracking for which run).
+
+The functions before `evaluate` are shared with pipeline.evaluate_model.
 """
 
 from __future__ import annotations
@@ -24,35 +35,72 @@ TRAINED_DIR = Path("models/trained")
 METRICS_FILE = Path("metrics/eval.json")
 PREDICTIONS_DIR = Path("predictions")
 
+PREDICTIONS_FILE = "predictions.json"
+NBEST_FILE = "nbest_predictions.json"
+NULL_ODDS_FILE = "null_odds.json"
 
-def predict_answers(logits_fn, examples, features, cfg: EvaluateConfig, pad_token_id: int = 0,
-                    progress: bool = True) -> dict[str, Any]:
-    """Best span per example id for a raw split and its tokenized features."""
+
+def predict_split(logits_fn, examples, features, cfg: EvaluateConfig, version_2_with_negative: bool = False,
+                  pad_token_id: int = 0, progress: bool = True):
+    """Post-processed predictions (pipeline.postprocess.QAPredictions) for a split and its features.
+
+    `examples` needs id and context columns, `features` (a datasets.Dataset) the model
+    inputs, example_id and offset_mapping.
+    """
     from pipeline.batching import FeatureTable
     from pipeline.inference import predict_logits
-    from pipeline.postprocess import best_spans
+    from pipeline.postprocess import postprocess_predictions
 
     table = FeatureTable.from_dataset(features, pad_token_id=pad_token_id)
     max_length = int(table.lengths.max())
     starts, ends = predict_logits(logits_fn, table, cfg.batch_size, max_length, progress=progress)
-    return best_spans(
+    return postprocess_predictions(
         examples["id"], examples["context"], features["example_id"], features["offset_mapping"],
-        starts, ends, cfg.n_best, cfg.max_answer_length,
+        starts, ends, cfg.n_best, cfg.max_answer_length, version_2_with_negative, cfg.null_score_diff_threshold,
     )
 
 
-def score(predictions: dict[str, str], examples) -> dict[str, float]:
+def score(predictions, examples, version_2_with_negative: bool = False,
+          null_score_diff_threshold: float = 0.0) -> dict[str, float]:
+    """SQuAD v1.1 or v2.0 metrics of QAPredictions against the examples' answers.
+
+    For v2.0 the null odds go to the metric as no-answer probabilities, with the
+    post-processing threshold as its no-answer threshold: the metric then scores exactly
+    the answers post-processing chose, and its best_*_thresh are null-odds thresholds that
+    can be set as evaluate.null_score_diff_threshold.
+    """
     from pipeline.metrics import load_metric
 
-    metric = load_metric("squad")
-    return metric.compute(
-        predictions=[{"id": i, "prediction_text": predictions[i]} for i in examples["id"]],
-        references=[{"id": i, "answers": a} for i, a in zip(examples["id"], examples["answers"])],
+    ids = list(examples["id"])
+    references = [{"id": i, "answers": a} for i, a in zip(ids, examples["answers"])]
+    if not version_2_with_negative:
+        return load_metric("squad").compute(
+            predictions=[{"id": i, "prediction_text": predictions.answers[i]} for i in ids], references=references
+        )
+    result = load_metric("squad_v2").compute(
+        predictions=[
+            {"id": i, "prediction_text": predictions.answers[i], "no_answer_probability": predictions.null_odds[i]}
+            for i in ids
+        ],
+        references=references,
+        no_answer_threshold=null_score_diff_threshold,
     )
+    # One name for downstream tooling (DVC metrics diff, MLflow charts) in v1.1 and v2.0.
+    return {"exact_match": result["exact"], **result}
 
 
-def log_to_mlflow(cfg: PipelineConfig, trained_dir: Path, metrics: dict, predictions_file: Path) -> str:
-    """Log EM/F1 to the training run on its first evaluation, else to a new linked run."""
+def write_prediction_files(out_dir: Path, predictions) -> list[Path]:
+    """predictions.json, nbest_predictions.json and (v2.0) null_odds.json in out_dir."""
+    files = {PREDICTIONS_FILE: predictions.answers, NBEST_FILE: predictions.nbest}
+    if predictions.null_odds is not None:
+        files[NULL_ODDS_FILE] = predictions.null_odds
+    for name, content in files.items():
+        write_json(out_dir / name, content)
+    return [out_dir / name for name in files]
+
+
+def log_to_mlflow(cfg: PipelineConfig, trained_dir: Path, metrics: dict, predictions_dir: Path) -> str:
+    """Log the metrics to the training run on its first evaluation, else to a new linked run."""
     from pipeline import tracking
 
     client, _ = tracking.client_for(cfg.mlflow.experiment_name)
@@ -71,7 +119,7 @@ def log_to_mlflow(cfg: PipelineConfig, trained_dir: Path, metrics: dict, predict
             tags["training_run_store"] = read_json(run_file).get("tracking_uri", "unknown")
         _, run_id = tracking.start_run(cfg.mlflow.experiment_name, "evaluate", flatten(cfg), tags)
     tracking.log_metrics(client, run_id, metrics)
-    client.log_artifact(run_id, str(predictions_file), "predictions")
+    client.log_artifacts(run_id, str(predictions_dir), "predictions")
     if run_id != training_run_id:
         client.set_terminated(run_id, status="FINISHED")
     return run_id
@@ -84,7 +132,6 @@ def evaluate(cfg: PipelineConfig, raw_dir: Path = RAW_DIR, tokenized_dir: Path =
     from transformers import AutoTokenizer, TFAutoModelForQuestionAnswering
 
     from pipeline.inference import keras_logits_fn
-    from pipeline.postprocess import answer_texts
 
     for path in (raw_dir, tokenized_dir):
         if not (path / "dataset_dict.json").is_file():
@@ -96,14 +143,19 @@ def evaluate(cfg: PipelineConfig, raw_dir: Path = RAW_DIR, tokenized_dir: Path =
     tokenizer = AutoTokenizer.from_pretrained(str(trained_dir))
     model = TFAutoModelForQuestionAnswering.from_pretrained(str(trained_dir))
 
-    spans = predict_answers(keras_logits_fn(model), examples, features, cfg.evaluate, tokenizer.pad_token_id or 0)
-    predictions = answer_texts(spans)
-    metrics = {**score(predictions, examples), "examples": examples.num_rows, "features": features.num_rows}
+    version_2 = cfg.data.version_2_with_negative
+    predictions = predict_split(keras_logits_fn(model), examples, features, cfg.evaluate, version_2,
+                                tokenizer.pad_token_id or 0)
+    metrics = {
+        **score(predictions, examples, version_2, cfg.evaluate.null_score_diff_threshold),
+        "examples": examples.num_rows,
+        "features": features.num_rows,
+    }
 
     with atomic_output_dir(predictions_dir) as tmp:
-        write_json(tmp / "predictions.json", predictions)
+        write_prediction_files(tmp, predictions)
     write_json(metrics_file, metrics)
-    metrics["mlflow_run_id"] = log_to_mlflow(cfg, trained_dir, metrics, predictions_dir / "predictions.json")
+    metrics["mlflow_run_id"] = log_to_mlflow(cfg, trained_dir, metrics, predictions_dir)
     return metrics
 
 
