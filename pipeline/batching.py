@@ -70,6 +70,8 @@ class FeatureTable:
 
     @classmethod
     def from_dataset(cls, dataset, pad_token_id: int = 0) -> "FeatureTable":
+        if dataset._indices is not None:  # select()/shuffle() views: materialise the rows
+            dataset = dataset.flatten_indices()
         table = dataset.data  # pyarrow-backed; no per-row Python objects
         names = dataset.column_names
         inputs = {name: RaggedColumn.from_arrow(table.column(name)) for name in MODEL_INPUTS if name in names}

@@ -55,6 +55,31 @@ def git_tags(cwd: Path | None = None) -> dict[str, str]:
     return tags
 
 
+def check_server(uri: str, timeout_s: float = 5.0) -> None:
+    """Fail fast when an HTTP tracking server is down.
+
+    MLflow's client retries with backoff for minutes; a stage should instead stop at once,
+    before training, and say what to do.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s):
+            return
+    except urllib.error.HTTPError:
+        return  # the server answered (some proxies have no /health): it is up
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise PipelineError(
+            f"MLflow tracking server MLFLOW_TRACKING_URI={uri} is unreachable ({reason}); nothing was run. "
+            "Start it (mlflow server --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000) "
+            "or unset MLFLOW_TRACKING_URI to log to the local sqlite:///mlflow.db"
+        ) from None
+
+
 def client_for(experiment_name: str) -> tuple[Any, str]:
     """An MlflowClient on the configured store and the id of `experiment_name` (created if new).
 
@@ -65,6 +90,7 @@ def client_for(experiment_name: str) -> tuple[Any, str]:
     from mlflow.tracking import MlflowClient
 
     uri = tracking_uri()
+    check_server(uri)
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(tracking_uri=uri)
     try:

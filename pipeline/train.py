@@ -14,6 +14,7 @@ import argparse
 import csv
 import math
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,48 @@ TOKENIZED_DIR = Path("data/tokenized")
 TRAINED_DIR = Path("models/trained")
 METRICS_FILE = Path("metrics/train.json")
 PLOTS_DIR = Path("plots/train")
+
+
+TRAINING_CODE = ("pipeline/train.py", "pipeline/batching.py", "pipeline/modeling.py")
+
+
+def training_inputs_hash(cfg: PipelineConfig, tokenized_dir: Path, code_files=TRAINING_CODE) -> str:
+    """sha256 over everything the train stage depends on: its params, the tokenized train
+    split and its code. Equal hashes mean equal training inputs, across runs and machines."""
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    digest = hashlib.sha256()
+    params = {"model.checkpoint": cfg.model.checkpoint, "tokenize.max_length": cfg.tokenize.max_length,
+              "train": asdict(cfg.train)}
+    digest.update(json.dumps(params, sort_keys=True).encode())
+    for path in sorted((tokenized_dir / "train").rglob("*")):
+        if path.is_file():
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes())
+    for name in code_files:
+        path = Path(name)
+        if path.is_file():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def plot_loss(steps: list[dict], path: Path) -> None:
+    """A PNG of the loss curve, for the MLflow run page."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([r["step"] for r in steps], [r["loss"] for r in steps])
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def warmup_steps(total_steps: int, warmup_ratio: float) -> int:
@@ -57,48 +100,46 @@ def make_dataset(table, cfg: PipelineConfig):
     return tf.data.Dataset.from_generator(generator, output_signature=signature).prefetch(2)
 
 
-class TrainingCurves:
-    """Keras callback factory: per-step and per-epoch loss to memory, MLflow and stdout."""
+def make_curves_callback(schedule, steps_per_epoch: int, log_every: int, on_log, show_progress_lines: bool):
+    """A Keras callback recording per-step and per-epoch loss (kept in memory, passed to
+    `on_log` for MLflow, printed as progress lines when stdout is not a terminal)."""
+    import tensorflow as tf
 
-    @staticmethod
-    def create(schedule, steps_per_epoch: int, log_every: int, on_log, show_progress_lines: bool):
-        import tensorflow as tf
+    class _Curves(tf.keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.steps: list[dict] = []
+            self.epochs: list[dict] = []
+            self._epoch = 0
+            self._last_mean = 0.0
+            self._last_batch = 0
 
-        class _Curves(tf.keras.callbacks.Callback):
-            def __init__(self) -> None:
-                super().__init__()
-                self.steps: list[dict] = []
-                self.epochs: list[dict] = []
-                self._epoch = 0
-                self._last_mean = 0.0
-                self._last_batch = 0
+        def on_epoch_begin(self, epoch, logs=None):
+            self._epoch, self._last_mean, self._last_batch = epoch, 0.0, 0
 
-            def on_epoch_begin(self, epoch, logs=None):
-                self._epoch, self._last_mean, self._last_batch = epoch, 0.0, 0
+        def on_train_batch_end(self, batch, logs=None):
+            n = batch + 1
+            if n % log_every and n != steps_per_epoch:
+                return
+            # Keras reports the running mean over the epoch; the mean over the last
+            # window of steps is recovered from two running means.
+            mean = float(logs["loss"])
+            window = (mean * n - self._last_mean * self._last_batch) / (n - self._last_batch)
+            self._last_mean, self._last_batch = mean, n
+            step = self._epoch * steps_per_epoch + n
+            lr = float(schedule(step - 1)) if callable(schedule) else float(schedule)
+            row = {"step": step, "loss": window, "learning_rate": lr}
+            self.steps.append(row)
+            on_log({"loss": window, "learning_rate": lr}, step)
+            if show_progress_lines:
+                print(f"epoch {self._epoch + 1} step {n}/{steps_per_epoch} loss {window:.4f} lr {lr:.2e}", flush=True)
 
-            def on_train_batch_end(self, batch, logs=None):
-                n = batch + 1
-                if n % log_every and n != steps_per_epoch:
-                    return
-                # Keras reports the running mean over the epoch; the mean over the last
-                # window of steps is recovered from two running means.
-                mean = float(logs["loss"])
-                window = (mean * n - self._last_mean * self._last_batch) / (n - self._last_batch)
-                self._last_mean, self._last_batch = mean, n
-                step = self._epoch * steps_per_epoch + n
-                lr = float(schedule(step - 1)) if callable(schedule) else float(schedule)
-                row = {"step": step, "loss": window, "learning_rate": lr}
-                self.steps.append(row)
-                on_log({"loss": window, "learning_rate": lr}, step)
-                if show_progress_lines:
-                    print(f"epoch {self._epoch + 1} step {n}/{steps_per_epoch} loss {window:.4f} lr {lr:.2e}", flush=True)
+        def on_epoch_end(self, epoch, logs=None):
+            row = {"epoch": epoch + 1, "loss": float(logs["loss"])}
+            self.epochs.append(row)
+            on_log({"epoch_loss": row["loss"]}, epoch + 1)
 
-            def on_epoch_end(self, epoch, logs=None):
-                row = {"epoch": epoch + 1, "loss": float(logs["loss"])}
-                self.epochs.append(row)
-                on_log({"epoch_loss": row["loss"]}, epoch + 1)
-
-        return _Curves()
+    return _Curves()
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
@@ -135,7 +176,8 @@ def train(cfg: PipelineConfig, tokenized_dir: Path = TOKENIZED_DIR, out_dir: Pat
     for split, info in data_summary.items():
         params[f"data_size.{split}.examples"] = info.get("examples")
         params[f"data_size.{split}.features"] = info.get("features")
-    client, run_id = tracking.start_run(cfg.mlflow.experiment_name, "train", params, {"stage": "train"})
+    tags = {"stage": "train", "training_inputs_hash": training_inputs_hash(cfg, tokenized_dir)}
+    client, run_id = tracking.start_run(cfg.mlflow.experiment_name, "train", params, tags)
     print(f"MLflow run {run_id} in {tracking.tracking_uri()}")
 
     tf.keras.utils.set_random_seed(cfg.train.seed)
@@ -150,7 +192,7 @@ def train(cfg: PipelineConfig, tokenized_dir: Path = TOKENIZED_DIR, out_dir: Pat
     model.compile(optimizer=optimizer)  # no loss argument: the HF model computes its own QA loss
 
     interactive = sys.stdout.isatty()
-    curves = TrainingCurves.create(
+    curves = make_curves_callback(
         schedule, steps_per_epoch, cfg.train.log_every_steps,
         on_log=lambda metrics, step: tracking.log_metrics(client, run_id, metrics, step),
         show_progress_lines=not interactive,
@@ -186,6 +228,10 @@ def train(cfg: PipelineConfig, tokenized_dir: Path = TOKENIZED_DIR, out_dir: Pat
                          step=total_steps)
     client.log_artifact(run_id, str(plots_dir / "steps.csv"), "plots")
     client.log_artifact(run_id, str(plots_dir / "epochs.csv"), "plots")
+    with tempfile.TemporaryDirectory() as tmp:
+        png = Path(tmp) / "training_loss.png"
+        plot_loss(curves.steps, png)
+        client.log_artifact(run_id, str(png), "plots")
     params_file = Path("params.yaml")
     if params_file.is_file():
         client.log_artifact(run_id, str(params_file))

@@ -74,3 +74,16 @@ def test_prediction_logits_come_back_in_feature_order_and_unpadded():
 def test_prediction_plan_caps_width_at_max_length():
     plan = prediction_batches(np.array([380, 383]), 4, "bucketed", 384, 32)
     assert plan[0][1] == 384
+
+
+def test_feature_table_of_a_selected_view_holds_the_selected_rows(sample_raw, tokenizer):
+    from pipeline.config import TokenizeConfig
+    from pipeline.tokenize import prepare_validation_features
+
+    from datasets import Dataset
+
+    feats = Dataset.from_dict(prepare_validation_features(sample_raw["validation"][:10], tokenizer, TokenizeConfig(128, 32)))
+    view = feats.select([3, 0])
+    table = FeatureTable.from_dataset(view)
+    assert table.inputs["input_ids"].row(0).tolist() == view[0]["input_ids"]
+    assert table.inputs["input_ids"].row(1).tolist() == view[1]["input_ids"]

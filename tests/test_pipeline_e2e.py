@@ -1,78 +1,37 @@
 """End to end: a real `dvc repro` in a temporary git repo copied from the project, on a tiny config.
 
 The tests in this module run in order on one repo: first run, MLflow record, no-op rerun,
-prediction from the export, a train-only change, then a bad parameter.
+prediction from the export, then one change per row of the caching table (which stages
+must execute, read from DVC's own output), going back to the first parameter set (restored
+from the run-cache), and a bad parameter.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import re
-import shutil
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-import yaml
 
-from conftest import PROJECT_ROOT, project_files
-
-TINY = {
-    "data": {"max_train_samples": 48, "max_eval_samples": 24},
-    "tokenize": {"max_length": 128, "stride": 32},
-    "train": {"batch_size": 8, "log_every_steps": 2},
-    "evaluate": {"batch_size": 32},
-}
-STAGES = ["download", "tokenize", "train", "evaluate", "export"]
-
-
-def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc
-
-
-def executed_stages(output: str) -> set[str]:
-    """Stages DVC actually ran (not skipped, not restored from the run-cache)."""
-    return set(re.findall(r"Running stage '([\w-]+)'", output))
-
-
-def set_params(repo: Path, updates: dict) -> None:
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    for section, values in updates.items():
-        params[section].update(values)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-
-def make_repo(root: Path, updates: dict = TINY) -> Path:
-    repo = root / "repo"
-    for name in project_files():
-        target = repo / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(PROJECT_ROOT / name, target)
-    set_params(repo, updates)
-    run(["git", "init", "-q"], repo)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], repo)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"], repo)
-    return repo
+from conftest import STAGES, executed_stages, git, make_repo, run_cmd, set_params
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     repo = make_repo(tmp_path_factory.mktemp("e2e"))
-    first = run(["dvc", "repro"], repo)
-    repo.joinpath("first_repro.log").write_text(first.stdout + first.stderr)
+    first = run_cmd(["dvc", "repro"], repo)
+    repo.joinpath(".first_repro.log").write_text(first.stdout + first.stderr)
+    repo.joinpath(".first_eval.json").write_text((repo / "metrics/eval.json").read_text())
     return repo
 
 
+def repro(repo) -> set[str]:
+    return executed_stages(run_cmd(["dvc", "repro"], repo))
+
+
 def test_first_repro_runs_every_stage_and_writes_sane_metrics(repo):
-    log = repo.joinpath("first_repro.log").read_text()
-    assert executed_stages(log) == set(STAGES)
+    log = repo.joinpath(".first_repro.log").read_text()
+    assert {stage for stage in STAGES if f"Running stage '{stage}'" in log} == set(STAGES)
     metrics = json.loads((repo / "metrics/eval.json").read_text())
     assert metrics["examples"] == 24
     assert metrics["features"] >= 24
@@ -102,17 +61,20 @@ def test_mlflow_run_holds_params_curves_metrics_and_commit(repo):
     assert run_.data.params["train.learning_rate"] == "0.0001"
     assert run_.data.params["tokenize.max_length"] == "128"
     assert run_.data.params["data_size.train.examples"] == "48"
-    head = run(["git", "rev-parse", "HEAD"], repo).stdout.strip()
-    assert run_.data.tags["git_commit"] == head
+    assert run_.data.tags["git_commit"] == git(repo, "rev-parse", "HEAD").strip()
+    assert len(run_.data.tags["training_inputs_hash"]) == 64
     loss_history = client.get_metric_history(run_.info.run_id, "loss")
     assert len(loss_history) >= 2 and loss_history[0].step < loss_history[-1].step
     assert run_.data.tags["exported"] == "true"
+    artifacts = {a.path for a in client.list_artifacts(run_.info.run_id)}
+    assert {"params.yaml", "plots", "predictions"} <= artifacts
+    plots = {a.path for a in client.list_artifacts(run_.info.run_id, "plots")}
+    assert "plots/training_loss.png" in plots
 
 
 def test_second_repro_executes_no_stage(repo):
-    out = run(["dvc", "repro"], repo)
-    assert executed_stages(out.stdout + out.stderr) == set()
-    assert run(["dvc", "status"], repo).stdout.strip() in ("Data and pipelines are up to date.", "")
+    assert repro(repo) == set()
+    assert "up to date" in run_cmd(["dvc", "status"], repo).stdout
 
 
 def test_predict_answers_from_the_export_across_stride_windows(repo):
@@ -121,8 +83,8 @@ def test_predict_answers_from_the_export_across_stride_windows(repo):
         + "The Eiffel Tower was completed in 1889 in Paris. "
         + "Most of the forest is contained within Brazil. " * 6
     )
-    out = run([sys.executable, "-m", "pipeline.predict", "--model", "models/export",
-               "--question", "When was the Eiffel Tower completed?", "--context", context], repo)
+    out = run_cmd([sys.executable, "-m", "pipeline.predict", "--model", "models/export",
+                   "--question", "When was the Eiffel Tower completed?", "--context", context], repo)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["windows"] > 1  # longer than max_length=128: several windows
     assert result["answer"] and context[result["start"]:result["end"]] == result["answer"]
@@ -130,21 +92,68 @@ def test_predict_answers_from_the_export_across_stride_windows(repo):
 
 
 def test_predict_rejects_an_empty_question(repo):
-    out = run([sys.executable, "-m", "pipeline.predict", "--question", " ", "--context", "Some text."], repo, check=False)
+    out = run_cmd([sys.executable, "-m", "pipeline.predict", "--question", " ", "--context", "Some text."], repo,
+                  check=False)
     assert out.returncode == 1
     assert out.stderr.strip().splitlines()[-1] == "error: --question is empty; ask a question"
 
 
 def test_train_only_param_reruns_train_evaluate_export(repo):
     set_params(repo, {"train": {"learning_rate": 5e-5}})
-    out = run(["dvc", "repro"], repo)
-    assert executed_stages(out.stdout + out.stderr) == {"train", "evaluate", "export"}
+    assert repro(repo) == {"train", "evaluate", "export"}
+
+
+def test_evaluate_only_param_reruns_evaluate_only(repo):
+    set_params(repo, {"evaluate": {"n_best": 10}})
+    assert repro(repo) == {"evaluate"}
+
+
+def test_training_reused_evaluation_is_a_new_run_linked_to_the_training_run(repo):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("squad-pipeline").experiment_id],
+                              order_by=["attributes.start_time DESC"])
+    latest, trained = runs[0], runs[1]
+    assert latest.data.tags["training_reused"] == "true"
+    assert latest.data.tags["training_run_id"] == trained.info.run_id
+    assert latest.data.params["evaluate.n_best"] == "10"
+    assert "loss" not in latest.data.metrics  # it did not train, and does not pretend to
+    assert "f1" in latest.data.metrics
+
+
+def test_tokenize_param_reruns_tokenize_and_everything_after(repo):
+    set_params(repo, {"tokenize": {"max_length": 96}})
+    assert repro(repo) == {"tokenize", "train", "evaluate", "export"}
+
+
+def test_data_subset_size_reruns_everything(repo):
+    set_params(repo, {"data": {"max_eval_samples": 20}})
+    assert repro(repo) == set(STAGES)
+    assert json.loads((repo / "metrics/eval.json").read_text())["examples"] == 20
+
+
+def test_code_of_one_stage_reruns_that_stage_and_what_follows(repo):
+    with (repo / "pipeline/evaluate.py").open("a") as fh:
+        fh.write("\n# a comment changes the file's hash\n")
+    assert repro(repo) == {"evaluate"}
+    with (repo / "pipeline/export.py").open("a") as fh:
+        fh.write("\n# a comment changes the file's hash\n")
+    assert repro(repo) == {"export"}
+
+
+def test_going_back_to_the_first_parameter_set_restores_from_the_run_cache(repo):
+    git(repo, "checkout", "--", "params.yaml", "pipeline/evaluate.py", "pipeline/export.py")
+    proc = run_cmd(["dvc", "repro"], repo)
+    assert executed_stages(proc) == set()
+    assert "is cached - skipping run, checking out outputs" in proc.stdout
+    assert (repo / "metrics/eval.json").read_text() == (repo / ".first_eval.json").read_text()
 
 
 def test_bad_stride_fails_with_one_clear_line_and_earlier_outputs_survive(repo):
     lock_before = (repo / "dvc.lock").read_text()
     set_params(repo, {"tokenize": {"stride": 128}})
-    out = run(["dvc", "repro"], repo, check=False)
+    out = run_cmd(["dvc", "repro"], repo, check=False)
     assert out.returncode != 0
     errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
     assert errors == [
@@ -155,6 +164,5 @@ def test_bad_stride_fails_with_one_clear_line_and_earlier_outputs_survive(repo):
     # DVC removed the stage's workspace output before running it; the good version is in
     # the cache, so restoring the params restores everything without executing a stage.
     set_params(repo, {"tokenize": {"stride": 32}})
-    out = run(["dvc", "repro"], repo)
-    assert executed_stages(out.stdout + out.stderr) == set()
+    assert repro(repo) == set()
     assert (repo / "data/tokenized/dataset_dict.json").is_file()

