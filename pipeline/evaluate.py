@@ -34,6 +34,7 @@ TOKENIZED_DIR = Path("data/tokenized")
 TRAINED_DIR = Path("models/trained")
 METRICS_FILE = Path("metrics/eval.json")
 PREDICTIONS_DIR = Path("predictions")
+SCORES_PLOT_FILE = Path("plots/eval/scores.json")
 
 PREDICTIONS_FILE = "predictions.json"
 NBEST_FILE = "nbest_predictions.json"
@@ -49,13 +50,15 @@ def predict_split(logits_fn, examples, features, cfg: EvaluateConfig, version_2_
     """
     from pipeline.batching import FeatureTable
     from pipeline.inference import predict_logits
-    from pipeline.postprocess import postprocess_predictions
+    from pipeline.vectorized_postprocess import ContextOffsets, postprocess_predictions_vectorized
 
     table = FeatureTable.from_dataset(features, pad_token_id=pad_token_id)
     max_length = int(table.lengths.max())
     starts, ends = predict_logits(logits_fn, table, cfg.batch_size, max_length, progress=progress)
-    return postprocess_predictions(
-        examples["id"], examples["context"], features["example_id"], features["offset_mapping"],
+    # Vectorized, with results identical to pipeline.postprocess.postprocess_predictions
+    # (the course's loop; tests/test_vectorized_postprocess.py checks it).
+    return postprocess_predictions_vectorized(
+        examples["id"], examples["context"], features["example_id"], ContextOffsets.from_dataset(features),
         starts, ends, cfg.n_best, cfg.max_answer_length, version_2_with_negative, cfg.null_score_diff_threshold,
     )
 
@@ -127,7 +130,7 @@ def log_to_mlflow(cfg: PipelineConfig, trained_dir: Path, metrics: dict, predict
 
 def evaluate(cfg: PipelineConfig, raw_dir: Path = RAW_DIR, tokenized_dir: Path = TOKENIZED_DIR,
              trained_dir: Path = TRAINED_DIR, metrics_file: Path = METRICS_FILE,
-             predictions_dir: Path = PREDICTIONS_DIR) -> dict[str, Any]:
+             predictions_dir: Path = PREDICTIONS_DIR, scores_plot_file: Path = SCORES_PLOT_FILE) -> dict[str, Any]:
     from datasets import load_from_disk
     from transformers import AutoTokenizer, TFAutoModelForQuestionAnswering
 
@@ -138,6 +141,9 @@ def evaluate(cfg: PipelineConfig, raw_dir: Path = RAW_DIR, tokenized_dir: Path =
             raise PipelineError(f"{path}: no saved dataset; run `dvc repro` to build it")
     if not (trained_dir / "config.json").is_file():
         raise PipelineError(f"{trained_dir}: no trained model; run the train stage first")
+    from pipeline import tracking
+
+    tracking.check_server(tracking.tracking_uri())  # a down server stops us before any work
     examples = load_from_disk(str(raw_dir))["validation"]
     features = load_from_disk(str(tokenized_dir))["validation"]
     tokenizer = AutoTokenizer.from_pretrained(str(trained_dir))
@@ -155,6 +161,8 @@ def evaluate(cfg: PipelineConfig, raw_dir: Path = RAW_DIR, tokenized_dir: Path =
     with atomic_output_dir(predictions_dir) as tmp:
         write_prediction_files(tmp, predictions)
     write_json(metrics_file, metrics)
+    # The same two scores as a list, the shape `dvc plots` needs to compare experiments.
+    write_json(scores_plot_file, [{"metric": k, "score": metrics[k]} for k in ("exact_match", "f1")])
     metrics["mlflow_run_id"] = log_to_mlflow(cfg, trained_dir, metrics, predictions_dir)
     return metrics
 

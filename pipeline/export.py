@@ -60,6 +60,9 @@ def export(cfg: PipelineConfig, trained_dir: Path = TRAINED_DIR, out_dir: Path =
 
     if not (trained_dir / "config.json").is_file():
         raise PipelineError(f"{trained_dir}: no trained model; run the train stage first")
+    from pipeline import tracking
+
+    tracking.check_server(tracking.tracking_uri())  # a down server stops us before any work
     tokenizer = AutoTokenizer.from_pretrained(str(trained_dir))
     model = TFAutoModelForQuestionAnswering.from_pretrained(str(trained_dir))
     settings = {

@@ -19,12 +19,14 @@ arrays without a per-token Python loop.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
-from pipeline.postprocess import Span, group_features
+from pipeline.postprocess import QAPredictions, Span, group_features, nbest_entries, null_span
 
 
 @dataclass
@@ -86,15 +88,20 @@ def _top_n_desc(logits: np.ndarray, n: int) -> np.ndarray:
     return np.take_along_axis(part, order, axis=1)
 
 
-def best_feature_spans(
+def feature_candidates(
     start_logits: Sequence[np.ndarray],
     end_logits: Sequence[np.ndarray],
     offsets: ContextOffsets,
     features: np.ndarray,
     n_best: int,
     max_answer_length: int,
+    keep: int = 1,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For the given feature indices: best score (-inf if none valid), start and end token."""
+    """The `keep` best valid spans of each given feature, best first.
+
+    Returns [len(features), keep] arrays: score (-inf where there is no such span), start
+    token, end token. Ties keep the loop's order (start-major, then end).
+    """
     lengths = offsets.row_starts[features + 1] - offsets.row_starts[features]
     width = int(lengths.max())
     starts = _pad([np.asarray(start_logits[f][: lengths[i]], dtype=np.float32) for i, f in enumerate(features)], width, -np.inf)
@@ -107,18 +114,45 @@ def best_feature_spans(
     top_s = _top_n_desc(starts, n_best)
     top_e = _top_n_desc(ends, n_best)
     rows = np.arange(len(features))[:, None]
-    start_ok = context[rows, top_s]
-    end_ok = context[rows, top_e]
     span_length = top_e[:, None, :] - top_s[:, :, None] + 1
-    valid = (span_length >= 1) & (span_length <= max_answer_length) & start_ok[:, :, None] & end_ok[:, None, :]
+    valid = (
+        (span_length >= 1)
+        & (span_length <= max_answer_length)
+        & context[rows, top_s][:, :, None]
+        & context[rows, top_e][:, None, :]
+    )
     scores = starts[rows, top_s][:, :, None] + ends[rows, top_e][:, None, :]
-    scores = np.where(valid, scores, -np.inf)
-    flat = scores.reshape(len(features), -1)
-    best = np.argmax(flat, axis=1)  # first maximum: start-major, as the loop
-    best_score = flat[np.arange(len(features)), best]
-    best_start = top_s[np.arange(len(features)), best // top_e.shape[1]]
-    best_end = top_e[np.arange(len(features)), best % top_e.shape[1]]
-    return best_score, best_start, best_end
+    flat = np.where(valid, scores, -np.inf).reshape(len(features), -1)
+    if keep == 1:
+        order = np.argmax(flat, axis=1)[:, None]  # first maximum: start-major, as the loop
+    else:
+        order = np.argsort(-flat, axis=1, kind="stable")[:, :keep]
+    n_end = top_e.shape[1]
+    return (
+        np.take_along_axis(flat, order, axis=1),
+        np.take_along_axis(top_s, order // n_end, axis=1),
+        np.take_along_axis(top_e, order % n_end, axis=1),
+    )
+
+
+def _all_feature_candidates(start_logits, end_logits, offsets, n_features, n_best, max_answer_length, keep,
+                            chunk_size):
+    score = np.full((n_features, keep), -np.inf, dtype=np.float32)
+    start = np.zeros((n_features, keep), dtype=np.int64)
+    end = np.zeros((n_features, keep), dtype=np.int64)
+    for begin in range(0, n_features, chunk_size):
+        chunk = np.arange(begin, min(begin + chunk_size, n_features))
+        s, b, e = feature_candidates(start_logits, end_logits, offsets, chunk, n_best, max_answer_length, keep)
+        score[chunk, : s.shape[1]], start[chunk, : s.shape[1]], end[chunk, : s.shape[1]] = s, b, e
+    return score, start, end
+
+
+def _span(context: str, offsets: ContextOffsets, f: int, s: int, e: int, score: float,
+          start_logits, end_logits) -> Span:
+    token_s, token_e = offsets.row_starts[f] + s, offsets.row_starts[f] + e
+    start_char, end_char = int(offsets.char_start[token_s]), int(offsets.char_end[token_e])
+    return Span(context[start_char:end_char], float(score), start_char, end_char,
+                float(start_logits[f][s]), float(end_logits[f][e]))
 
 
 def best_spans_vectorized(
@@ -133,16 +167,8 @@ def best_spans_vectorized(
     chunk_size: int = 2048,
 ) -> dict[str, Span | None]:
     """Same result as pipeline.postprocess.best_spans; memory bounded by chunk_size features."""
-    n_features = len(feature_example_ids)
-    best_score = np.full(n_features, -np.inf, dtype=np.float32)
-    best_start = np.zeros(n_features, dtype=np.int64)
-    best_end = np.zeros(n_features, dtype=np.int64)
-    for begin in range(0, n_features, chunk_size):
-        chunk = np.arange(begin, min(begin + chunk_size, n_features))
-        best_score[chunk], best_start[chunk], best_end[chunk] = best_feature_spans(
-            start_logits, end_logits, offsets, chunk, n_best, max_answer_length
-        )
-
+    score, start, end = _all_feature_candidates(start_logits, end_logits, offsets, len(feature_example_ids),
+                                                n_best, max_answer_length, 1, chunk_size)
     features_per_example = group_features(feature_example_ids)
     result: dict[str, Span | None] = {}
     for example_id, context in zip(example_ids, contexts):
@@ -150,21 +176,66 @@ def best_spans_vectorized(
         if not features:
             result[example_id] = None
             continue
-        scores = best_score[features]
+        scores = score[features, 0]
         winner = int(np.argmax(scores))  # first maximum: earliest feature, as the loop
         if not np.isfinite(scores[winner]):
             result[example_id] = None
             continue
         f = features[winner]
-        s, e = int(best_start[f]), int(best_end[f])
-        token_s, token_e = offsets.row_starts[f] + s, offsets.row_starts[f] + e
-        start_char, end_char = int(offsets.char_start[token_s]), int(offsets.char_end[token_e])
-        result[example_id] = Span(
-            text=context[start_char:end_char],
-            score=float(scores[winner]),
-            start_char=start_char,
-            end_char=end_char,
-            start_logit=float(start_logits[f][s]),
-            end_logit=float(end_logits[f][e]),
-        )
+        result[example_id] = _span(context, offsets, f, int(start[f, 0]), int(end[f, 0]), scores[winner],
+                                   start_logits, end_logits)
     return result
+
+
+def postprocess_predictions_vectorized(
+    example_ids: Sequence[str],
+    contexts: Sequence[str],
+    feature_example_ids: Sequence[str],
+    offsets: ContextOffsets,
+    start_logits: Sequence[np.ndarray],
+    end_logits: Sequence[np.ndarray],
+    n_best: int = 20,
+    max_answer_length: int = 30,
+    version_2_with_negative: bool = False,
+    null_score_diff_threshold: float = 0.0,
+    chunk_size: int = 2048,
+) -> QAPredictions:
+    """Same result as pipeline.postprocess.postprocess_predictions (answers, n-best lists,
+    null odds), with the per-feature work vectorized.
+
+    An example's n_best best spans are among the n_best best of each of its features, so
+    only those are ranked per example (a stable sort keeps the loop's order on ties).
+    """
+    score, start, end = _all_feature_candidates(start_logits, end_logits, offsets, len(feature_example_ids),
+                                                n_best, max_answer_length, n_best, chunk_size)
+    features_per_example = group_features(feature_example_ids)
+    answers: dict[str, str] = {}
+    nbest: dict[str, list[dict]] = {}
+    null_odds: dict[str, float] = {}
+    for example_id, context in zip(example_ids, contexts):
+        features = features_per_example.get(example_id, [])
+        spans: list[Span] = []
+        if features:
+            candidate_scores = score[features].ravel()
+            ranked = np.argsort(-candidate_scores, kind="stable")[:n_best]
+            ranked = ranked[np.isfinite(candidate_scores[ranked])]
+            keep = score.shape[1]
+            spans = [
+                _span(context, offsets, features[k // keep], int(start[features[k // keep], k % keep]),
+                      int(end[features[k // keep], k % keep]), candidate_scores[k], start_logits, end_logits)
+                for k in ranked
+            ]
+        best = spans[0] if spans else None
+        if not version_2_with_negative:
+            answers[example_id] = best.text if best else ""
+            nbest[example_id] = nbest_entries(spans)
+            continue
+        null = null_span(features, start_logits, end_logits)
+        ranked_spans = sorted(spans + ([null] if null is not None else []), key=lambda sp: sp.score, reverse=True)[:n_best]
+        if null is not None and not any(sp is null for sp in ranked_spans):
+            ranked_spans.append(null)  # utils_qa always lists the null answer
+        odds = null.score - best.score if best is not None and null is not None else math.inf
+        null_odds[example_id] = odds
+        answers[example_id] = "" if best is None or odds > null_score_diff_threshold else best.text
+        nbest[example_id] = nbest_entries(ranked_spans)
+    return QAPredictions(answers, nbest, null_odds if version_2_with_negative else None)

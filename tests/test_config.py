@@ -20,9 +20,9 @@ GROUPS = {
 
 def test_groups_hold_the_documented_options():
     assert GROUPS == {
-        "data": ["sample", "sample_v2", "squad", "squad_json"],
+        "data": ["sample", "sample_v2", "squad", "squad_json", "squad_shared"],
         "model": ["bert-base-cased", "distilbert-base-cased", "minilm"],
-        "train": ["course", "cpu"],
+        "train": ["course", "cpu", "quality"],
     }
 
 

@@ -63,3 +63,37 @@ def test_selected_views_use_the_selected_rows(features):
     _, feats = features
     view = feats.select([5, 2, 9])
     assert (ContextOffsets.from_dataset(view).char_end == ContextOffsets.from_lists(view["offset_mapping"]).char_end).all()
+
+
+@pytest.fixture(scope="module")
+def v2_features(tokenizer):
+    from conftest import SAMPLE_DIR
+    from pipeline.config import DataConfig
+    from pipeline.download import build_dataset_dict
+
+    v2 = str(SAMPLE_DIR / "validation-v2.json.gz")
+    raw, _ = build_dataset_dict(DataConfig(train_file=v2, validation_file=v2, version_2_with_negative=True,
+                                           max_train_samples=2))
+    return raw["validation"], tokenize_dataset_dict(raw, tokenizer, TokenizeConfig(max_length=128, stride=32))["validation"]
+
+
+@pytest.mark.parametrize("version_2,threshold,n_best", [(False, 0.0, 20), (True, 0.0, 20), (True, -2.0, 5), (True, 3.0, 1)])
+def test_full_postprocessing_identical_to_the_loop(v2_features, version_2, threshold, n_best):
+    """answers, n-best lists and null odds equal pipeline.postprocess.postprocess_predictions."""
+    from pipeline.postprocess import postprocess_predictions
+    from pipeline.vectorized_postprocess import postprocess_predictions_vectorized
+    from qa_logits import realistic_logits
+
+    examples, feats = v2_features
+    answers_by_id = dict(zip(examples["id"], examples["answers"]))
+    boost = {i: 4.0 for i, a in answers_by_id.items() if not a["text"]}
+    starts, ends = realistic_logits(feats[:], answers_by_id, seed=3, cls_boost=boost)
+    args = (examples["id"], examples["context"], feats["example_id"])
+    loop = postprocess_predictions(*args, feats["offset_mapping"], starts, ends, n_best, 30, version_2, threshold)
+    fast = postprocess_predictions_vectorized(*args, ContextOffsets.from_dataset(feats), starts, ends, n_best, 30,
+                                              version_2, threshold, chunk_size=101)
+    assert fast.answers == loop.answers
+    assert fast.nbest == loop.nbest
+    assert fast.null_odds == loop.null_odds
+    if version_2:
+        assert sum(a == "" for a in fast.answers.values()) > 0
