@@ -73,17 +73,17 @@ class ContextOffsets:
         return cls(row_starts, is_context, char_start, char_end)
 
 
-def _pad(rows: Sequence[np.ndarray], width: int, fill: float) -> np.ndarray:
-    out = np.full((len(rows), width), fill, dtype=np.float32)
-    for r, row in enumerate(rows):
-        out[r, : len(row)] = row
-    return out
+def _as_list(values: Sequence) -> list:
+    """A plain list; `datasets` columns iterate row by row through their formatter (slow),
+    while slicing them converts in one Arrow call."""
+    return values if isinstance(values, list) else values[:]
 
 
 def _top_n_desc(logits: np.ndarray, n: int) -> np.ndarray:
     """[F, n] indices of the n largest values per row, largest first."""
-    n = min(n, logits.shape[1])
-    part = np.argpartition(-logits, n - 1, axis=1)[:, :n]
+    width = logits.shape[1]
+    n = min(n, width)
+    part = np.argpartition(logits, width - n, axis=1)[:, width - n :]
     order = np.argsort(-np.take_along_axis(logits, part, axis=1), axis=1, kind="stable")
     return np.take_along_axis(part, order, axis=1)
 
@@ -104,12 +104,15 @@ def feature_candidates(
     """
     lengths = offsets.row_starts[features + 1] - offsets.row_starts[features]
     width = int(lengths.max())
-    starts = _pad([np.asarray(start_logits[f][: lengths[i]], dtype=np.float32) for i, f in enumerate(features)], width, -np.inf)
-    ends = _pad([np.asarray(end_logits[f][: lengths[i]], dtype=np.float32) for i, f in enumerate(features)], width, -np.inf)
-    context = np.zeros((len(features), width), dtype=bool)
-    for i, f in enumerate(features):
-        begin = offsets.row_starts[f]
-        context[i, : lengths[i]] = offsets.is_context[begin : begin + lengths[i]]
+    # Scatter the ragged rows into [features, width] with one mask instead of a Python loop.
+    in_row = np.arange(width)[None, :] < lengths[:, None]
+    starts = np.full(in_row.shape, -np.inf, dtype=np.float32)
+    ends = np.full(in_row.shape, -np.inf, dtype=np.float32)
+    starts[in_row] = np.concatenate([start_logits[f][:n] for f, n in zip(features, lengths)])
+    ends[in_row] = np.concatenate([end_logits[f][:n] for f, n in zip(features, lengths)])
+    token = (offsets.row_starts[features][:, None] + np.arange(width)[None, :])[in_row]
+    context = np.zeros(in_row.shape, dtype=bool)
+    context[in_row] = offsets.is_context[token]
 
     top_s = _top_n_desc(starts, n_best)
     top_e = _top_n_desc(ends, n_best)
@@ -140,8 +143,10 @@ def _all_feature_candidates(start_logits, end_logits, offsets, n_features, n_bes
     score = np.full((n_features, keep), -np.inf, dtype=np.float32)
     start = np.zeros((n_features, keep), dtype=np.int64)
     end = np.zeros((n_features, keep), dtype=np.int64)
+    # Chunks of similar length: each is padded only to its own longest feature.
+    by_length = np.argsort(np.diff(offsets.row_starts), kind="stable")
     for begin in range(0, n_features, chunk_size):
-        chunk = np.arange(begin, min(begin + chunk_size, n_features))
+        chunk = by_length[begin : begin + chunk_size]
         s, b, e = feature_candidates(start_logits, end_logits, offsets, chunk, n_best, max_answer_length, keep)
         score[chunk, : s.shape[1]], start[chunk, : s.shape[1]], end[chunk, : s.shape[1]] = s, b, e
     return score, start, end
@@ -167,23 +172,25 @@ def best_spans_vectorized(
     chunk_size: int = 2048,
 ) -> dict[str, Span | None]:
     """Same result as pipeline.postprocess.best_spans; memory bounded by chunk_size features."""
+    example_ids, contexts, feature_example_ids = map(_as_list, (example_ids, contexts, feature_example_ids))
     score, start, end = _all_feature_candidates(start_logits, end_logits, offsets, len(feature_example_ids),
                                                 n_best, max_answer_length, 1, chunk_size)
-    features_per_example = group_features(feature_example_ids)
-    result: dict[str, Span | None] = {}
-    for example_id, context in zip(example_ids, contexts):
-        features = features_per_example.get(example_id)
-        if not features:
-            result[example_id] = None
+    # Best feature per example without a Python loop over features: sort by (example,
+    # -score, feature) and take each example's first row, which is the loop's choice (the
+    # highest score, the earliest feature on ties).
+    code_of = {example_id: i for i, example_id in enumerate(example_ids)}
+    codes = np.fromiter((code_of.get(e, -1) for e in feature_example_ids), dtype=np.int64, count=len(feature_example_ids))
+    feature_index = np.arange(len(codes))
+    order = np.lexsort((feature_index, -score[:, 0], codes))
+    sorted_codes = codes[order]
+    firsts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
+    result: dict[str, Span | None] = dict.fromkeys(example_ids)
+    for f in order[firsts]:
+        code = codes[f]
+        if code < 0 or not np.isfinite(score[f, 0]):
             continue
-        scores = score[features, 0]
-        winner = int(np.argmax(scores))  # first maximum: earliest feature, as the loop
-        if not np.isfinite(scores[winner]):
-            result[example_id] = None
-            continue
-        f = features[winner]
-        result[example_id] = _span(context, offsets, f, int(start[f, 0]), int(end[f, 0]), scores[winner],
-                                   start_logits, end_logits)
+        result[example_ids[code]] = _span(contexts[code], offsets, int(f), int(start[f, 0]), int(end[f, 0]),
+                                          score[f, 0], start_logits, end_logits)
     return result
 
 
@@ -206,6 +213,7 @@ def postprocess_predictions_vectorized(
     An example's n_best best spans are among the n_best best of each of its features, so
     only those are ranked per example (a stable sort keeps the loop's order on ties).
     """
+    example_ids, contexts, feature_example_ids = map(_as_list, (example_ids, contexts, feature_example_ids))
     score, start, end = _all_feature_candidates(start_logits, end_logits, offsets, len(feature_example_ids),
                                                 n_best, max_answer_length, n_best, chunk_size)
     features_per_example = group_features(feature_example_ids)

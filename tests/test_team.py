@@ -164,3 +164,14 @@ def wait_for(url: str, timeout_s: float = 90) -> None:
             time.sleep(0.5)
     raise AssertionError(f"{url} did not come up in {timeout_s} s")
 
+
+
+def test_dvc_plots_render_the_loss_curve_and_an_em_f1_comparison(team):
+    _, repo = team
+    out = run_cmd(["dvc", "plots", "show", "--json"], repo)
+    plots = json.loads(out.stdout)
+    assert {"plots/train/steps.csv", "plots/train/epochs.csv", "plots/eval/scores.json"} <= set(plots)
+    run_cmd(["dvc", "plots", "diff", "HEAD", "--out", "dvc_plots"], repo)
+    html = (repo / "dvc_plots/index.html").read_text()
+    assert "Training loss per step" in html and "Exact match and F1" in html
+    assert "workspace" in html and "HEAD" in html  # both revisions are drawn
