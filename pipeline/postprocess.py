@@ -199,28 +199,50 @@ def postprocess_predictions(
 ) -> QAPredictions:
     """Answers, n-best lists and (SQuAD v2.0) null odds for every example."""
     features_per_example = group_features(feature_example_ids)
-    answers: dict[str, str] = {}
-    nbest: dict[str, list[dict]] = {}
-    null_odds: dict[str, float] = {}
-    by_score = lambda s: s.score  # noqa: E731
+    collector = PredictionCollector(version_2_with_negative, null_score_diff_threshold, n_best)
     for example_id, context in zip(example_ids, contexts):
         feature_indices = features_per_example.get(example_id, [])
         candidates = example_candidates(
             feature_indices, context, feature_offsets, start_logits, end_logits, n_best, max_answer_length
         )
-        # max() keeps the first of equal scores, as the course's loop does; sorted() is
-        # stable, so the n-best list starts with that same span.
-        best = max(candidates, key=by_score) if candidates else None
-        if not version_2_with_negative:
-            answers[example_id] = best.text if best else ""
-            nbest[example_id] = nbest_entries(sorted(candidates, key=by_score, reverse=True)[:n_best])
-            continue
-        null = null_span(feature_indices, start_logits, end_logits)
-        ranked = sorted(candidates + ([null] if null is not None else []), key=by_score, reverse=True)[:n_best]
-        if null is not None and not any(span is null for span in ranked):
-            ranked.append(null)  # utils_qa always lists the null answer
+        # sorted() is stable: among equal scores the first candidate stays first, the span
+        # the course's max() picks.
+        ranked = sorted(candidates, key=lambda s: s.score, reverse=True)[:n_best]
+        null = null_span(feature_indices, start_logits, end_logits) if version_2_with_negative else None
+        collector.add(example_id, ranked, null)
+    return collector.result()
+
+
+class PredictionCollector:
+    """Turns each example's ranked spans (best first) and null span into utils_qa's outputs.
+
+    Shared by the loop above and pipeline.vectorized_postprocess, so both apply the same
+    SQuAD v2.0 rule: predict "" when null score - best span score > threshold.
+    """
+
+    def __init__(self, version_2_with_negative: bool, null_score_diff_threshold: float, n_best: int) -> None:
+        self.version_2 = version_2_with_negative
+        self.threshold = null_score_diff_threshold
+        self.n_best = n_best
+        self.answers: dict[str, str] = {}
+        self.nbest: dict[str, list[dict]] = {}
+        self.null_odds: dict[str, float] = {}
+
+    def add(self, example_id: str, ranked: list[Span], null: Optional[Span]) -> None:
+        best = ranked[0] if ranked else None
+        if not self.version_2:
+            self.answers[example_id] = best.text if best else ""
+            self.nbest[example_id] = nbest_entries(ranked)
+            return
+        listed = sorted(ranked + ([null] if null is not None else []), key=lambda s: s.score, reverse=True)[: self.n_best]
+        if null is not None and not any(span is null for span in listed):
+            listed.append(null)  # utils_qa always lists the null answer
         odds = null.score - best.score if best is not None and null is not None else math.inf
-        null_odds[example_id] = odds
-        answers[example_id] = "" if best is None or odds > null_score_diff_threshold else best.text
-        nbest[example_id] = nbest_entries(ranked)
-    return QAPredictions(answers, nbest, null_odds if version_2_with_negative else None)
+        self.null_odds[example_id] = odds
+        self.answers[example_id] = "" if best is None or odds > self.threshold else best.text
+        self.nbest[example_id] = nbest_entries(listed)
+
+    def result(self) -> "QAPredictions":
+        return QAPredictions(self.answers, self.nbest, self.null_odds if self.version_2 else None)
+
+

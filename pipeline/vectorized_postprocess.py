@@ -19,14 +19,13 @@ arrays without a per-token Python loop.
 
 from __future__ import annotations
 
-import math
 
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
-from pipeline.postprocess import QAPredictions, Span, group_features, nbest_entries, null_span
+from pipeline.postprocess import PredictionCollector, QAPredictions, Span, group_features, null_span
 
 
 @dataclass
@@ -217,33 +216,20 @@ def postprocess_predictions_vectorized(
     score, start, end = _all_feature_candidates(start_logits, end_logits, offsets, len(feature_example_ids),
                                                 n_best, max_answer_length, n_best, chunk_size)
     features_per_example = group_features(feature_example_ids)
-    answers: dict[str, str] = {}
-    nbest: dict[str, list[dict]] = {}
-    null_odds: dict[str, float] = {}
+    collector = PredictionCollector(version_2_with_negative, null_score_diff_threshold, n_best)
+    keep = score.shape[1]
     for example_id, context in zip(example_ids, contexts):
         features = features_per_example.get(example_id, [])
-        spans: list[Span] = []
+        ranked_spans: list[Span] = []
         if features:
             candidate_scores = score[features].ravel()
             ranked = np.argsort(-candidate_scores, kind="stable")[:n_best]
             ranked = ranked[np.isfinite(candidate_scores[ranked])]
-            keep = score.shape[1]
-            spans = [
+            ranked_spans = [
                 _span(context, offsets, features[k // keep], int(start[features[k // keep], k % keep]),
                       int(end[features[k // keep], k % keep]), candidate_scores[k], start_logits, end_logits)
                 for k in ranked
             ]
-        best = spans[0] if spans else None
-        if not version_2_with_negative:
-            answers[example_id] = best.text if best else ""
-            nbest[example_id] = nbest_entries(spans)
-            continue
-        null = null_span(features, start_logits, end_logits)
-        ranked_spans = sorted(spans + ([null] if null is not None else []), key=lambda sp: sp.score, reverse=True)[:n_best]
-        if null is not None and not any(sp is null for sp in ranked_spans):
-            ranked_spans.append(null)  # utils_qa always lists the null answer
-        odds = null.score - best.score if best is not None and null is not None else math.inf
-        null_odds[example_id] = odds
-        answers[example_id] = "" if best is None or odds > null_score_diff_threshold else best.text
-        nbest[example_id] = nbest_entries(ranked_spans)
-    return QAPredictions(answers, nbest, null_odds if version_2_with_negative else None)
+        null = null_span(features, start_logits, end_logits) if version_2_with_negative else None
+        collector.add(example_id, ranked_spans, null)
+    return collector.result()

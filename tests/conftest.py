@@ -83,14 +83,19 @@ STAGES = ["download", "tokenize", "train", "evaluate", "export"]
 
 
 def run_cmd(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None,
-            timeout: int = 1200) -> subprocess.CompletedProcess:
-    """Run a command with the test venv first on PATH (DVC stages call `python`)."""
+            timeout: int = 1200, capture: bool = True) -> subprocess.CompletedProcess:
+    """Run a command with the test venv first on PATH (DVC stages call `python`).
+
+    capture=False for commands that leave a daemon behind (`dvc queue start`): a daemon
+    holding our pipes would keep us waiting for its end.
+    """
     import sys
 
     full_env = dict(os.environ)
     full_env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{full_env['PATH']}"
     full_env.update(env or {})
-    proc = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+    output = {"capture_output": True} if capture else {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    proc = subprocess.run(cmd, cwd=cwd, env=full_env, text=True, timeout=timeout, **output)
     if check and proc.returncode != 0:
         raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return proc

@@ -72,13 +72,16 @@ def test_queued_sweep_with_two_workers_and_mlflow_comparison(team):
     root, repo = team
     # 1e-4 is the baseline's own rate: DVC would restore it from the run-cache, not train it
     run_cmd(["dvc", "exp", "run", "--queue", "-S", "train.learning_rate=3e-5,2e-4"], repo)
-    run_cmd(["dvc", "queue", "start", "-j", "2"], repo)
-    deadline = time.time() + 900
-    while time.time() < deadline:
-        status = run_cmd(["dvc", "queue", "status"], repo).stdout
-        if "Queued" not in status and "Running" not in status:
-            break
-        time.sleep(5)
+    run_cmd(["dvc", "queue", "start", "-j", "2"], repo, capture=False)
+    try:
+        deadline = time.time() + 900
+        while time.time() < deadline:
+            status = run_cmd(["dvc", "queue", "status"], repo).stdout
+            if "Queued" not in status and "Running" not in status:
+                break
+            time.sleep(5)
+    finally:
+        run_cmd(["dvc", "queue", "stop"], repo, check=False, capture=False)  # let the idle workers go
     assert "Failed" not in status and "Success" in status, status
     shown = json.loads(run_cmd(["dvc", "exp", "show", "--json"], repo).stdout)
     results = {}
@@ -169,7 +172,7 @@ def wait_for(url: str, timeout_s: float = 90) -> None:
 def test_dvc_plots_render_the_loss_curve_and_an_em_f1_comparison(team):
     _, repo = team
     out = run_cmd(["dvc", "plots", "show", "--json"], repo)
-    plots = json.loads(out.stdout)
+    plots = json.loads(out.stdout)["data"]
     assert {"plots/train/steps.csv", "plots/train/epochs.csv", "plots/eval/scores.json"} <= set(plots)
     run_cmd(["dvc", "plots", "diff", "HEAD", "--out", "dvc_plots"], repo)
     html = (repo / "dvc_plots/index.html").read_text()
