@@ -185,16 +185,23 @@ def bench_postprocessing(dev_raw, dev_features) -> dict:
     ids, contexts, feature_ids = dev_raw["id"][:], dev_raw["context"][:], dev_features["example_id"][:]
     offsets_lists = dev_features["offset_mapping"]  # the course reads these Python lists
 
-    started = time.perf_counter()
-    loop = best_spans(ids, contexts, feature_ids, offsets_lists, starts, ends, 20, 30)
-    loop_seconds = time.perf_counter() - started
-    started = time.perf_counter()
-    fast = best_spans_vectorized(ids, contexts, feature_ids, ContextOffsets.from_dataset(dev_features), starts, ends, 20, 30)
-    fast_seconds = time.perf_counter() - started
+    # Best of 3 for both: a single ~0.2 s run is at the mercy of one scheduler hiccup.
+    loop_seconds, fast_seconds = [], []
+    for _ in range(3):
+        started = time.perf_counter()
+        loop = best_spans(ids, contexts, feature_ids, offsets_lists, starts, ends, 20, 30)
+        loop_seconds.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        # converting the Arrow offsets is part of ours (the loop gets its lists for free)
+        fast = best_spans_vectorized(ids, contexts, feature_ids, ContextOffsets.from_dataset(dev_features),
+                                     starts, ends, 20, 30)
+        fast_seconds.append(time.perf_counter() - started)
     identical = answer_texts(loop) == answer_texts(fast)
-    log(f"post-processing: loop {loop_seconds:.2f} s, vectorized {fast_seconds:.3f} s, identical={identical}")
+    log(f"post-processing: loop {min(loop_seconds):.2f} s, vectorized {min(fast_seconds):.3f} s (best of 3), "
+        f"identical={identical}")
     return {"questions": len(ids), "features": len(feature_ids),
-            "baseline": {"seconds": loop_seconds}, "ours": {"seconds": fast_seconds},
+            "baseline": {"seconds": min(loop_seconds), "seconds_all": loop_seconds},
+            "ours": {"seconds": min(fast_seconds), "seconds_all": fast_seconds},
             "identical_predictions": identical}
 
 

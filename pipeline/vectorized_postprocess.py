@@ -48,10 +48,11 @@ class ContextOffsets:
         pair_starts = inner.offsets.to_numpy(zero_copy_only=False).astype(np.int64)[:-1]
         values = inner.values.to_numpy(zero_copy_only=False).astype(np.int64)
         base = inner.offsets[0].as_py()
-        char_start = np.zeros(len(is_context), dtype=np.int64)
-        char_end = np.zeros(len(is_context), dtype=np.int64)
-        char_start[is_context] = values[pair_starts[is_context] - base]
-        char_end[is_context] = values[pair_starts[is_context] - base + 1]
+        # A null (non-context) entry has no values: its offset is the next entry's, or
+        # the end, so clip it into range and zero what it reads.
+        pair = np.minimum(pair_starts - base, max(len(values) - 2, 0))
+        char_start = np.where(is_context, values[pair], 0) if len(values) else np.zeros(len(is_context), np.int64)
+        char_end = np.where(is_context, values[pair + 1], 0) if len(values) else np.zeros(len(is_context), np.int64)
         return cls(row_starts, is_context, char_start, char_end)
 
     @classmethod
@@ -87,9 +88,27 @@ def _top_n_desc(logits: np.ndarray, n: int) -> np.ndarray:
     return np.take_along_axis(part, order, axis=1)
 
 
+@dataclass
+class FlatLogits:
+    """Every feature's start/end logits cut to its own length and laid end to end, so the
+    token rows of ContextOffsets index them directly (no per-feature Python work later)."""
+
+    start: np.ndarray  # [T] float32
+    end: np.ndarray  # [T] float32
+
+    @classmethod
+    def concatenate(cls, start_logits: Sequence[np.ndarray], end_logits: Sequence[np.ndarray],
+                    offsets: ContextOffsets) -> "FlatLogits":
+        lengths = np.diff(offsets.row_starts).tolist()
+        # Logits past a feature's offsets are batch padding: cut off, never chosen.
+        return cls(
+            np.concatenate([s[:n] for s, n in zip(start_logits, lengths)]).astype(np.float32, copy=False),
+            np.concatenate([e[:n] for e, n in zip(end_logits, lengths)]).astype(np.float32, copy=False),
+        )
+
+
 def feature_candidates(
-    start_logits: Sequence[np.ndarray],
-    end_logits: Sequence[np.ndarray],
+    logits: FlatLogits,
     offsets: ContextOffsets,
     features: np.ndarray,
     n_best: int,
@@ -101,30 +120,33 @@ def feature_candidates(
     Returns [len(features), keep] arrays: score (-inf where there is no such span), start
     token, end token. Ties keep the loop's order (start-major, then end).
     """
-    lengths = offsets.row_starts[features + 1] - offsets.row_starts[features]
+    first_token = offsets.row_starts[features]
+    lengths = offsets.row_starts[features + 1] - first_token
     width = int(lengths.max())
-    # Scatter the ragged rows into [features, width] with one mask instead of a Python loop.
-    in_row = np.arange(width)[None, :] < lengths[:, None]
-    starts = np.full(in_row.shape, -np.inf, dtype=np.float32)
-    ends = np.full(in_row.shape, -np.inf, dtype=np.float32)
-    starts[in_row] = np.concatenate([start_logits[f][:n] for f, n in zip(features, lengths)])
-    ends[in_row] = np.concatenate([end_logits[f][:n] for f, n in zip(features, lengths)])
-    token = (offsets.row_starts[features][:, None] + np.arange(width)[None, :])[in_row]
-    context = np.zeros(in_row.shape, dtype=bool)
-    context[in_row] = offsets.is_context[token]
+    # Gather the ragged rows into [features, width]; positions past a row's end read a
+    # clipped token and are masked out (-inf logits, not context).
+    columns = np.arange(width)
+    outside = columns[None, :] >= lengths[:, None]
+    token = np.minimum(first_token[:, None] + columns[None, :], len(logits.start) - 1)
+    starts = logits.start[token]
+    ends = logits.end[token]
+    context = offsets.is_context[token]
+    starts[outside] = -np.inf
+    ends[outside] = -np.inf
+    context[outside] = False
 
     top_s = _top_n_desc(starts, n_best)
     top_e = _top_n_desc(ends, n_best)
     rows = np.arange(len(features))[:, None]
-    span_length = top_e[:, None, :] - top_s[:, :, None] + 1
-    valid = (
-        (span_length >= 1)
-        & (span_length <= max_answer_length)
-        & context[rows, top_s][:, :, None]
-        & context[rows, top_e][:, None, :]
-    )
+    # end - start as unsigned: negative differences wrap to huge values, so one comparison
+    # checks 0 <= end - start < max_answer_length (end >= start, length <= max).
+    difference = (top_e[:, None, :] - top_s[:, :, None]).astype(np.int32).view(np.uint32)
+    valid = difference < max_answer_length
+    valid &= context[rows, top_s][:, :, None]
+    valid &= context[rows, top_e][:, None, :]
     scores = starts[rows, top_s][:, :, None] + ends[rows, top_e][:, None, :]
-    flat = np.where(valid, scores, -np.inf).reshape(len(features), -1)
+    np.copyto(scores, -np.inf, where=~valid)
+    flat = scores.reshape(len(features), -1)
     if keep == 1:
         order = np.argmax(flat, axis=1)[:, None]  # first maximum: start-major, as the loop
     else:
@@ -137,8 +159,9 @@ def feature_candidates(
     )
 
 
-def _all_feature_candidates(start_logits, end_logits, offsets, n_features, n_best, max_answer_length, keep,
+def _all_feature_candidates(logits: FlatLogits, offsets: ContextOffsets, n_best, max_answer_length, keep,
                             chunk_size):
+    n_features = len(offsets.row_starts) - 1
     score = np.full((n_features, keep), -np.inf, dtype=np.float32)
     start = np.zeros((n_features, keep), dtype=np.int64)
     end = np.zeros((n_features, keep), dtype=np.int64)
@@ -146,17 +169,26 @@ def _all_feature_candidates(start_logits, end_logits, offsets, n_features, n_bes
     by_length = np.argsort(np.diff(offsets.row_starts), kind="stable")
     for begin in range(0, n_features, chunk_size):
         chunk = by_length[begin : begin + chunk_size]
-        s, b, e = feature_candidates(start_logits, end_logits, offsets, chunk, n_best, max_answer_length, keep)
+        s, b, e = feature_candidates(logits, offsets, chunk, n_best, max_answer_length, keep)
         score[chunk, : s.shape[1]], start[chunk, : s.shape[1]], end[chunk, : s.shape[1]] = s, b, e
     return score, start, end
 
 
-def _span(context: str, offsets: ContextOffsets, f: int, s: int, e: int, score: float,
-          start_logits, end_logits) -> Span:
-    token_s, token_e = offsets.row_starts[f] + s, offsets.row_starts[f] + e
-    start_char, end_char = int(offsets.char_start[token_s]), int(offsets.char_end[token_e])
-    return Span(context[start_char:end_char], float(score), start_char, end_char,
-                float(start_logits[f][s]), float(end_logits[f][e]))
+def _spans(contexts: Sequence[str], offsets: ContextOffsets, logits: FlatLogits, features: np.ndarray,
+           starts: np.ndarray, ends: np.ndarray, scores: np.ndarray) -> list[Span]:
+    """Span objects for parallel arrays of (feature, start token, end token, score); the
+    offsets and logits are gathered for all of them at once."""
+    token_s = offsets.row_starts[features] + starts
+    token_e = offsets.row_starts[features] + ends
+    start_chars = offsets.char_start[token_s].tolist()
+    end_chars = offsets.char_end[token_e].tolist()
+    return [
+        Span(context[a:b], score, a, b, start_logit, end_logit)
+        for context, a, b, score, start_logit, end_logit in zip(
+            contexts, start_chars, end_chars, scores.astype(np.float64).tolist(),
+            logits.start[token_s].astype(np.float64).tolist(), logits.end[token_e].astype(np.float64).tolist(),
+        )
+    ]
 
 
 def best_spans_vectorized(
@@ -172,24 +204,22 @@ def best_spans_vectorized(
 ) -> dict[str, Span | None]:
     """Same result as pipeline.postprocess.best_spans; memory bounded by chunk_size features."""
     example_ids, contexts, feature_example_ids = map(_as_list, (example_ids, contexts, feature_example_ids))
-    score, start, end = _all_feature_candidates(start_logits, end_logits, offsets, len(feature_example_ids),
-                                                n_best, max_answer_length, 1, chunk_size)
+    logits = FlatLogits.concatenate(start_logits, end_logits, offsets)
+    score, start, end = _all_feature_candidates(logits, offsets, n_best, max_answer_length, 1, chunk_size)
     # Best feature per example without a Python loop over features: sort by (example,
     # -score, feature) and take each example's first row, which is the loop's choice (the
     # highest score, the earliest feature on ties).
     code_of = {example_id: i for i, example_id in enumerate(example_ids)}
     codes = np.fromiter((code_of.get(e, -1) for e in feature_example_ids), dtype=np.int64, count=len(feature_example_ids))
-    feature_index = np.arange(len(codes))
-    order = np.lexsort((feature_index, -score[:, 0], codes))
+    order = np.lexsort((np.arange(len(codes)), -score[:, 0], codes))
     sorted_codes = codes[order]
-    firsts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
+    best = order[np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])]
+    best = best[(codes[best] >= 0) & np.isfinite(score[best, 0])]
+    answered = codes[best].tolist()
+    spans = _spans([contexts[c] for c in answered], offsets, logits, best, start[best, 0], end[best, 0],
+                   score[best, 0])
     result: dict[str, Span | None] = dict.fromkeys(example_ids)
-    for f in order[firsts]:
-        code = codes[f]
-        if code < 0 or not np.isfinite(score[f, 0]):
-            continue
-        result[example_ids[code]] = _span(contexts[code], offsets, int(f), int(start[f, 0]), int(end[f, 0]),
-                                          score[f, 0], start_logits, end_logits)
+    result.update(zip([example_ids[c] for c in answered], spans))
     return result
 
 
@@ -213,8 +243,8 @@ def postprocess_predictions_vectorized(
     only those are ranked per example (a stable sort keeps the loop's order on ties).
     """
     example_ids, contexts, feature_example_ids = map(_as_list, (example_ids, contexts, feature_example_ids))
-    score, start, end = _all_feature_candidates(start_logits, end_logits, offsets, len(feature_example_ids),
-                                                n_best, max_answer_length, n_best, chunk_size)
+    logits = FlatLogits.concatenate(start_logits, end_logits, offsets)
+    score, start, end = _all_feature_candidates(logits, offsets, n_best, max_answer_length, n_best, chunk_size)
     features_per_example = group_features(feature_example_ids)
     collector = PredictionCollector(version_2_with_negative, null_score_diff_threshold, n_best)
     keep = score.shape[1]
@@ -225,11 +255,9 @@ def postprocess_predictions_vectorized(
             candidate_scores = score[features].ravel()
             ranked = np.argsort(-candidate_scores, kind="stable")[:n_best]
             ranked = ranked[np.isfinite(candidate_scores[ranked])]
-            ranked_spans = [
-                _span(context, offsets, features[k // keep], int(start[features[k // keep], k % keep]),
-                      int(end[features[k // keep], k % keep]), candidate_scores[k], start_logits, end_logits)
-                for k in ranked
-            ]
+            rows, ks = np.asarray(features)[ranked // keep], ranked % keep
+            ranked_spans = _spans([context] * len(ranked), offsets, logits, rows, start[rows, ks], end[rows, ks],
+                                  candidate_scores[ranked])
         null = null_span(features, start_logits, end_logits) if version_2_with_negative else None
         collector.add(example_id, ranked_spans, null)
     return collector.result()
