@@ -1,0 +1,20 @@
+"""The quality benchmark's tuning slice: questions written back to SQuAD JSON read back unchanged."""
+
+from __future__ import annotations
+
+import sys
+
+from conftest import PROJECT_ROOT, SAMPLE_DIR
+from pipeline.download import read_squad_json
+
+sys.path.insert(0, str(PROJECT_ROOT / "benchmarks"))
+
+from quality import write_squad  # noqa: E402
+
+
+def test_tuning_slice_round_trips_through_squad_json(tmp_path):
+    records = read_squad_json(SAMPLE_DIR / "train.json.gz")[100:160]
+    path = tmp_path / "tuning.json"
+    write_squad(records, path)
+    assert read_squad_json(path) == records
+
