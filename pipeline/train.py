@@ -97,7 +97,11 @@ def make_dataset(table, cfg: PipelineConfig):
         table, cfg.train.batch_size, cfg.train.seed, cfg.train.padding, cfg.tokenize.max_length,
         cfg.train.pad_to_multiple_of,
     )
-    return tf.data.Dataset.from_generator(generator, output_signature=signature).prefetch(2)
+    # Keras keeps one iterator across epochs when steps_per_epoch is set, so a one-pass
+    # dataset runs dry after the first epoch (Keras then stops with only a warning).
+    # repeat() calls the generator again for each pass, which plans the next epoch's batches;
+    # a pass yields exactly steps_per_epoch batches, so passes and Keras epochs line up.
+    return tf.data.Dataset.from_generator(generator, output_signature=signature).repeat().prefetch(2)
 
 
 def make_curves_callback(schedule, steps_per_epoch: int, log_every: int, on_log, show_progress_lines: bool):

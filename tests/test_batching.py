@@ -87,3 +87,44 @@ def test_feature_table_of_a_selected_view_holds_the_selected_rows(sample_raw, to
     table = FeatureTable.from_dataset(view)
     assert table.inputs["input_ids"].row(0).tolist() == view[0]["input_ids"]
     assert table.inputs["input_ids"].row(1).tolist() == view[1]["input_ids"]
+
+
+def test_keras_fit_trains_every_epoch_on_that_epochs_batches():
+    """Regression: a one-pass dataset ran dry after epoch 1 (Keras keeps its iterator when
+    steps_per_epoch is set), so every multi-epoch run silently trained a single epoch."""
+    import math
+
+    import tensorflow as tf
+
+    from pipeline.config import PipelineConfig
+    from pipeline.train import make_dataset
+
+    t = table([5, 40, 33, 7, 12, 64, 9, 18, 30, 3])
+    cfg = PipelineConfig()
+    cfg.train.batch_size, cfg.train.seed = 4, 3
+    steps = math.ceil(len(t) / cfg.train.batch_size)
+    seen: list[list[int]] = []
+
+    class Probe(tf.keras.Model):
+        """Records the labels (= feature indices) of every batch it trains on."""
+
+        def __init__(self):
+            super().__init__()
+            self.w = tf.Variable(1.0)
+
+        def train_step(self, data):
+            tf.py_function(lambda x: seen.append(x.numpy().tolist()) or 0, [data["start_positions"]], tf.int64)
+            with tf.GradientTape() as tape:
+                loss = self.w * tf.reduce_mean(tf.cast(data["input_ids"], tf.float32))
+            self.optimizer.apply_gradients(zip(tape.gradient(loss, [self.w]), [self.w]))
+            return {"loss": loss}
+
+    model = Probe()
+    model.compile(optimizer=tf.keras.optimizers.SGD(0.0), run_eagerly=True)
+    history = model.fit(make_dataset(t, cfg), epochs=3, steps_per_epoch=steps, verbose=0)
+    assert len(history.history["loss"]) == 3
+    assert len(seen) == 3 * steps
+    epochs = [sorted(sum(seen[e * steps:(e + 1) * steps], [])) for e in range(3)]
+    assert all(e == list(range(len(t))) for e in epochs)  # each epoch: every feature exactly once
+    plans = [[b.tolist() for b in bucketed_batches(t.lengths, 4, 3, e)] for e in range(3)]
+    assert [seen[e * steps:(e + 1) * steps] for e in range(3)] == plans  # epoch e's own seeded order
