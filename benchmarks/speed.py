@@ -121,7 +121,7 @@ def bench_training(features, n_features: int) -> dict:
     model.fit(make_dataset(table, cfg), epochs=1, steps_per_epoch=steps, verbose=0)
     ours_seconds = time.perf_counter() - started
     ours_traces = model.train_function.experimental_get_tracing_count()
-    widths = {min(round_up(int(table.lengths[b].max()), 32), COURSE_MAX_LENGTH)
+    widths = {min(round_up(int(table.lengths[b].max()), cfg.train.pad_to_multiple_of), COURSE_MAX_LENGTH)
               for b in bucketed_batches(table.lengths, BATCH, cfg.train.seed, 0)}
     log(f"train bucketed: {subset.num_rows / ours_seconds:.2f} features/s ({ours_traces} traces, {len(widths)} batch widths)")
     return {
