@@ -100,6 +100,8 @@ class FlatLogits:
     def concatenate(cls, start_logits: Sequence[np.ndarray], end_logits: Sequence[np.ndarray],
                     offsets: ContextOffsets) -> "FlatLogits":
         lengths = np.diff(offsets.row_starts).tolist()
+        if not lengths:  # no features: nothing to concatenate
+            return cls(np.zeros(0, np.float32), np.zeros(0, np.float32))
         # Logits past a feature's offsets are batch padding: cut off, never chosen.
         return cls(
             np.concatenate([s[:n] for s, n in zip(start_logits, lengths)]).astype(np.float32, copy=False),
@@ -213,7 +215,8 @@ def best_spans_vectorized(
     codes = np.fromiter((code_of.get(e, -1) for e in feature_example_ids), dtype=np.int64, count=len(feature_example_ids))
     order = np.lexsort((np.arange(len(codes)), -score[:, 0], codes))
     sorted_codes = codes[order]
-    best = order[np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])]
+    firsts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]]) if len(codes) else codes
+    best = order[firsts]
     best = best[(codes[best] >= 0) & np.isfinite(score[best, 0])]
     answered = codes[best].tolist()
     spans = _spans([contexts[c] for c in answered], offsets, logits, best, start[best, 0], end[best, 0],

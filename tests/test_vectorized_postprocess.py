@@ -80,3 +80,8 @@ def test_full_postprocessing_identical_to_the_loop(v2_features, version_2, thres
     assert fast.null_odds == loop.null_odds
     if version_2:
         assert sum(a == "" for a in fast.answers.values()) > 0
+
+
+def test_no_features_gives_no_answers():
+    offsets = ContextOffsets.from_lists([])
+    assert best_spans_vectorized(["q1"], ["some context"], [], offsets, [], []) == {"q1": None}
