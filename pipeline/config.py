@@ -17,6 +17,7 @@ from omegaconf.errors import OmegaConfBaseException
 from pipeline.errors import PipelineError
 
 DEFAULT_PARAMS = "params.yaml"
+PRECISION_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
 @dataclass
@@ -55,8 +56,11 @@ class TrainConfig:
     epochs: int = 3
     batch_size: int = 16
     seed: int = 42
-    # Only honoured on a GPU; mixed precision on CPU is slower and less accurate.
-    mixed_precision: bool = False
+    # The Keras dtype policy for training: "float32", "mixed_float16" (GPU only: on a machine
+    # without one it falls back to float32, as float16 is slow on CPUs) or "mixed_bfloat16"
+    # (fast on CPUs with AVX512-BF16 or AMX, and on recent GPUs). The QA head and the loss stay
+    # float32 in both mixed policies.
+    precision: str = "float32"
     # "bucketed": pad each batch to its longest feature (rounded up to pad_to_multiple_of),
     # with batches drawn from length-sorted chunks; "max_length": pad every batch to
     # tokenize.max_length, as the course does.
@@ -131,6 +135,10 @@ def validate(cfg: PipelineConfig, source: str = DEFAULT_PARAMS) -> PipelineConfi
     _require(tr.weight_decay >= 0, "train.weight_decay", tr.weight_decay, "use a value >= 0", source)
     _require(tr.epochs >= 1, "train.epochs", tr.epochs, "use at least 1 epoch", source)
     _require(tr.batch_size >= 1, "train.batch_size", tr.batch_size, "use at least 1", source)
+    _require(
+        tr.precision in PRECISION_POLICIES, "train.precision", tr.precision,
+        f"use one of {', '.join(PRECISION_POLICIES)}", source,
+    )
     _require(tr.padding in ("bucketed", "max_length"), "train.padding", tr.padding, "use 'bucketed' or 'max_length'", source)
     _require(tr.pad_to_multiple_of >= 1, "train.pad_to_multiple_of", tr.pad_to_multiple_of, "use at least 1", source)
     _require(tr.log_every_steps >= 1, "train.log_every_steps", tr.log_every_steps, "use at least 1", source)

@@ -11,6 +11,7 @@ Writes
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import math
 import sys
@@ -76,14 +77,55 @@ def warmup_steps(total_steps: int, warmup_ratio: float) -> int:
     return int(round(total_steps * warmup_ratio))
 
 
-def configure_precision(mixed_precision: bool) -> str:
-    """Set the Keras policy before any layer is built (the course sets it after
-    compile, which leaves the model in float32). Mixed precision only pays on a GPU."""
+def cpu_has_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX); without it TensorFlow
+    emulates bfloat16 and mixed_bfloat16 trains slower than float32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: cannot tell
+        return True
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, has_gpu: bool) -> tuple[str, str | None]:
+    """The Keras policy to train with, and a note for the log when it differs from the ask
+    or is likely slow."""
+    if precision == "mixed_float16" and not has_gpu:
+        return "float32", "train.precision=mixed_float16 needs a GPU (float16 is slow on CPUs); training in float32"
+    if precision == "mixed_bfloat16" and not has_gpu and not cpu_has_bfloat16():
+        return precision, ("train.precision=mixed_bfloat16: this CPU has no AVX512-BF16/AMX, so bfloat16 is "
+                           "emulated and likely slower than float32")
+    return precision, None
+
+
+@contextlib.contextmanager
+def precision_policy(precision: str):
+    """Build the model inside this block: the Keras policy is set before any layer is built
+    (the course sets it after compile, which leaves the model in float32), and the global
+    policy is restored afterwards, so a model loaded later in the same process (evaluation)
+    gets float32. Built layers keep the policy they were built with."""
     import tensorflow as tf
 
-    policy = "mixed_float16" if mixed_precision and tf.config.list_physical_devices("GPU") else "float32"
+    policy, note = resolve_precision(precision, bool(tf.config.list_physical_devices("GPU")))
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    previous = tf.keras.mixed_precision.global_policy()
     tf.keras.mixed_precision.set_global_policy(policy)
-    return policy
+    try:
+        yield policy
+    finally:
+        tf.keras.mixed_precision.set_global_policy(previous)
+
+
+def keep_head_in_float32(model) -> None:
+    """Compute the QA head (and so the logits and the loss) in float32 under a mixed policy:
+    a softmax over hundreds of positions from bfloat16 logits (8-bit mantissa) would blur
+    the loss and tie the post-processing's span scores."""
+    import tensorflow as tf
+
+    head = getattr(model, "qa_outputs", None)
+    if head is not None and head.compute_dtype != "float32":
+        head._set_dtype_policy(tf.keras.mixed_precision.Policy("float32"))
 
 
 def make_dataset(table, cfg: PipelineConfig):
@@ -185,8 +227,9 @@ def train(cfg: PipelineConfig, tokenized_dir: Path = TOKENIZED_DIR, out_dir: Pat
     print(f"MLflow run {run_id} in {tracking.tracking_uri()}")
 
     tf.keras.utils.set_random_seed(cfg.train.seed)
-    policy = configure_precision(cfg.train.mixed_precision)
-    model = load_qa_model(cfg.model.checkpoint)
+    with precision_policy(cfg.train.precision) as policy:
+        model = load_qa_model(cfg.model.checkpoint)
+        keep_head_in_float32(model)
     optimizer, schedule = create_optimizer(
         init_lr=cfg.train.learning_rate,
         num_train_steps=total_steps,

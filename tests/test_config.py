@@ -74,6 +74,7 @@ def _params(**section_overrides):
         ({"tokenize__stride": 500}, r"tokenize\.stride=500"),
         ({"train__epochs": 0}, r"train\.epochs=0"),
         ({"train__padding": "dynamic"}, r"train\.padding='dynamic'.*'bucketed' or 'max_length'"),
+        ({"train__precision": "bfloat16"}, r"train\.precision='bfloat16'.*float32, mixed_float16, mixed_bfloat16"),
         ({"data__bad_records": "skip"}, r"data\.bad_records='skip'"),
         ({"data__source": "ftp"}, r"data\.source='ftp'"),
         ({"evaluate__n_best": 0}, r"evaluate\.n_best=0"),
