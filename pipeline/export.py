@@ -70,6 +70,10 @@ def export(cfg: PipelineConfig, trained_dir: Path = TRAINED_DIR, out_dir: Path =
         "stride": cfg.tokenize.stride,
         "signature_inputs": list(SIGNATURE_INPUTS),
         "checkpoint": cfg.model.checkpoint,
+        # SQuAD v2.0 models may answer "no answer"; pipeline.predict applies the same rule
+        # as the evaluate stage.
+        "version_2_with_negative": cfg.data.version_2_with_negative,
+        "null_score_diff_threshold": cfg.evaluate.null_score_diff_threshold,
     }
     with atomic_output_dir(out_dir) as tmp:
         serve = serving_function(model)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 
@@ -33,8 +33,10 @@ import numpy as np
 CLS_INDEX = 0
 
 
-@dataclass(frozen=True)
-class Span:
+class Span(NamedTuple):
+    """An answer candidate (immutable; a NamedTuple builds ~5x faster than a frozen dataclass,
+    which counts with one per question)."""
+
     text: str
     score: float
     start_char: int

@@ -5,21 +5,27 @@ end indices; spans must lie in the context, end >= start and be at most max_answ
 tokens; score = start logit + end logit; best over all features of the example. Instead
 of 400 Python iterations per feature, a chunk of features is scored at once:
 
-- top-n indices with `argpartition`, then ordered by logit, largest first;
-- an [features, n_best, n_best] score tensor with invalid pairs masked to -inf;
+- the top n per row: the n-th largest value by `partition`, the entries that reach it, and
+  one sort of int64 (value, index) keys to order them, largest first;
+- when a row's best start and best end make a valid span, that pair is its answer;
+  the other rows get an [features, n_best, n_best] score tensor with invalid pairs at -inf;
 - the best pair per feature, then the best feature per example.
+
+Chunks are small (128 features, sorted by length so each is padded to its own longest):
+the arrays of a chunk stay in the CPU's cache, which measured ~1.9x faster than 2,048.
 
 Ties resolve as in the loop (start-major, then end, then feature order), so predictions
 are identical as long as no two logits in a feature's top n_best are exactly equal (the
 course's own argsort leaves that order unspecified too).
 
 Offsets come as Arrow columns (what `datasets` stores) and are turned into flat numpy
-arrays without a per-token Python loop.
+arrays without a per-token Python loop; character offsets are read only for the tokens an
+answer is built from.
 """
 
 from __future__ import annotations
 
-
+import itertools
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -55,7 +61,9 @@ class ContextOffsets:
         # A null (non-context) entry has no values and its offset points at the next
         # entry's: harmless, since only context tokens are looked up.
         pairs = inner.flatten().to_numpy(zero_copy_only=False)
-        return cls(row_starts, is_context, pair_starts - pair_starts[0] if len(pair_starts) else pair_starts, pairs)
+        if len(pair_starts) and pair_starts[0]:  # a sliced array: make the starts relative to `pairs`
+            pair_starts = pair_starts - pair_starts[0]
+        return cls(row_starts, is_context, pair_starts, pairs)
 
     @classmethod
     def from_dataset(cls, dataset) -> "ContextOffsets":
@@ -173,20 +181,41 @@ def feature_candidates(
                             start_values, minus_inf)
     end_values = np.where(offsets.is_context[np.minimum(first_token[:, None] + top_e, last_token)],
                           end_values, minus_inf)
+    if keep > 1:
+        return _rank_pairs(top_s, start_values, top_e, end_values, max_answer_length, keep)
+    # The best start with the best end, when they make a valid span, is the best pair: no pair
+    # scores higher, and the loop meets it first, so it wins ties too. Only the other rows
+    # need the [features, n, n] pass.
+    best_score = start_values[:, 0] + end_values[:, 0]
+    length = top_e[:, 0] - top_s[:, 0]
+    direct = np.isfinite(best_score) & (length >= 0) & (length < max_answer_length)
+    score, start, end = best_score[:, None], top_s[:, :1].copy(), top_e[:, :1].copy()
+    rest = np.flatnonzero(~direct)
+    if len(rest):
+        score[rest], start[rest], end[rest] = _rank_pairs(top_s[rest], start_values[rest], top_e[rest],
+                                                          end_values[rest], max_answer_length, 1)
+    return score, start, end
+
+
+def _rank_pairs(top_s: np.ndarray, start_values: np.ndarray, top_e: np.ndarray, end_values: np.ndarray,
+                max_answer_length: int, keep: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The `keep` best valid (start, end) pairs per row among the top-n starts and ends, in
+    the loop's order (start-major, then end) on ties; -inf score where there is none."""
     # end - start as unsigned: negative differences wrap to huge values, so one comparison
     # checks 0 <= end - start < max_answer_length (end >= start, length <= max). Indices fit
     # 16 bits for any BERT-sized window, which halves the memory the [F, n, n] pass touches.
-    signed, unsigned = (np.int16, np.uint16) if width < 2**15 else (np.int32, np.uint32)
+    wide = max(int(top_s.max(initial=0)), int(top_e.max(initial=0))) >= 2**15
+    signed, unsigned = (np.int32, np.uint32) if wide else (np.int16, np.uint16)
     difference = top_e.astype(signed)[:, None, :] - top_s.astype(signed)[:, :, None]
     length_ok = difference.view(unsigned) < max_answer_length
-    scores = np.where(length_ok, start_values[:, :, None] + end_values[:, None, :], minus_inf)
-    flat = scores.reshape(len(features), -1)
+    scores = np.where(length_ok, start_values[:, :, None] + end_values[:, None, :], np.float32(-np.inf))
+    flat = scores.reshape(len(top_s), -1)
     if keep == 1:
         order = np.argmax(flat, axis=1)[:, None]  # first maximum: start-major, as the loop
     else:
         order = np.argsort(-flat, axis=1, kind="stable")[:, :keep]
     n_end = top_e.shape[1]
-    rows = np.arange(len(features))[:, None]  # fancy indexing: take_along_axis costs ~20 us a call
+    rows = np.arange(len(top_s))[:, None]  # fancy indexing: take_along_axis costs ~20 us a call
     return flat[rows, order], top_s[rows, order // n_end], top_e[rows, order % n_end]
 
 
@@ -240,8 +269,9 @@ def best_spans_vectorized(
     # Best feature per example without a Python loop over features: sort by (example,
     # -score, feature) and take each example's first row, which is the loop's choice (the
     # highest score, the earliest feature on ties).
-    code_of = {example_id: i for i, example_id in enumerate(example_ids)}
-    codes = np.fromiter((code_of.get(e, -1) for e in feature_example_ids), dtype=np.int64, count=len(feature_example_ids))
+    code_of = dict(zip(example_ids, range(len(example_ids))))
+    codes = np.fromiter(map(code_of.get, feature_example_ids, itertools.repeat(-1)), dtype=np.int64,
+                        count=len(feature_example_ids))
     order = np.lexsort((np.arange(len(codes)), -score[:, 0], codes))
     sorted_codes = codes[order]
     firsts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]]) if len(codes) else codes
