@@ -106,7 +106,8 @@ def _top_n_desc(logits: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     # than argpartition); with no tie at it, exactly n entries per row reach it.
     nth = np.partition(logits, width - n, axis=1)[:, width - n]
     chosen = np.flatnonzero(logits >= nth[:, None])
-    if width <= 0xFFFF and len(chosen) == rows * n and (np.bincount(chosen // width, minlength=rows) == n).all():
+    exact_n = len(chosen) == rows * n and (np.bincount(chosen // width, minlength=rows) == n).all()
+    if exact_n and logits.dtype == np.float32 and width <= 0xFFFF:
         # One sort of int64 keys (value, then index reversed) instead of argsort + 2 gathers.
         keys = _sortable(logits.ravel()[chosen]) << 16
         keys |= 0xFFFF - chosen % width
