@@ -120,3 +120,14 @@ def test_top_n_gives_each_rows_largest_values_in_order_on_every_path():
         idx, values = _top_n_desc(array, 8)
         assert (values == -np.sort(-array, axis=1)[:, :8]).all()
         assert (np.take_along_axis(array, idx, axis=1) == values).all()
+
+
+def test_offsets_from_a_sliced_arrow_column_read_the_slice(features):
+    _, feats = features
+    column = feats.data.column("offset_mapping").slice(3, 7)  # Arrow offsets into shared buffers
+    a = ContextOffsets.from_arrow(column)
+    b = ContextOffsets.from_lists(feats["offset_mapping"][3:10])
+    assert (a.row_starts == b.row_starts).all() and (a.is_context == b.is_context).all()
+    context_tokens = np.flatnonzero(b.is_context)
+    assert (a.char_start(context_tokens) == b.char_start(context_tokens)).all()
+    assert (a.char_end(context_tokens) == b.char_end(context_tokens)).all()
