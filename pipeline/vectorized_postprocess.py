@@ -176,7 +176,6 @@ def feature_candidates(
     # Gather the ragged rows into [features, width]; positions past a row's end read a
     # clipped token and get -inf, so they never enter a row's top n.
     columns = np.arange(width)
-    last_token = len(logits.start) - 1
     token = first_token[:, None] + columns[None, :]
     outside = columns[None, :] >= lengths[:, None]
     starts = logits.start.take(token, mode="clip")
@@ -189,10 +188,8 @@ def feature_candidates(
     # A token outside the context keeps its place in the top n (as in the loop) but cannot
     # start or end an answer: -inf makes every pair with it invalid.
     minus_inf = np.float32(-np.inf)
-    start_values = np.where(offsets.is_context[np.minimum(first_token[:, None] + top_s, last_token)],
-                            start_values, minus_inf)
-    end_values = np.where(offsets.is_context[np.minimum(first_token[:, None] + top_e, last_token)],
-                          end_values, minus_inf)
+    start_values = np.where(offsets.is_context.take(first_token[:, None] + top_s, mode="clip"), start_values, minus_inf)
+    end_values = np.where(offsets.is_context.take(first_token[:, None] + top_e, mode="clip"), end_values, minus_inf)
     if keep > 1:
         return _rank_pairs(top_s, start_values, top_e, end_values, max_answer_length, keep)
     # The best start with the best end, when they make a valid span, is the best pair: no pair
