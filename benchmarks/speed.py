@@ -179,7 +179,7 @@ def realistic_logits(features, seed: int = 0):
 
 def bench_postprocessing(dev_raw, dev_features) -> dict:
     from pipeline.postprocess import answer_texts, best_spans
-    from pipeline.vectorized_postprocess import ContextOffsets, available_cpus, best_spans_vectorized
+    from pipeline.vectorized_postprocess import ContextOffsets, best_spans_vectorized
 
     starts, ends = realistic_logits(dev_features)
     # plain lists for both: iterating a `datasets` column row by row would dominate the timing
@@ -187,8 +187,7 @@ def bench_postprocessing(dev_raw, dev_features) -> dict:
     offsets_lists = dev_features["offset_mapping"]  # the course reads these Python lists
 
     # Best of 3 for each: a single ~0.1-2 s run is at the mercy of one scheduler hiccup.
-    workers = available_cpus()
-    loop_seconds, fast_seconds, one_thread_seconds, course_seconds = [], [], [], []
+    loop_seconds, fast_seconds, course_seconds = [], [], []
     for _ in range(3):
         started = time.perf_counter()
         loop = best_spans(ids, contexts, feature_ids, offsets_lists, starts, ends, 20, 30)
@@ -196,25 +195,19 @@ def bench_postprocessing(dev_raw, dev_features) -> dict:
         # converting the Arrow offsets is part of ours (the loop gets its lists for free)
         started = time.perf_counter()
         fast = best_spans_vectorized(ids, contexts, feature_ids, ContextOffsets.from_dataset(dev_features),
-                                     starts, ends, 20, 30, workers=workers)
+                                     starts, ends, 20, 30)
         fast_seconds.append(time.perf_counter() - started)
-        started = time.perf_counter()
-        one_thread = best_spans_vectorized(ids, contexts, feature_ids, ContextOffsets.from_dataset(dev_features),
-                                           starts, ends, 20, 30, workers=1)
-        one_thread_seconds.append(time.perf_counter() - started)
         # The course's code as written also reads every example and feature row from the
         # `datasets` objects inside the loop.
         started = time.perf_counter()
         course = course_loop_as_written(dev_raw, dev_features, starts, ends, 20, 30)
         course_seconds.append(time.perf_counter() - started)
-    identical = answer_texts(loop) == answer_texts(fast) == answer_texts(one_thread) == course
+    identical = answer_texts(loop) == answer_texts(fast) == course
     log(f"post-processing (best of 3): loop {min(loop_seconds):.2f} s, course loop as written "
-        f"{min(course_seconds):.2f} s, vectorized {min(fast_seconds):.3f} s on {workers} threads, "
-        f"{min(one_thread_seconds):.3f} s on 1, identical={identical}")
+        f"{min(course_seconds):.2f} s, vectorized {min(fast_seconds):.3f} s, identical={identical}")
     return {"questions": len(ids), "features": len(feature_ids),
             "baseline": {"seconds": min(loop_seconds), "seconds_all": loop_seconds},
-            "ours": {"seconds": min(fast_seconds), "seconds_all": fast_seconds, "threads": workers},
-            "ours_one_thread": {"seconds": min(one_thread_seconds), "seconds_all": one_thread_seconds},
+            "ours": {"seconds": min(fast_seconds), "seconds_all": fast_seconds},
             "course_loop_as_written": {"seconds": min(course_seconds), "seconds_all": course_seconds},
             "identical_predictions": identical}
 
@@ -373,12 +366,10 @@ def main() -> None:
                      ">= 1.8x"))
     if "postprocessing" in results:
         post = results["postprocessing"]
-        course, ours = post["course_loop_as_written"]["seconds"], post["ours"]["seconds"]
-        one_thread = post["ours_one_thread"]["seconds"]
-        rows.append((f"post-processing s ({post['ours']['threads']} thr)", post["questions"],
-                     post["baseline"]["seconds"], ours, post["baseline"]["seconds"] / ours, ">= 20x"))
-        rows.append(("  vs course as written", post["questions"], course, ours, course / ours, ">= 20x"))
-        rows.append(("  same, ours on 1 thread", post["questions"], course, one_thread, course / one_thread, "report"))
+        for name, base in (("post-processing s", post["baseline"]["seconds"]),
+                           ("  vs course as written", post["course_loop_as_written"]["seconds"])):
+            rows.append((name, post["questions"], base, post["ours"]["seconds"], base / post["ours"]["seconds"],
+                         ">= 20x"))
     if "tokenization" in results:
         rows.append(("tokenization features/s", results["tokenization"]["ours"]["features"],
                      results["tokenization"]["baseline"]["features_per_second"],

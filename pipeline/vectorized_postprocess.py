@@ -13,7 +13,6 @@ of 400 Python iterations per feature, a chunk of features is scored at once:
 
 Chunks are small (128 features, sorted by length so each is padded to its own longest):
 the arrays of a chunk stay in the CPU's cache, which measured ~1.9x faster than 2,048.
-Chunks are scored on threads, one per available CPU by default (numpy releases the GIL).
 
 Ties resolve as in the loop (start-major, then end, then feature order), so predictions
 are identical as long as no two logits in a feature's top n_best are exactly equal (the
@@ -28,8 +27,6 @@ from __future__ import annotations
 
 import itertools
 import operator
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -232,39 +229,18 @@ def _rank_pairs(top_s: np.ndarray, start_values: np.ndarray, top_e: np.ndarray, 
     return flat[rows, order], top_s[rows, order // n_end], top_e[rows, order % n_end]
 
 
-def available_cpus() -> int:
-    """CPUs this process may run on (its affinity mask, which containers and taskset narrow)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def _all_feature_candidates(logits: FlatLogits, offsets: ContextOffsets, n_best, max_answer_length, keep,
-                            chunk_size, workers=None):
+                            chunk_size):
     n_features = len(offsets.row_starts) - 1
     score = np.full((n_features, keep), -np.inf, dtype=np.float32)
     start = np.zeros((n_features, keep), dtype=np.int64)
     end = np.zeros((n_features, keep), dtype=np.int64)
     # Chunks of similar length: each is padded only to its own longest feature.
     by_length = np.argsort(np.diff(offsets.row_starts), kind="stable")
-    chunks = [by_length[begin : begin + chunk_size] for begin in range(0, n_features, chunk_size)]
-
-    def score_chunks(some_chunks: list[np.ndarray]) -> None:
-        for chunk in some_chunks:
-            s, b, e = feature_candidates(logits, offsets, chunk, n_best, max_answer_length, keep)
-            # chunks are disjoint rows, so threads never write the same element
-            score[chunk, : s.shape[1]], start[chunk, : s.shape[1]], end[chunk, : s.shape[1]] = s, b, e
-
-    # numpy releases the GIL inside partition, sort, take and arithmetic, which are most of a
-    # chunk's time, so threads scale; every k-th chunk per thread keeps the work even (the
-    # chunks grow in length). The result does not depend on the number of threads.
-    workers = min(workers or available_cpus(), len(chunks))
-    if workers <= 1:
-        score_chunks(chunks)
-    else:
-        with ThreadPoolExecutor(workers, thread_name_prefix="postprocess") as pool:
-            list(pool.map(score_chunks, [chunks[i::workers] for i in range(workers)]))
+    for begin in range(0, n_features, chunk_size):
+        chunk = by_length[begin : begin + chunk_size]
+        s, b, e = feature_candidates(logits, offsets, chunk, n_best, max_answer_length, keep)
+        score[chunk, : s.shape[1]], start[chunk, : s.shape[1]], end[chunk, : s.shape[1]] = s, b, e
     return score, start, end
 
 
@@ -293,13 +269,11 @@ def best_spans_vectorized(
     n_best: int = 20,
     max_answer_length: int = 30,
     chunk_size: int = 128,
-    workers: int | None = None,
 ) -> dict[str, Span | None]:
-    """Same result as pipeline.postprocess.best_spans; memory bounded by chunk_size features
-    per thread (`workers` threads, default: the CPUs available)."""
+    """Same result as pipeline.postprocess.best_spans; memory bounded by chunk_size features."""
     example_ids, contexts, feature_example_ids = map(_as_list, (example_ids, contexts, feature_example_ids))
     logits = FlatLogits.concatenate(start_logits, end_logits, offsets)
-    score, start, end = _all_feature_candidates(logits, offsets, n_best, max_answer_length, 1, chunk_size, workers)
+    score, start, end = _all_feature_candidates(logits, offsets, n_best, max_answer_length, 1, chunk_size)
     # Best feature per example without a Python loop over features: sort by (example,
     # -score, feature) and take each example's first row, which is the loop's choice (the
     # highest score, the earliest feature on ties).
@@ -331,7 +305,6 @@ def postprocess_predictions_vectorized(
     version_2_with_negative: bool = False,
     null_score_diff_threshold: float = 0.0,
     chunk_size: int = 128,
-    workers: int | None = None,
 ) -> QAPredictions:
     """Same result as pipeline.postprocess.postprocess_predictions (answers, n-best lists,
     null odds), with the per-feature work vectorized.
@@ -341,8 +314,7 @@ def postprocess_predictions_vectorized(
     """
     example_ids, contexts, feature_example_ids = map(_as_list, (example_ids, contexts, feature_example_ids))
     logits = FlatLogits.concatenate(start_logits, end_logits, offsets)
-    score, start, end = _all_feature_candidates(logits, offsets, n_best, max_answer_length, n_best, chunk_size,
-                                                workers)
+    score, start, end = _all_feature_candidates(logits, offsets, n_best, max_answer_length, n_best, chunk_size)
     features_per_example = group_features(feature_example_ids)
     collector = PredictionCollector(version_2_with_negative, null_score_diff_threshold, n_best)
     keep = score.shape[1]

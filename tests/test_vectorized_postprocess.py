@@ -35,19 +35,6 @@ def test_identical_to_the_course_loop_on_every_sample_question(features, seed, n
         assert any(v is None for v in loop.values())  # the empty answer is covered too
 
 
-@pytest.mark.parametrize("workers", [1, 2, 3])
-def test_threads_give_the_same_predictions(features, workers):
-    """Chunks scored on 1, 2 or 3 threads (small chunks, so each thread gets several) give
-    the loop's predictions."""
-    examples, feats = features
-    starts, ends = realistic_logits(feats[:], dict(zip(examples["id"], examples["answers"])), 4)
-    args = (examples["id"], examples["context"], feats["example_id"])
-    loop = best_spans(*args, feats["offset_mapping"], starts, ends, 20, 30)
-    arrow = ContextOffsets.from_dataset(feats)
-    assert len(feats) >= 3 * 3 * 4  # at least 3 chunks of 4 per thread
-    assert best_spans_vectorized(*args, arrow, starts, ends, 20, 30, chunk_size=4, workers=workers) == loop
-
-
 def _assert_same_offsets(a: ContextOffsets, b: ContextOffsets) -> None:
     assert (a.row_starts == b.row_starts).all() and (a.is_context == b.is_context).all()
     context_tokens = np.flatnonzero(b.is_context)
@@ -81,9 +68,8 @@ def v2_features(tokenizer):
     return raw["validation"], tokenize_dataset_dict(raw, tokenizer, TokenizeConfig(max_length=128, stride=32))["validation"]
 
 
-@pytest.mark.parametrize("version_2,threshold,n_best,workers",
-                         [(False, 0.0, 20, 1), (True, 0.0, 20, 2), (True, -2.0, 5, 2), (True, 3.0, 1, 1)])
-def test_full_postprocessing_identical_to_the_loop(v2_features, version_2, threshold, n_best, workers):
+@pytest.mark.parametrize("version_2,threshold,n_best", [(False, 0.0, 20), (True, 0.0, 20), (True, -2.0, 5), (True, 3.0, 1)])
+def test_full_postprocessing_identical_to_the_loop(v2_features, version_2, threshold, n_best):
     """answers, n-best lists and null odds equal pipeline.postprocess.postprocess_predictions."""
     from pipeline.postprocess import postprocess_predictions
     from pipeline.vectorized_postprocess import postprocess_predictions_vectorized
@@ -95,7 +81,7 @@ def test_full_postprocessing_identical_to_the_loop(v2_features, version_2, thres
     args = (examples["id"], examples["context"], feats["example_id"])
     loop = postprocess_predictions(*args, feats["offset_mapping"], starts, ends, n_best, 30, version_2, threshold)
     fast = postprocess_predictions_vectorized(*args, ContextOffsets.from_dataset(feats), starts, ends, n_best, 30,
-                                              version_2, threshold, chunk_size=9, workers=workers)
+                                              version_2, threshold, chunk_size=9)
     assert fast.answers == loop.answers
     assert fast.nbest == loop.nbest
     assert fast.null_odds == loop.null_odds
