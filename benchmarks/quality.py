@@ -10,7 +10,7 @@
 
 It composes conf/ with the `data=squad_shared` option and the overrides given (default:
 `train=quality`), runs download -> tokenize -> train -> evaluate in a scratch directory
-with the pipeline's own stage functions, and scores the same trained model on the tuning
+with the pipeline's own stage commands, and scores the same trained model on the tuning
 slice too (pipeline.evaluate_model). One training run thus gives both figures: a config is
 chosen by its tuning F1 among the runs that train within the time budget, and its dev F1
 is the honest test figure.
@@ -33,15 +33,25 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import pipeline  # noqa: E402,F401
+from pipeline.qa.predictions import evaluate_file, score  # noqa: E402
+from pipeline.qa.squad import load_examples, read_squad_json  # noqa: E402
+from pipeline.runtime import tracking  # noqa: E402
+from pipeline.runtime.compose import compose_params_text  # noqa: E402
+from pipeline.runtime.config import from_dict  # noqa: E402
+from pipeline.runtime.files import read_json  # noqa: E402
+from pipeline.runtime.paths import EVAL_METRICS_FILE, TRAIN_METRICS_FILE, TRAINED_DIR  # noqa: E402
 
 # 0-based slices of train. Settings are chosen on the 3,000 questions 8,001-11,000: the first
 # runs used only 8,001-9,000, and that slice (about ten articles, questions cluster by article)
@@ -61,13 +71,6 @@ def main() -> None:
     if args.keep_model:  # resolved now: the run later works from a scratch directory
         args.keep_model = args.keep_model.resolve()
 
-    import yaml
-
-    from pipeline import download, evaluate, tokenize, tracking, train
-    from pipeline.compose import compose_params_text
-    from pipeline.config import from_dict
-    from pipeline.evaluate_model import ModelSource, evaluate_file, load_examples
-
     train_file = args.squad_dir / "train-v1.1.reconstructed.json.gz"
     dev_file = args.squad_dir / "dev-v1.1.json.gz"
     if not train_file.is_file() or not dev_file.is_file():
@@ -80,31 +83,29 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="quality-") as tmp:
         work = Path(tmp)
         tuning_file = work / "tuning.json"
-        write_squad(download.read_squad_json(train_file)[slice(*TUNING_QUESTIONS)], tuning_file)
+        write_squad(read_squad_json(train_file)[slice(*TUNING_QUESTIONS)], tuning_file)
         (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         cfg = from_dict(params, str(work / "params.yaml"))
         if cfg.data.max_train_samples is None or cfg.data.max_train_samples > TUNING_QUESTIONS[0]:
             sys.exit(f"error: data.max_train_samples={cfg.data.max_train_samples} would train on the tuning slice; "
                      f"use at most {TUNING_QUESTIONS[0]}")
-        os.chdir(work)
-        download.run(cfg.data, work / "data/raw")
-        tokenize.run(cfg.model.checkpoint, cfg.tokenize, work / "data/raw", work / "data/tokenized",
-                     num_proc=os.cpu_count())
-        summary = train.train(cfg, work / "data/tokenized", work / "models/trained", work / "metrics/train.json",
-                              work / "plots/train")
-        dev = evaluate.evaluate(cfg, work / "data/raw", work / "data/tokenized", work / "models/trained",
-                                work / "metrics/eval.json", work / "predictions", work / "plots/eval/scores.json")
-        tuning, tuning_predictions = evaluate_file(ModelSource(work / "models/trained"), tuning_file, cfg.tokenize,
-                                                   cfg.evaluate)
+        # The real stages, as DVC runs them (python -m pipeline.<stage> in the workspace).
+        for stage in ("download", "tokenize", "train", "evaluate"):
+            subprocess.run([sys.executable, "-m", f"pipeline.{stage}"], cwd=work, check=True)
+        summary = read_json(work / TRAIN_METRICS_FILE)
+        dev = read_json(work / EVAL_METRICS_FILE)
+        run_id = read_json(work / TRAINED_DIR / tracking.RUN_FILE_NAME)["run_id"]
+        tuning, tuning_predictions = evaluate_file(work / TRAINED_DIR, tuning_file, cfg.tokenize, cfg.evaluate)
         # 8,001-9,000 open the tuning file: scored from the same predictions, not predicted again
         first_examples = load_examples(tuning_file, False, FIRST_TUNING_QUESTIONS[1] - TUNING_QUESTIONS[0])
-        first_tuning = {**evaluate.score(tuning_predictions, first_examples), "examples": len(first_examples["id"])}
+        first_tuning = {**score(tuning_predictions, first_examples, False, cfg.evaluate.null_score_diff_threshold),
+                        "examples": len(first_examples["id"])}
         client, _ = tracking.client_for(cfg.mlflow.experiment_name)
-        tracking.log_metrics(client, dev["mlflow_run_id"], {
+        tracking.log_metrics(client, run_id, {
             "tuning_3000_exact_match": tuning["exact_match"], "tuning_3000_f1": tuning["f1"],
             "tuning_exact_match": first_tuning["exact_match"], "tuning_f1": first_tuning["f1"]})
         if args.keep_model:
-            shutil.copytree(work / "models/trained", args.keep_model, dirs_exist_ok=True)
+            shutil.copytree(work / TRAINED_DIR, args.keep_model, dirs_exist_ok=True)
 
     result = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -124,7 +125,7 @@ def main() -> None:
         "epochs": summary["epochs"],
         "steps": summary["steps"],
         "within_train_budget": summary["train_seconds"] <= TRAIN_BUDGET_SECONDS,
-        "mlflow_run_id": dev["mlflow_run_id"],
+        "mlflow_run_id": run_id,
     }
     print(json.dumps(result, indent=2))
     print(f"\n{' '.join(args.overrides)}: dev EM {dev['exact_match']:.2f} F1 {dev['f1']:.2f} | tuning EM "
@@ -137,7 +138,7 @@ def main() -> None:
 
 
 def write_squad(records: list[dict], path: Path) -> None:
-    """Validated records (pipeline.download layout) back into a SQuAD v1.1 JSON file."""
+    """Validated records (pipeline.qa.squad layout) back into a SQuAD v1.1 JSON file."""
     data = [{"title": r["title"], "paragraphs": [{"context": r["context"], "qas": [
         {"id": r["id"], "question": r["question"],
          "answers": [{"text": t, "answer_start": s} for t, s in zip(r["answers"]["text"], r["answers"]["answer_start"])]}

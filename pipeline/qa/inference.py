@@ -1,0 +1,63 @@
+"""Batched start/end logits for unpadded features, shared by evaluate and predict.
+
+Features are sorted by length and padded per batch (pipeline.qa.batching), so memory and
+compute follow the real lengths; outputs come back unpadded, in the original order.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from pipeline.qa.batching import FeatureTable, prediction_batches
+
+# (input dict of int32 [batch, width] arrays) -> (start_logits, end_logits), each [batch, width]
+LogitsFn = Callable[[dict[str, np.ndarray]], tuple[np.ndarray, np.ndarray]]
+
+
+def predict_logits(
+    logits_fn: LogitsFn,
+    table: FeatureTable,
+    batch_size: int,
+    max_length: int,
+    padding: str = "bucketed",
+    pad_to_multiple_of: int = 32,
+    progress: bool = False,
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    lengths = table.lengths
+    starts: list[np.ndarray | None] = [None] * len(table)
+    ends: list[np.ndarray | None] = [None] * len(table)
+    plan = prediction_batches(lengths, batch_size, padding, max_length, pad_to_multiple_of)
+    if progress:
+        from tqdm.auto import tqdm
+
+        plan = tqdm(plan, desc="Predicting", unit="batch")
+    for indices, width in plan:
+        start_logits, end_logits = logits_fn(table.batch(indices, width))
+        start_logits = np.asarray(start_logits, dtype=np.float32)
+        end_logits = np.asarray(end_logits, dtype=np.float32)
+        for row, i in enumerate(indices):
+            n = int(lengths[i])
+            starts[i] = start_logits[row, :n].copy()
+            ends[i] = end_logits[row, :n].copy()
+    return starts, ends  # type: ignore[return-value]
+
+
+def keras_logits_fn(model) -> LogitsFn:
+    """Wrap an HF TF QA model; one traced graph serves all batch shapes."""
+    import tensorflow as tf
+
+    @tf.function(reduce_retracing=True)
+    def forward(inputs):
+        out = model(inputs, training=False)
+        return tf.cast(out.start_logits, tf.float32), tf.cast(out.end_logits, tf.float32)
+
+    accepted = set(model.input_signature) if hasattr(model, "input_signature") else None
+
+    def run(batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        inputs = {k: tf.constant(v) for k, v in batch.items() if accepted is None or k in accepted}
+        start, end = forward(inputs)
+        return start.numpy(), end.numpy()
+
+    return run

@@ -1,0 +1,141 @@
+"""Predict a split or one question, score predictions, write the prediction files.
+
+Both paths go through the same code: features (qa.features), logits in length-sorted
+batches (qa.inference), the vectorized post-processing (qa.postprocess) and the one answer
+rule (qa.answers.PredictionCollector). So pipeline.predict answers a question exactly as
+the evaluate stage does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from pipeline.qa.answers import QAPredictions
+from pipeline.qa.batching import FeatureTable, RaggedColumn
+from pipeline.qa.features import prepare_validation_features, tokenize_examples
+from pipeline.qa.inference import LogitsFn, keras_logits_fn, predict_logits
+from pipeline.qa.metrics import load_metric
+from pipeline.qa.modeling import load_qa_model, load_tokenizer
+from pipeline.qa.postprocess import ContextOffsets, postprocess_predictions
+from pipeline.qa.squad import load_examples
+from pipeline.runtime.config import EvaluateConfig, TokenizeConfig
+from pipeline.runtime.errors import PipelineError
+from pipeline.runtime.files import write_json
+
+# transformers' utils_qa layouts, which the official SQuAD evaluation scripts read unchanged.
+PREDICTIONS_FILE = "predictions.json"  # id -> answer text ("" = no answer)
+NBEST_FILE = "nbest_predictions.json"  # id -> the n_best candidates
+NULL_ODDS_FILE = "null_odds.json"  # id -> null score minus best span score (SQuAD v2.0 only)
+
+# The course's post-processing settings: the defaults of the commands (conf/config.yaml
+# has the same values for the pipeline; a test checks they agree).
+COURSE_N_BEST = 20
+COURSE_MAX_ANSWER_LENGTH = 30
+
+
+def predict_split(logits_fn: LogitsFn, examples, features, cfg: EvaluateConfig, version_2_with_negative: bool,
+                  pad_token_id: int = 0, progress: bool = True) -> QAPredictions:
+    """Post-processed predictions for a split and its features.
+
+    `examples` needs id and context columns, `features` (a datasets.Dataset) the model
+    inputs, example_id and offset_mapping.
+    """
+    table = FeatureTable.from_dataset(features, pad_token_id=pad_token_id)
+    max_length = int(table.lengths.max()) if len(table) else 1
+    starts, ends = predict_logits(logits_fn, table, cfg.batch_size, max_length, progress=progress)
+    return postprocess_predictions(
+        examples["id"], examples["context"], features["example_id"], ContextOffsets.from_dataset(features),
+        starts, ends, cfg.n_best, cfg.max_answer_length, version_2_with_negative, cfg.null_score_diff_threshold,
+    )
+
+
+def answer_question(logits_fn: LogitsFn, tokenizer: Any, question: str, context: str, windows: TokenizeConfig,
+                    input_names: tuple[str, ...], n_best: int, max_answer_length: int,
+                    version_2_with_negative: bool, null_score_diff_threshold: float) -> dict[str, Any]:
+    """One question: the answer, its score (start + end logit), character offsets and the
+    number of windows; for SQuAD v2.0 also null_odds ("" answers when they pass the threshold)."""
+    if not question.strip():
+        raise PipelineError("--question is empty; ask a question")
+    if not context.strip():
+        raise PipelineError("--context is empty; give the text to answer from")
+    features = prepare_validation_features({"id": ["q"], "question": [question], "context": [context]},
+                                           tokenizer, windows)
+    n_windows = len(features["input_ids"])
+    columns = {
+        name: RaggedColumn.from_lists(features[name] if name in features else [[0] * len(r) for r in features["input_ids"]])
+        for name in input_names
+    }
+    table = FeatureTable(columns, {}, tokenizer.pad_token_id or 0)
+    starts, ends = predict_logits(logits_fn, table, batch_size=16, max_length=windows.max_length)
+    predictions = postprocess_predictions(
+        ["q"], [context], features["example_id"], ContextOffsets.from_lists(features["offset_mapping"]), starts, ends,
+        n_best, max_answer_length, version_2_with_negative, null_score_diff_threshold,
+    )
+    span = predictions.spans["q"]
+    result: dict[str, Any] = {"answer": predictions.answers["q"], "score": None, "start": None, "end": None,
+                              "windows": n_windows}
+    if span is not None:
+        result.update(score=round(float(np.float32(span.score)), 4), start=span.start_char, end=span.end_char)
+    if version_2_with_negative:
+        odds = predictions.null_odds["q"]
+        result["null_odds"] = round(float(np.float32(odds)), 4) if np.isfinite(odds) else None
+    return result
+
+
+def score(predictions: QAPredictions, examples, version_2_with_negative: bool,
+          null_score_diff_threshold: float) -> dict[str, float]:
+    """SQuAD v1.1 or v2.0 metrics of the predictions against the examples' answers.
+
+    For v2.0 the null odds go to the metric as no-answer probabilities, with the
+    post-processing threshold as its no-answer threshold: the metric then scores exactly
+    the answers post-processing chose, and its best_*_thresh are null-odds thresholds that
+    can be set as evaluate.null_score_diff_threshold. v2.0 results add exact_match (= exact)
+    so every run has exact_match and f1.
+    """
+    ids = list(examples["id"])
+    references = [{"id": i, "answers": a} for i, a in zip(ids, examples["answers"])]
+    if not version_2_with_negative:
+        return load_metric("squad").compute(
+            predictions=[{"id": i, "prediction_text": predictions.answers[i]} for i in ids], references=references
+        )
+    result = load_metric("squad_v2").compute(
+        predictions=[
+            {"id": i, "prediction_text": predictions.answers[i], "no_answer_probability": predictions.null_odds[i]}
+            for i in ids
+        ],
+        references=references,
+        no_answer_threshold=null_score_diff_threshold,
+    )
+    return {"exact_match": result["exact"], **result}
+
+
+def evaluate_file(model_dir: Path, data_file: Path, tokenize_cfg: TokenizeConfig, evaluate_cfg: EvaluateConfig,
+                  version_2_with_negative: bool = False, max_samples: Optional[int] = None,
+                  progress: bool = True) -> tuple[dict[str, Any], Any]:
+    """(metrics, QAPredictions) of a save_pretrained model on a SQuAD-format file, every question
+    validated and scored."""
+    examples = load_examples(data_file, version_2_with_negative, max_samples)
+    tokenizer = load_tokenizer(str(model_dir))
+    features = tokenize_examples(examples, tokenizer, tokenize_cfg)
+    model = load_qa_model(str(model_dir))
+    predictions = predict_split(keras_logits_fn(model), examples, features, evaluate_cfg, version_2_with_negative,
+                                tokenizer.pad_token_id or 0, progress)
+    metrics = {
+        **score(predictions, examples, version_2_with_negative, evaluate_cfg.null_score_diff_threshold),
+        "examples": len(examples["id"]),
+        "features": features.num_rows,
+    }
+    return metrics, predictions
+
+
+def write_prediction_files(out_dir: Path, predictions: QAPredictions) -> list[Path]:
+    """predictions.json, nbest_predictions.json and (v2.0) null_odds.json in out_dir."""
+    files: dict[str, Optional[dict]] = {PREDICTIONS_FILE: predictions.answers, NBEST_FILE: predictions.nbest}
+    if predictions.null_odds is not None:
+        files[NULL_ODDS_FILE] = predictions.null_odds
+    for name, content in files.items():
+        write_json(out_dir / name, content)
+    return [out_dir / name for name in files]

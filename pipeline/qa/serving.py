@@ -1,0 +1,66 @@
+"""A model export: a TensorFlow SavedModel with a fixed serving signature, the HF model and
+tokenizer, and the inference settings. (qa.exported loads one and answers questions with it.)
+
+    <export>/
+      saved_model/   signature `serving_default`: input_ids, attention_mask, token_type_ids
+                     (int32 [batch, seq]) -> start_logits, end_logits (float32 [batch, seq])
+      hf/            save_pretrained model and tokenizer
+      inference.json the windows the model was trained on, and for SQuAD v2.0 the null rule
+
+Everything needed to answer is inside the directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+from pipeline.runtime.files import read_json, write_json
+
+SIGNATURE_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+INFERENCE_FILE = "inference.json"
+SAVED_MODEL_DIR = "saved_model"
+HF_DIR = "hf"
+
+
+def serving_function(model):
+    """A tf.function with a fixed signature; token_type_ids is accepted (and ignored) for
+    models without segment embeddings, so every export has the same interface."""
+    import tensorflow as tf
+
+    takes_token_types = "token_type_ids" in getattr(model, "input_signature", {})
+    spec = {name: tf.TensorSpec((None, None), tf.int32, name=name) for name in SIGNATURE_INPUTS}
+
+    @tf.function(input_signature=[spec])
+    def serve(inputs):
+        model_inputs = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}
+        if takes_token_types:
+            model_inputs["token_type_ids"] = inputs["token_type_ids"]
+        out = model(model_inputs, training=False)
+        return {
+            "start_logits": tf.cast(out.start_logits, tf.float32),
+            "end_logits": tf.cast(out.end_logits, tf.float32),
+        }
+
+    return serve
+
+
+def save_export(model, tokenizer, settings: dict[str, Any], out_dir: Path) -> None:
+    """Write the export layout into out_dir (an empty directory)."""
+    import tensorflow as tf
+
+    serve = serving_function(model)
+    # A plain tf.Module keeps the SavedModel free of Keras-specific restore logic.
+    module = tf.Module()
+    module.model = model
+    module.serve = serve
+    tf.saved_model.save(module, str(out_dir / SAVED_MODEL_DIR), signatures={"serving_default": serve})
+    model.save_pretrained(str(out_dir / HF_DIR))
+    tokenizer.save_pretrained(str(out_dir / HF_DIR))
+    write_json(out_dir / INFERENCE_FILE, {**settings, "signature_inputs": list(SIGNATURE_INPUTS)})
+
+
+def read_settings(export_dir: Path) -> Optional[dict[str, Any]]:
+    """inference.json of an export, or None when the directory is not one."""
+    path = Path(export_dir) / INFERENCE_FILE
+    return read_json(path) if path.is_file() else None

@@ -1,0 +1,217 @@
+"""Typed pipeline configuration, read from params.yaml and validated when a stage starts.
+
+params.yaml is the composition of conf/ (DVC writes it on `dvc exp run`); every stage
+reads the same file through `load_config`, so a bad value stops the stage before it
+touches any output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from pipeline.runtime.errors import PipelineError
+
+DEFAULT_PARAMS = "params.yaml"
+PRECISION_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
+# Every field is required: conf/ holds the one set of defaults, composed into params.yaml.
+# A key missing from params.yaml is an error naming it, never a silent value from here.
+
+
+@dataclass
+class DataConfig:
+    # "json": local SQuAD-format files; "hub": a Hugging Face hub dataset by name.
+    source: str = MISSING
+    name: Optional[str] = MISSING
+    config_name: Optional[str] = MISSING
+    train_file: Optional[str] = MISSING
+    validation_file: Optional[str] = MISSING
+    max_train_samples: Optional[int] = MISSING
+    max_eval_samples: Optional[int] = MISSING
+    # "error": stop on the first bad record; "drop": drop bad records and report how many.
+    bad_records: str = MISSING
+    version_2_with_negative: bool = MISSING
+
+
+@dataclass
+class ModelConfig:
+    # A hub name (bert-base-cased), a local directory, or package://<module>/<subdir>
+    # for a model shipped inside an installed Python package.
+    checkpoint: str = MISSING
+
+
+@dataclass
+class TokenizeConfig:
+    max_length: int = MISSING
+    stride: int = MISSING
+
+
+@dataclass
+class TrainConfig:
+    learning_rate: float = MISSING
+    warmup_ratio: float = MISSING
+    weight_decay: float = MISSING
+    epochs: int = MISSING
+    batch_size: int = MISSING
+    seed: int = MISSING
+    # The Keras dtype policy for training: "float32", "mixed_float16" (GPU only: on a machine
+    # without one it falls back to float32, as float16 is slow on CPUs) or "mixed_bfloat16"
+    # (fast on CPUs with AVX512-BF16 or AMX, and on recent GPUs). The QA head and the loss stay
+    # float32 in both mixed policies.
+    precision: str = MISSING
+    # "bucketed": pad each batch to its longest feature (rounded up to pad_to_multiple_of),
+    # with batches drawn from length-sorted chunks; "max_length": pad every batch to
+    # tokenize.max_length, as the course does.
+    padding: str = MISSING
+    pad_to_multiple_of: int = MISSING
+    log_every_steps: int = MISSING
+
+
+@dataclass
+class EvaluateConfig:
+    n_best: int = MISSING
+    max_answer_length: int = MISSING
+    batch_size: int = MISSING
+    # SQuAD v2.0 only (data.version_2_with_negative): answer "" when the null score minus
+    # the best span score is above this.
+    null_score_diff_threshold: float = MISSING
+
+
+@dataclass
+class MlflowConfig:
+    experiment_name: str = MISSING
+
+
+@dataclass
+class PipelineConfig:
+    data: DataConfig = MISSING
+    model: ModelConfig = MISSING
+    tokenize: TokenizeConfig = MISSING
+    train: TrainConfig = MISSING
+    evaluate: EvaluateConfig = MISSING
+    mlflow: MlflowConfig = MISSING
+
+
+SECTIONS = tuple(f.name for f in fields(PipelineConfig))
+MISSING_FIX = "run `make params` to compose params.yaml from conf/, or add the key"
+
+
+def _require(condition: bool, key: str, value: Any, fix: str, source: str) -> None:
+    if not condition:
+        raise PipelineError(f"{source}: {key}={value!r} is invalid: {fix}")
+
+
+def validate(cfg: PipelineConfig, source: str = DEFAULT_PARAMS) -> PipelineConfig:
+    """Check the relations between values that types alone cannot express."""
+    d, t, tr, ev = cfg.data, cfg.tokenize, cfg.train, cfg.evaluate
+    _require(d.source in ("json", "hub"), "data.source", d.source, "use 'json' or 'hub'", source)
+    if d.source == "hub":
+        _require(bool(d.name), "data.name", d.name, "name a hub dataset, e.g. squad", source)
+    else:
+        for key in ("train_file", "validation_file"):
+            value = getattr(d, key)
+            _require(
+                bool(value) and value != "???",
+                f"data.{key}",
+                value,
+                f"set a SQuAD-format .json/.json.gz path, e.g. -S data.{key}=path/to/file.json",
+                source,
+            )
+    _require(d.bad_records in ("error", "drop"), "data.bad_records", d.bad_records, "use 'error' or 'drop'", source)
+    for key in ("max_train_samples", "max_eval_samples"):
+        value = getattr(d, key)
+        _require(value is None or value > 0, f"data.{key}", value, "use a positive count or null for all", source)
+    _require(bool(cfg.model.checkpoint), "model.checkpoint", cfg.model.checkpoint, "name a checkpoint", source)
+    _require(t.max_length >= 32, "tokenize.max_length", t.max_length, "use at least 32 tokens", source)
+    _require(
+        0 <= t.stride < t.max_length,
+        "tokenize.stride",
+        t.stride,
+        f"stride must be >= 0 and less than tokenize.max_length ({t.max_length})",
+        source,
+    )
+    _require(tr.learning_rate > 0, "train.learning_rate", tr.learning_rate, "use a positive rate", source)
+    _require(0 <= tr.warmup_ratio < 1, "train.warmup_ratio", tr.warmup_ratio, "use a value in [0, 1)", source)
+    _require(tr.weight_decay >= 0, "train.weight_decay", tr.weight_decay, "use a value >= 0", source)
+    _require(tr.epochs >= 1, "train.epochs", tr.epochs, "use at least 1 epoch", source)
+    _require(tr.batch_size >= 1, "train.batch_size", tr.batch_size, "use at least 1", source)
+    _require(
+        tr.precision in PRECISION_POLICIES, "train.precision", tr.precision,
+        f"use one of {', '.join(PRECISION_POLICIES)}", source,
+    )
+    _require(tr.padding in ("bucketed", "max_length"), "train.padding", tr.padding, "use 'bucketed' or 'max_length'", source)
+    _require(tr.pad_to_multiple_of >= 1, "train.pad_to_multiple_of", tr.pad_to_multiple_of, "use at least 1", source)
+    _require(tr.log_every_steps >= 1, "train.log_every_steps", tr.log_every_steps, "use at least 1", source)
+    _require(ev.n_best >= 1, "evaluate.n_best", ev.n_best, "use at least 1", source)
+    _require(ev.max_answer_length >= 1, "evaluate.max_answer_length", ev.max_answer_length, "use at least 1", source)
+    _require(ev.batch_size >= 1, "evaluate.batch_size", ev.batch_size, "use at least 1", source)
+    _require(bool(cfg.mlflow.experiment_name), "mlflow.experiment_name", cfg.mlflow.experiment_name, "name an experiment", source)
+    return cfg
+
+
+def _present(params: dict, dotted_key: str) -> bool:
+    node: Any = params
+    for part in dotted_key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def from_dict(params: dict, source: str = DEFAULT_PARAMS) -> PipelineConfig:
+    """Type-check a params mapping against the schema (every key required) and validate it."""
+    missing = [name for name in SECTIONS if not isinstance(params.get(name), dict)]
+    if missing:
+        raise PipelineError(f"{source}: section '{missing[0]}' is missing; {MISSING_FIX}")
+    schema = OmegaConf.structured(PipelineConfig)
+    try:
+        merged = OmegaConf.merge(schema, params)
+        # "???" written in params.yaml (conf/data/squad_json.yaml's paths) is a value left for
+        # the user to set: validate() names the key and how to set it. An absent key is not.
+        absent = sorted(key for key in OmegaConf.missing_keys(merged) if not _present(params, key))
+        if absent:
+            raise PipelineError(f"{source}: {absent[0]} is missing; {MISSING_FIX}")
+        unset = sorted(OmegaConf.missing_keys(merged))
+        if unset:
+            raise PipelineError(f"{source}: {unset[0]}='???' is not set: give it a value, e.g. "
+                                f"`dvc exp run -S {unset[0]}=...`")
+        cfg = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or "?"
+        msg = str(err).splitlines()[0]
+        raise PipelineError(f"{source}: {key}: {msg}") from None
+    return validate(cfg, source)  # type: ignore[arg-type]
+
+
+def load_config(path: str | Path = DEFAULT_PARAMS) -> PipelineConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"{path}: params file not found; run from the repo root or compose it with `dvc exp run`")
+    try:
+        params = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    except Exception as err:  # yaml errors come in several types
+        raise PipelineError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(params, dict):
+        raise PipelineError(f"{path}: expected a mapping of sections (data, model, ...)")
+    return from_dict(params, str(path))
+
+
+def flatten(cfg: PipelineConfig) -> dict[str, Any]:
+    """`train.learning_rate`-style keys, as logged to MLflow."""
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(f"{prefix}.{key}" if prefix else key, value)
+        else:
+            out[prefix] = node
+
+    walk("", OmegaConf.to_container(OmegaConf.structured(cfg)))
+    return out

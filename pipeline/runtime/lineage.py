@@ -1,0 +1,34 @@
+"""What each stage output was built from, recorded beside it and checked by the next stage.
+
+`dvc repro` runs stages one after another while the workspace can change under it (a
+concurrent `dvc exp run` rewrites params.yaml). A stage that records the settings it built
+with lets the next stage notice that its input does not match params.yaml, and stop with
+one line instead of producing, say, metrics for one window size from a model trained on
+another.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+from pipeline.runtime.errors import PipelineError
+from pipeline.runtime.files import read_json
+
+BUILT_WITH_FILE_NAME = "built_with.json"
+
+
+def check_built_with(recorded: Mapping[str, Any], expected: Mapping[str, Any], where: Path) -> None:
+    """Stop when a recorded setting differs from params.yaml (only keys present in both count)."""
+    for key, value in expected.items():
+        if key in recorded and recorded[key] != value:
+            raise PipelineError(
+                f"{where} was built with {key}={recorded[key]!r} but params.yaml has {key}={value!r}: "
+                "the workspace changed during the run (a concurrent `dvc exp run`?); run `dvc repro` again, "
+                "and run experiments with `dvc exp run --queue` or `--temp` while a repro runs"
+            )
+
+
+def read_built_with(directory: Path, name: str = BUILT_WITH_FILE_NAME) -> dict[str, Any]:
+    path = directory / name
+    return read_json(path) if path.is_file() else {}

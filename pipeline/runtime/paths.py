@@ -1,0 +1,45 @@
+"""Every directory and file the DVC pipeline reads or writes, named once.
+
+Output paths are relative to the working directory, the repo root when DVC runs a stage
+(the stage's wdir). dvc.yaml names the same paths; tests/stages checks that the
+two agree and that each stage's code deps are exactly the modules it imports.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from pipeline.runtime.errors import PipelineError
+
+PARAMS_FILE = Path("params.yaml")
+# The checkout this code runs from (a DVC queue worker's temp copy runs its own copy).
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DVC_FILE = PROJECT_ROOT / "dvc.yaml"
+
+RAW_DIR = Path("data/raw")
+TOKENIZED_DIR = Path("data/tokenized")
+TRAINED_DIR = Path("models/trained")
+EXPORT_DIR = Path("models/export")
+PREDICTIONS_DIR = Path("predictions")
+
+TRAIN_METRICS_FILE = Path("metrics/train.json")
+EVAL_METRICS_FILE = Path("metrics/eval.json")
+TRAIN_PLOTS_DIR = Path("plots/train")
+STEPS_PLOT_FILE = TRAIN_PLOTS_DIR / "steps.csv"
+EPOCHS_PLOT_FILE = TRAIN_PLOTS_DIR / "epochs.csv"
+SCORES_PLOT_FILE = Path("plots/eval/scores.json")
+
+# Written inside the data/raw and data/tokenized outputs: counts per split.
+SUMMARY_FILE_NAME = "summary.json"
+
+
+def stage_code_deps(stage: str, dvc_file: Path = DVC_FILE) -> list[Path]:
+    """The Python files a stage declares as deps in dvc.yaml (its code, as DVC hashes it)."""
+    try:
+        stages = yaml.safe_load(dvc_file.read_text(encoding="utf-8"))["stages"]
+        deps = stages[stage]["deps"]
+    except (OSError, KeyError, TypeError, yaml.YAMLError) as err:
+        raise PipelineError(f"{dvc_file}: cannot read the deps of stage '{stage}' ({err})") from None
+    return [dvc_file.parent / d for d in deps if str(d).endswith(".py")]

@@ -1,0 +1,170 @@
+"""MLflow tracking shared by the stages.
+
+One MLflow run per trained model: the train stage creates it (all params, data sizes,
+training curves, git commit) and records its id in models/trained/training_run.json.
+The evaluate stage logs EM/F1 into that run the first time the model is evaluated; when
+only evaluation reran (training reused from DVC's cache), it opens a new run tagged
+`training_reused=true` that points at the training run instead of pretending to train.
+
+Store: $MLFLOW_TRACKING_URI, else sqlite:///<repo>/mlflow.db. <repo> is $DVC_ROOT when
+DVC runs the stage (queued experiments run in a temp copy, and must still log to the
+user's store), else the current directory.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from pipeline.runtime.errors import PipelineError
+
+RUN_FILE_NAME = "training_run.json"
+
+
+def repo_root() -> Path:
+    return Path(os.environ.get("DVC_ROOT") or os.getcwd()).resolve()
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / 'mlflow.db'}"
+
+
+def _is_local_store(uri: str) -> bool:
+    return uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri
+
+
+def git_tags(cwd: Path | None = None) -> dict[str, str]:
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(
+                ["git", *args], cwd=cwd, capture_output=True, text=True, check=True, timeout=10
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    tags = {}
+    commit = git("rev-parse", "HEAD")
+    if commit:
+        tags["git_commit"] = commit
+        tags["git_dirty"] = str(bool(git("status", "--porcelain", "--untracked-files=no"))).lower()
+    for env, tag in (("DVC_EXP_NAME", "dvc_exp_name"), ("DVC_EXP_BASELINE_REV", "dvc_exp_baseline_rev")):
+        if os.environ.get(env):
+            tags[tag] = os.environ[env]
+    return tags
+
+
+def check_server(uri: str, timeout_s: float = 5.0) -> None:
+    """Fail fast when an HTTP tracking server is down.
+
+    MLflow's client retries with backoff for minutes; a stage should instead stop at once,
+    before training, and say what to do.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s):
+            return
+    except urllib.error.HTTPError:
+        return  # the server answered (some proxies have no /health): it is up
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise PipelineError(
+            f"MLflow tracking server MLFLOW_TRACKING_URI={uri} is unreachable ({reason}); nothing was run. "
+            "Start it (mlflow server --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000) "
+            "or unset MLFLOW_TRACKING_URI to log to the local sqlite:///mlflow.db"
+        ) from None
+
+
+def client_for(experiment_name: str) -> tuple[Any, str]:
+    """An MlflowClient on the configured store and the id of `experiment_name` (created if new).
+
+    Fails with a clear PipelineError when the store cannot be reached, so that a stage
+    stops before doing expensive work it could not record.
+    """
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking_uri()
+    check_server(uri)
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        experiment = client.get_experiment_by_name(experiment_name)
+        if experiment is not None:
+            return client, experiment.experiment_id
+        artifact_location = None
+        if _is_local_store(uri):
+            # Keep artifacts beside the store, not relative to whichever directory
+            # (possibly a DVC temp workspace) the stage happens to run in.
+            artifact_location = (repo_root() / "mlartifacts").as_uri()
+        return client, client.create_experiment(experiment_name, artifact_location=artifact_location)
+    except Exception as err:  # mlflow raises MlflowException, requests and sqlalchemy errors
+        if type(err).__name__ == "RestException" or "already exists" in str(err):
+            experiment = client.get_experiment_by_name(experiment_name)
+            if experiment is not None:  # a parallel stage created it first
+                return client, experiment.experiment_id
+        raise PipelineError(
+            f"MLflow tracking store {uri} is unreachable ({type(err).__name__}: "
+            f"{str(err).splitlines()[0][:200] if str(err) else ''}); start the server or unset "
+            "MLFLOW_TRACKING_URI to use the local sqlite store"
+        ) from None
+
+
+def start_run(experiment_name: str, run_name: str, params: dict[str, Any], tags: dict[str, str]) -> tuple[Any, str]:
+    """Create a run holding `params` and `tags`; returns (client, run_id)."""
+    from mlflow.entities import Param, RunTag
+
+    client, experiment_id = client_for(experiment_name)
+    run = client.create_run(experiment_id, run_name=run_name, tags={**git_tags(), **tags})
+    items = [Param(k, "None" if v is None else str(v)[:6000]) for k, v in sorted(params.items())]
+    for i in range(0, len(items), 100):  # MLflow's log_batch limit
+        client.log_batch(run.info.run_id, params=items[i : i + 100])
+    return client, run.info.run_id
+
+
+def log_metrics(client: Any, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+
+def find_run(client: Any, run_id: str) -> Any | None:
+    try:
+        return client.get_run(run_id)
+    except Exception:  # deleted, or recorded in another store (a teammate's)
+        return None
+
+
+def plot_loss(steps: list[dict], path: Path) -> None:
+    """A PNG of the loss curve, for the MLflow run page."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([r["step"] for r in steps], [r["loss"] for r in steps])
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def log_loss_plot(client: Any, run_id: str, steps: list[dict]) -> None:
+    """The loss curve as a PNG artifact (plots/training_loss.png) of the run."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        png = Path(tmp) / "training_loss.png"
+        plot_loss(steps, png)
+        client.log_artifact(run_id, str(png), "plots")

