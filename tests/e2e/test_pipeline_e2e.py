@@ -1,67 +1,96 @@
 """End to end: a real `dvc repro` in a temporary git repo copied from the project, on a tiny config.
 
-The tests in this module run in order on one repo: first run, MLflow record, no-op rerun,
-prediction from the export, then one change per row of the caching table (which stages
-must execute, read from DVC's own output), going back to the first parameter set (restored
-from the run-cache), and a bad parameter.
+The module's fixture runs the first repro and commits it (dvc.lock included). Every test then
+starts from that commit (`restore_baseline`: git checkout + dvc checkout), makes its one
+change and reads from DVC's own output which stages executed. So any one test runs alone
+(`-k`) or in any order.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import sys
 
 import pytest
+from datasets import load_from_disk
+from mlflow.tracking import MlflowClient
 
-from tests.helpers.project import STAGES, executed_stages, git, make_repo, run_cmd, set_params
+from pipeline.qa.exported import ExportedQA
+from pipeline.qa.modeling import resolve_checkpoint
+from tests.helpers.project import (MINILM, STAGES, executed_stages, git, make_repo, restore_baseline, run_cmd,
+                                   set_params)
+
+EVALUATE_CODE = ["pipeline/evaluate.py", "pipeline/qa/answers.py", "pipeline/qa/postprocess.py",
+                 "pipeline/qa/predictions.py", "pipeline/qa/inference.py"]
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory):
+def baseline(tmp_path_factory):
     repo = make_repo(tmp_path_factory.mktemp("e2e"))
     first = run_cmd(["dvc", "repro"], repo)
-    repo.joinpath(".first_repro.log").write_text(first.stdout + first.stderr)
-    repo.joinpath(".first_eval.json").write_text((repo / "metrics/eval.json").read_text())
+    (repo.parent / "first_repro.log").write_text(first.stdout + first.stderr)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "baseline")
     return repo
+
+
+@pytest.fixture()
+def repo(baseline):
+    restore_baseline(baseline)
+    return baseline
 
 
 def repro(repo) -> set[str]:
     return executed_stages(run_cmd(["dvc", "repro"], repo))
 
 
+def read_json(path):
+    return json.loads(path.read_text())
+
+
+def append_comment(repo, path: str) -> None:
+    with (repo / path).open("a") as fh:
+        fh.write("\n# a comment changes the file's hash\n")
+
+
+def training_run(repo):
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    return client, client.get_run(read_json(repo / "models/trained/training_run.json")["run_id"])
+
+
 def test_first_repro_runs_every_stage_and_writes_sane_metrics(repo):
-    log = repo.joinpath(".first_repro.log").read_text()
+    log = (repo.parent / "first_repro.log").read_text()
     assert {stage for stage in STAGES if f"Running stage '{stage}'" in log} == set(STAGES)
-    metrics = json.loads((repo / "metrics/eval.json").read_text())
+    metrics = read_json(repo / "metrics/eval.json")
     assert metrics["examples"] == 24
     assert metrics["features"] >= 24
     assert 0.0 <= metrics["exact_match"] <= metrics["f1"] <= 100.0
-    predictions = json.loads((repo / "predictions/predictions.json").read_text())
+    predictions = read_json(repo / "predictions/predictions.json")
     assert len(predictions) == 24 and all(isinstance(v, str) for v in predictions.values())
-    train = json.loads((repo / "metrics/train.json").read_text())
+    train = read_json(repo / "metrics/train.json")
     assert train["steps"] == -(-train["train_features"] // 8)
     assert train["loss"] > 0
     steps = (repo / "plots/train/steps.csv").read_text().splitlines()
     assert steps[0] == "step,loss,learning_rate" and len(steps) > 2
     assert (repo / "models/export/saved_model/saved_model.pb").is_file()
     assert (repo / "models/export/hf/tf_model.h5").is_file()
+    # the windows travel with the model, and the export takes them from it
+    windows = read_json(repo / "models/trained/qa_windows.json")
+    assert (windows["max_length"], windows["stride"]) == (128, 32)
+    assert {k: read_json(repo / "models/export/inference.json")[k] for k in ("max_length", "stride")} == \
+        {"max_length": 128, "stride": 32}
 
 
 def test_mlflow_run_holds_params_curves_metrics_and_commit(repo):
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("squad-pipeline")
-    runs = client.search_runs([experiment.experiment_id])
-    assert len(runs) == 1
-    run_ = runs[0]
-    metrics = json.loads((repo / "metrics/eval.json").read_text())
+    client, run_ = training_run(repo)
+    metrics = read_json(repo / "metrics/eval.json")
     assert run_.data.metrics["f1"] == pytest.approx(metrics["f1"])
     assert run_.data.metrics["exact_match"] == pytest.approx(metrics["exact_match"])
     assert run_.data.params["train.learning_rate"] == "0.0001"
     assert run_.data.params["tokenize.max_length"] == "128"
     assert run_.data.params["data_size.train.examples"] == "48"
-    assert run_.data.tags["git_commit"] == git(repo, "rev-parse", "HEAD").strip()
+    assert run_.data.tags["git_commit"] == git(repo, "rev-parse", "HEAD~1").strip()  # the commit it ran at
     assert len(run_.data.tags["training_inputs_hash"]) == 64
     loss_history = client.get_metric_history(run_.info.run_id, "loss")
     assert len(loss_history) >= 2 and loss_history[0].step < loss_history[-1].step
@@ -77,44 +106,91 @@ def test_second_repro_executes_no_stage(repo):
     assert "up to date" in run_cmd(["dvc", "status"], repo).stdout
 
 
+def test_predict_answers_every_question_as_the_evaluate_stage_did(repo):
+    """pipeline.predict's code path (ExportedQA.answer, which its main() calls) on each of the
+    sample's validation questions gives predictions/predictions.json's answer."""
+    validation = load_from_disk(str(repo / "data/raw"))["validation"]
+    expected = read_json(repo / "predictions/predictions.json")
+    qa = ExportedQA(repo / "models/export")
+    answers = {i: qa.answer(q, c, 20, 30)["answer"]
+               for i, q, c in zip(validation["id"], validation["question"], validation["context"])}
+    assert answers == expected
+    assert sum(bool(a) for a in answers.values()) >= 20
+    # and the command line itself, for one of them
+    out = run_cmd([sys.executable, "-m", "pipeline.predict", "--question", validation[0]["question"],
+                   "--context", validation[0]["context"]], repo)
+    assert json.loads(out.stdout.strip().splitlines()[-1])["answer"] == expected[validation[0]["id"]]
+
+
 def test_predict_answers_from_the_export_across_stride_windows(repo):
     context = (
         "The Amazon rainforest covers much of the Amazon basin of South America. " * 6
         + "The Eiffel Tower was completed in 1889 in Paris. "
         + "Most of the forest is contained within Brazil. " * 6
     )
-    out = run_cmd([sys.executable, "-m", "pipeline.predict", "--model", "models/export",
-                   "--question", "When was the Eiffel Tower completed?", "--context", context], repo)
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = ExportedQA(repo / "models/export").answer("When was the Eiffel Tower completed?", context, 20, 30)
     assert result["windows"] > 1  # longer than max_length=128: several windows
     assert result["answer"] and context[result["start"]:result["end"]] == result["answer"]
     assert isinstance(result["score"], float)
 
 
-def test_predict_rejects_an_empty_question(repo):
-    out = run_cmd([sys.executable, "-m", "pipeline.predict", "--question", " ", "--context", "Some text."], repo,
-                  check=False)
+def test_predict_rejects_an_empty_question_before_loading_a_model(repo):
+    out = run_cmd([sys.executable, "-m", "pipeline.predict", "--model", "no/such/export", "--question", " ",
+                   "--context", "Some text."], repo, check=False)
     assert out.returncode == 1
     assert out.stderr.strip().splitlines()[-1] == "error: --question is empty; ask a question"
 
 
-def test_train_only_param_reruns_train_evaluate_export(repo):
-    set_params(repo, {"train": {"learning_rate": 5e-5}})
-    assert repro(repo) == {"train", "evaluate", "export"}
+# --- what reruns when: one row of the README's caching table per case -------------------
+
+def change_data_file_content(repo) -> None:
+    """Edit the first training question of the shipped sample file (within the tiny subset)."""
+    path = repo / "data/sample/train.json.gz"
+    squad = json.load(gzip.open(path, "rt", encoding="utf-8"))
+    squad["data"][0]["paragraphs"][0]["qas"][0]["question"] += " (edited)"
+    with gzip.open(path, "wt", encoding="utf-8") as fh:
+        json.dump(squad, fh)
 
 
-def test_evaluate_only_param_reruns_evaluate_only(repo):
+CACHING_ROWS = {
+    "train param": (lambda r: set_params(r, {"train": {"learning_rate": 5e-5}}), {"train", "evaluate", "export"}),
+    "evaluate param": (lambda r: set_params(r, {"evaluate": {"n_best": 10}}), {"evaluate"}),
+    "null threshold": (lambda r: set_params(r, {"evaluate": {"null_score_diff_threshold": 1.5}}),
+                       {"evaluate", "export"}),
+    "tokenize param": (lambda r: set_params(r, {"tokenize": {"max_length": 96}}),
+                       {"tokenize", "train", "evaluate", "export"}),
+    # the same model by another name: tokenize records the checkpoint, so training follows
+    "model.checkpoint": (lambda r: set_params(r, {"model": {"checkpoint": resolve_checkpoint(MINILM)}}),
+                         {"tokenize", "train", "evaluate", "export"}),
+    "data subset": (lambda r: set_params(r, {"data": {"max_eval_samples": 20}}), set(STAGES)),
+    "data file content": (change_data_file_content, set(STAGES)),
+    # code: the stage whose code changed runs; later stages run only if its output changed
+    "train code": (lambda r: append_comment(r, "pipeline/qa/training.py"), {"train", "evaluate", "export"}),
+    "tokenize code": (lambda r: append_comment(r, "pipeline/tokenize.py"), {"tokenize"}),
+    "download code": (lambda r: append_comment(r, "pipeline/download.py"), {"download"}),
+    "features code (tokenize and evaluate import it)": (lambda r: append_comment(r, "pipeline/qa/features.py"),
+                                                        {"tokenize", "evaluate"}),
+    "evaluate code": (lambda r: [append_comment(r, p) for p in EVALUATE_CODE], {"evaluate"}),
+    "export code": (lambda r: append_comment(r, "pipeline/qa/serving.py"), {"export"}),
+}
+
+
+@pytest.mark.parametrize("change", list(CACHING_ROWS))
+def test_a_change_reruns_exactly_the_stages_it_affects(repo, change):
+    make_change, expected = CACHING_ROWS[change]
+    make_change(repo)
+    assert repro(repo) == expected
+    if change == "data subset":
+        assert read_json(repo / "metrics/eval.json")["examples"] == 20
+    if change == "null threshold":
+        assert read_json(repo / "models/export/inference.json")["null_score_diff_threshold"] == 1.5
+
+
+def test_evaluation_of_a_reused_model_is_a_new_run_linked_to_the_training_run(repo):
     set_params(repo, {"evaluate": {"n_best": 10}})
     assert repro(repo) == {"evaluate"}
-
-
-def test_training_reused_evaluation_is_a_new_run_linked_to_the_training_run(repo):
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("squad-pipeline").experiment_id],
-                              order_by=["attributes.start_time DESC"])
-    latest, trained = runs[0], runs[1]
+    client, trained = training_run(repo)
+    latest = client.search_runs([trained.info.experiment_id], order_by=["attributes.start_time DESC"])[0]
     assert latest.data.tags["training_reused"] == "true"
     assert latest.data.tags["training_run_id"] == trained.info.run_id
     assert latest.data.params["evaluate.n_best"] == "10"
@@ -122,32 +198,15 @@ def test_training_reused_evaluation_is_a_new_run_linked_to_the_training_run(repo
     assert "f1" in latest.data.metrics
 
 
-def test_tokenize_param_reruns_tokenize_and_everything_after(repo):
-    set_params(repo, {"tokenize": {"max_length": 96}})
-    assert repro(repo) == {"tokenize", "train", "evaluate", "export"}
-
-
-def test_data_subset_size_reruns_everything(repo):
-    set_params(repo, {"data": {"max_eval_samples": 20}})
-    assert repro(repo) == set(STAGES)
-    assert json.loads((repo / "metrics/eval.json").read_text())["examples"] == 20
-
-
-def test_code_of_one_stage_reruns_that_stage_and_what_follows(repo):
-    with (repo / "pipeline/evaluate.py").open("a") as fh:
-        fh.write("\n# a comment changes the file's hash\n")
-    assert repro(repo) == {"evaluate"}
-    with (repo / "pipeline/export.py").open("a") as fh:
-        fh.write("\n# a comment changes the file's hash\n")
-    assert repro(repo) == {"export"}
-
-
-def test_going_back_to_the_first_parameter_set_restores_from_the_run_cache(repo):
-    git(repo, "checkout", "--", "params.yaml", "pipeline/evaluate.py", "pipeline/export.py")
+def test_going_back_to_an_earlier_parameter_set_restores_from_the_run_cache(repo):
+    first_eval = (repo / "metrics/eval.json").read_text()
+    set_params(repo, {"train": {"learning_rate": 3e-4}})
+    assert repro(repo) == {"train", "evaluate", "export"}
+    git(repo, "checkout", "--", "params.yaml")
     proc = run_cmd(["dvc", "repro"], repo)
     assert executed_stages(proc) == set()
     assert "is cached - skipping run, checking out outputs" in proc.stdout
-    assert (repo / "metrics/eval.json").read_text() == (repo / ".first_eval.json").read_text()
+    assert (repo / "metrics/eval.json").read_text() == first_eval
 
 
 def test_bad_stride_fails_with_one_clear_line_and_earlier_outputs_survive(repo):
@@ -166,3 +225,24 @@ def test_bad_stride_fails_with_one_clear_line_and_earlier_outputs_survive(repo):
     set_params(repo, {"tokenize": {"stride": 32}})
     assert repro(repo) == set()
     assert (repo / "data/tokenized/dataset_dict.json").is_file()
+
+
+def test_squad_v2_experiment_trains_exports_and_predict_answers_nothing_when_null_wins(repo):
+    threshold = -2.0
+    run_cmd(["dvc", "exp", "run", "-S", "data=sample_v2", "-S", "data.max_train_samples=200",
+             "-S", "data.max_eval_samples=80", "-S", "train.learning_rate=3e-4",
+             "-S", f"evaluate.null_score_diff_threshold={threshold}"], repo)
+    assert read_json(repo / "models/export/inference.json")["version_2_with_negative"] is True
+    validation = load_from_disk(str(repo / "data/raw"))["validation"]
+    expected = read_json(repo / "predictions/predictions.json")
+    null_odds = read_json(repo / "predictions/null_odds.json")
+    unanswerable = [i for i, a in zip(validation["id"], validation["answers"]) if not a["text"]]
+    beyond = [i for i in unanswerable if null_odds[i] > threshold]
+    assert beyond, f"no unanswerable question's null odds pass {threshold}: {[null_odds[i] for i in unanswerable]}"
+    qa = ExportedQA(repo / "models/export")
+    rows = {i: (q, c) for i, q, c in zip(validation["id"], validation["question"], validation["context"])}
+    for i in beyond:
+        result = qa.answer(*rows[i], 20, 30)
+        assert result["answer"] == "" and result["null_odds"] == pytest.approx(null_odds[i], abs=1e-3)
+    answers = {i: qa.answer(q, c, 20, 30)["answer"] for i, (q, c) in rows.items()}
+    assert answers == expected

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.project import executed_stages, git, make_repo, run_cmd
+from tests.helpers.project import executed_stages, git, make_repo, restore_baseline, run_cmd
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +52,29 @@ def test_teammate_pulls_data_models_and_run_cache_and_runs_nothing(team):
     for path in ("metrics/eval.json", "metrics/train.json", "predictions/predictions.json"):
         assert (clone / path).read_bytes() == (repo / path).read_bytes()
     assert tree_digest(clone / "models/export") == tree_digest(repo / "models/export")
+
+
+def test_teammate_with_an_experiments_params_restores_it_from_the_remote_run_cache(team):
+    """An experiment's params that no commit's dvc.lock records: `dvc repro --pull` in a
+    teammate's clone finds every stage in the remote's run-cache and executes nothing."""
+    root, repo = team
+    run_cmd(["dvc", "exp", "run", "-n", "seed-7", "-S", "train.seed=7"], repo)
+    params = (repo / "params.yaml").read_text()
+    outputs = {p: (repo / p).read_bytes() for p in ("metrics/eval.json", "metrics/train.json",
+                                                    "predictions/predictions.json", "plots/train/steps.csv")}
+    run_cmd(["dvc", "push", "--run-cache"], repo)
+    restore_baseline(repo)
+
+    clone = root / "teammate-exp"
+    run_cmd(["git", "clone", "-q", str(repo), str(clone)], root)
+    run_cmd(["dvc", "remote", "modify", "--local", "localremote", "url", str(root / "squad-pipeline-dvc-remote")], clone)
+    (clone / "params.yaml").write_text(params)
+    assert "train.seed" in run_cmd(["dvc", "params", "diff"], clone).stdout  # not what dvc.lock records
+    proc = run_cmd(["dvc", "repro", "--pull"], clone)
+    assert executed_stages(proc) == set(), proc.stdout
+    for path, content in outputs.items():
+        assert (clone / path).read_bytes() == content, path
+    assert "up to date" in run_cmd(["dvc", "status"], clone).stdout
 
 
 def test_experiments_are_shared_through_a_git_remote(team):

@@ -4,8 +4,10 @@ end-to-end tests, and commands run with the test venv first on PATH."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -61,8 +63,6 @@ def run_cmd(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = No
     capture=False for commands that leave a daemon behind (`dvc queue start`): a daemon
     holding our pipes would keep us waiting for its end.
     """
-    import sys
-
     full_env = dict(os.environ)
     full_env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{full_env['PATH']}"
     full_env.update(env or {})
@@ -75,8 +75,6 @@ def run_cmd(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = No
 
 def executed_stages(proc: subprocess.CompletedProcess) -> set[str]:
     """Stages DVC actually ran (not skipped, not restored from the run-cache)."""
-    import re
-
     return set(re.findall(r"Running stage '([\w-]+)'", proc.stdout + proc.stderr))
 
 
@@ -90,8 +88,6 @@ def _deep_update(target: dict, updates: dict) -> None:
 
 def update_conf(repo: Path, conf_updates: dict) -> None:
     """Apply updates to conf/ files and re-compose params.yaml, as `dvc exp run` would."""
-    import yaml
-
     for name, updates in conf_updates.items():
         path = repo / "conf" / name
         data = yaml.safe_load(path.read_text())
@@ -102,8 +98,6 @@ def update_conf(repo: Path, conf_updates: dict) -> None:
 
 def set_params(repo: Path, updates: dict) -> None:
     """Edit params.yaml directly (what a `dvc repro` user does)."""
-    import yaml
-
     params = yaml.safe_load((repo / "params.yaml").read_text())
     _deep_update(params, updates)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -128,3 +122,12 @@ def make_repo(root: Path, conf_updates: dict = TINY_CONF) -> Path:
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "init")
     return repo
+
+
+def restore_baseline(repo: Path) -> None:
+    """Put a repo back at its last commit: tracked files from git, outputs from DVC's cache
+    (what a user does with `git checkout . && dvc checkout`), so tests do not depend on order."""
+    git(repo, "checkout", "-q", "--", ".")
+    git(repo, "clean", "-qfd")
+    run_cmd(["dvc", "checkout", "--force"], repo)
+    assert "up to date" in run_cmd(["dvc", "status"], repo).stdout

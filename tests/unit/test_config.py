@@ -105,3 +105,32 @@ def test_missing_or_garbled_params_file(tmp_path):
     bad.write_text("data: [unclosed\n")
     with pytest.raises(PipelineError, match="not valid YAML"):
         load_config(bad)
+
+
+@pytest.mark.parametrize("section", ["data", "model", "tokenize", "train", "evaluate", "mlflow"])
+def test_a_missing_section_is_an_error_not_hidden_defaults(section):
+    params = yaml.safe_load(compose_params_text())
+    del params[section]
+    with pytest.raises(PipelineError) as err:
+        from_dict(params)
+    assert str(err.value) == f"params.yaml: section '{section}' is missing; run `make params` to compose params.yaml " \
+                             "from conf/, or add the key"
+
+
+@pytest.mark.parametrize("key", ["train.epochs", "train.learning_rate", "tokenize.stride", "data.max_eval_samples",
+                                 "evaluate.null_score_diff_threshold"])
+def test_a_missing_key_is_an_error_naming_it(key):
+    params = yaml.safe_load(compose_params_text())
+    section, name = key.split(".")
+    del params[section][name]
+    with pytest.raises(PipelineError, match=rf"^params\.yaml: {key} is missing; run `make params`"):
+        from_dict(params)
+
+
+def test_the_commands_defaults_are_confs():
+    from pipeline.evaluate_model import DEFAULT_BATCH_SIZE
+    from pipeline.qa.predictions import COURSE_MAX_ANSWER_LENGTH, COURSE_N_BEST
+
+    conf = yaml.safe_load((PROJECT_ROOT / "conf/config.yaml").read_text())["evaluate"]
+    assert (conf["n_best"], conf["max_answer_length"], conf["batch_size"]) == (
+        COURSE_N_BEST, COURSE_MAX_ANSWER_LENGTH, DEFAULT_BATCH_SIZE)
