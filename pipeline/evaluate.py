@@ -66,7 +66,7 @@ def log_to_mlflow(cfg: PipelineConfig, trained_dir: Path, metrics: dict, predict
     tracking.log_metrics(client, run_id, metrics)
     client.log_artifacts(run_id, str(predictions_dir), "predictions")
     if run_id != training_run_id:
-        client.set_terminated(run_id, status="FINISHED")
+        tracking.end_run(client, run_id)
     return run_id
 
 

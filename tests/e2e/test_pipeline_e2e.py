@@ -3,7 +3,8 @@
 The module's fixture runs the first repro and commits it (dvc.lock included). Every test then
 starts from that commit (`restore_baseline`: git checkout + dvc checkout), makes its one
 change and reads from DVC's own output which stages executed. So any one test runs alone
-(`-k`) or in any order.
+(`-k`) or in any order. Tests that expect a stage to execute change params to values no other
+test uses (DVC's run-cache would otherwise restore the other test's result).
 """
 
 from __future__ import annotations
@@ -187,13 +188,14 @@ def test_a_change_reruns_exactly_the_stages_it_affects(repo, change):
 
 
 def test_evaluation_of_a_reused_model_is_a_new_run_linked_to_the_training_run(repo):
-    set_params(repo, {"evaluate": {"n_best": 10}})
+    # a value no other test uses: the run-cache would otherwise restore the evaluation
+    set_params(repo, {"evaluate": {"n_best": 7}})
     assert repro(repo) == {"evaluate"}
     client, trained = training_run(repo)
     latest = client.search_runs([trained.info.experiment_id], order_by=["attributes.start_time DESC"])[0]
     assert latest.data.tags["training_reused"] == "true"
     assert latest.data.tags["training_run_id"] == trained.info.run_id
-    assert latest.data.params["evaluate.n_best"] == "10"
+    assert latest.data.params["evaluate.n_best"] == "7"
     assert "loss" not in latest.data.metrics  # it did not train, and does not pretend to
     assert "f1" in latest.data.metrics
 
