@@ -248,3 +248,23 @@ def test_squad_v2_experiment_trains_exports_and_predict_answers_nothing_when_nul
         assert result["answer"] == "" and result["null_odds"] == pytest.approx(null_odds[i], abs=1e-3)
     answers = {i: qa.answer(q, c, 20, 30)["answer"] for i, (q, c) in rows.items()}
     assert answers == expected
+
+
+@pytest.mark.parametrize("stage,recorded_in", [("train", "data/tokenized"), ("evaluate", "data/tokenized"),
+                                               ("export", "models/trained")])
+def test_a_workspace_changed_during_a_run_stops_the_next_stage(repo, stage, recorded_in):
+    """What a `dvc exp run` started during a `dvc repro` does: it rewrites params.yaml (here
+    tokenize.max_length 128 -> 96) while the repro's next stage is about to start. That stage
+    finds its input built with other settings and stops with one line; nothing is overwritten."""
+    before = {p: (repo / p).read_bytes() for p in ("metrics/eval.json", "models/export/inference.json",
+                                                   "models/trained/qa_windows.json")}
+    set_params(repo, {"tokenize": {"max_length": 96}})
+    out = run_cmd([sys.executable, "-m", f"pipeline.{stage}"], repo, check=False)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        f"error: {recorded_in} was built with tokenize.max_length=128 but params.yaml has tokenize.max_length=96: "
+        "the workspace changed during the run (a concurrent `dvc exp run`?); run `dvc repro` again, and run "
+        "experiments with `dvc exp run --queue` or `--temp` while a repro runs"
+    ]
+    assert {p: (repo / p).read_bytes() for p in before} == before
