@@ -234,7 +234,7 @@ def settings_from_args(args: argparse.Namespace, source: ModelSource) -> tuple[T
         raise PipelineError(f"--seed={args.seed} is invalid: use a seed >= 0")
     threshold = args.null_score_diff_threshold if args.null_score_diff_threshold is not None else 0.0
     return (
-        TokenizeConfig(max_length=max_length, stride=stride),
+        TokenizeConfig(max_length=max_length, stride=stride, warn_windows=None),
         EvaluateConfig(n_best=args.n_best, max_answer_length=args.max_answer_length, batch_size=args.batch_size,
                        null_score_diff_threshold=threshold, bootstrap_samples=args.bootstrap_samples,
                        bootstrap_seed=args.seed),

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
-from pipeline.qa.features import tokenize_dataset_dict
+from pipeline.qa.features import check_windows, tokenize_dataset_dict
 from pipeline.qa.modeling import load_tokenizer
 from pipeline.runtime.config import PipelineConfig, load_config
 from pipeline.runtime.errors import PipelineError, stage_entry_point
@@ -41,6 +42,15 @@ def run(cfg: PipelineConfig, raw_dir: Path = RAW_DIR, out_dir: Path = TOKENIZED_
         num_proc: int | None = None) -> dict:
     tokenizer = load_tokenizer(cfg.model.checkpoint)
     raw = load_raw(raw_dir)
+    for split in raw:
+        report = check_windows(raw[split]["id"], raw[split]["question"], raw[split]["context"], tokenizer,
+                               cfg.tokenize, cfg.tokenize.warn_windows, label=f"{raw_dir}/{split}: record id={{id!r}}")
+        if report.many:
+            examples = ", ".join(f"id={i!r} ({n} windows)" for i, n in report.many[:3])
+            print(f"warning: {raw_dir}/{split}: {len(report.many)} question(s) whose context gives more than "
+                  f"tokenize.warn_windows={cfg.tokenize.warn_windows} windows, e.g. {examples}; each window is a "
+                  "feature to train or predict (shorten such contexts, or raise tokenize.warn_windows)",
+                  file=sys.stderr)
     tokenized = tokenize_dataset_dict(raw, tokenizer, cfg.tokenize, num_proc)
     summary = {
         split: {"examples": raw[split].num_rows, "features": tokenized[split].num_rows} for split in tokenized

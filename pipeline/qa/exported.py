@@ -43,6 +43,6 @@ class ExportedQA:
             else null_score_diff_threshold
         return answer_question(
             self.logits, self.tokenizer, question, context,
-            TokenizeConfig(max_length=s["max_length"], stride=s["stride"]), tuple(s["signature_inputs"]),
+            TokenizeConfig(max_length=s["max_length"], stride=s["stride"], warn_windows=None), tuple(s["signature_inputs"]),
             n_best, max_answer_length, bool(s.get("version_2_with_negative")), threshold,
         )

@@ -9,9 +9,11 @@ tokens. Features are unpadded; batches are padded at train/predict time (qa.batc
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
 
 from pipeline.runtime.config import TokenizeConfig
+from pipeline.runtime.errors import PipelineError
 
 # The tokenizer puts CLS first in every window: the label of "no answer in this window",
 # and the logit post-processing scores "no answer" with (qa.answers).
@@ -29,6 +31,48 @@ def _encode(tokenizer: Any, examples: dict, cfg: TokenizeConfig) -> Any:
         return_overflowing_tokens=True,
         return_offsets_mapping=True,
     )
+
+
+@dataclass
+class WindowReport:
+    """How the examples fit the windows: windows per example (estimated from token counts, as
+    the tokenizer will split them) and the ones with many."""
+
+    windows: dict[str, int]
+    many: list[tuple[str, int]]  # (id, windows) over the warning threshold, most first
+
+
+def check_windows(ids: Sequence[str], questions: Sequence[str], contexts: Sequence[str], tokenizer: Any,
+                  cfg: TokenizeConfig, warn_windows: Optional[int] = None,
+                  label: str = "record id={id!r}") -> WindowReport:
+    """Stop, naming the record, when a question leaves no room for context beyond the stride
+    (the tokenizer would panic or raise "Truncation error"); count each example's windows.
+
+    A window holds the question, the special tokens and up to `room` context tokens; windows
+    overlap by `stride` tokens, so room must exceed stride. The rule: a question may take at
+    most max_length - specials - stride - 1 tokens; a longer one is rejected (shorten it, raise
+    tokenize.max_length or lower tokenize.stride).
+    """
+    specials = tokenizer.num_special_tokens_to_add(pair=True)
+    question_lengths = [len(t) for t in tokenizer([q.strip() for q in questions], add_special_tokens=False)["input_ids"]]
+    unique_contexts = list(dict.fromkeys(contexts))
+    context_tokens = dict(zip(unique_contexts, (len(t) for t in tokenizer(unique_contexts, add_special_tokens=False)["input_ids"])))
+    windows: dict[str, int] = {}
+    for example_id, n_question, context in zip(ids, question_lengths, contexts):
+        room = cfg.max_length - specials - n_question
+        if room <= cfg.stride:
+            limit = cfg.max_length - specials - cfg.stride - 1
+            raise PipelineError(
+                f"{label.format(id=example_id)}: the question has {n_question} tokens, leaving {max(room, 0)} context tokens "
+                f"per window, not more than tokenize.stride={cfg.stride} (questions may have at most {limit} tokens "
+                f"with tokenize.max_length={cfg.max_length}); shorten the question, raise tokenize.max_length or "
+                "lower tokenize.stride"
+            )
+        overflow = context_tokens[context] - room
+        windows[example_id] = 1 if overflow <= 0 else 1 + -(-overflow // (room - cfg.stride))
+    many = sorted(((i, n) for i, n in windows.items() if warn_windows is not None and n > warn_windows),
+                  key=lambda item: -item[1])
+    return WindowReport(windows, many)
 
 
 def _context_span(sequence_ids: list) -> tuple[int, int]:
@@ -116,6 +160,8 @@ def tokenize_dataset_dict(raw: Any, tokenizer: Any, cfg: TokenizeConfig, num_pro
 def tokenize_examples(examples: dict[str, list], tokenizer: Any, cfg: TokenizeConfig) -> Any:
     """Validation features of id/question/context columns (a datasets.Dataset in memory: no cache files)."""
     from datasets import Dataset
+
+    check_windows(examples["id"], examples["question"], examples["context"], tokenizer, cfg)
 
     raw = Dataset.from_dict({c: examples[c] for c in ("id", "question", "context")})
     return raw.map(

@@ -13,8 +13,11 @@ torch, so such checkpoints are converted in memory with safetensors.numpy.
 from __future__ import annotations
 
 import importlib.util
+import re
+import socket
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from pipeline.runtime.errors import PipelineError
 from pipeline.runtime.files import read_json, write_json
@@ -25,16 +28,32 @@ PACKAGE_SCHEME = "package://"
 WINDOWS_FILE_NAME = "qa_windows.json"
 
 
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+
+
 def resolve_checkpoint(checkpoint: str) -> str:
-    """A local path for package:// checkpoints; hub names and local dirs are returned as is."""
-    if not checkpoint.startswith(PACKAGE_SCHEME):
-        local = Path(checkpoint)
-        if local.exists() and not (local / "config.json").is_file():
+    """A local path for package:// checkpoints and local dirs; hub names are returned as is,
+    after checking (at once, without the hub client's retries) that the hub can be asked."""
+    if checkpoint.startswith(PACKAGE_SCHEME):
+        return _package_path(checkpoint)
+    local = Path(checkpoint).expanduser()
+    if local.exists():
+        if not (local / "config.json").is_file():
             raise PipelineError(
                 f"model.checkpoint={checkpoint!r}: local path has no config.json; point it at a "
                 "save_pretrained directory, or use a hub model name"
             )
-        return checkpoint
+        return str(local)
+    if checkpoint.startswith(("/", ".", "~")) or not HUB_ID.match(checkpoint):
+        raise PipelineError(
+            f"model.checkpoint={checkpoint!r}: local path not found; check the path, or use a hub model name "
+            "(e.g. bert-base-cased) or one of conf/model/*.yaml"
+        )
+    _check_hub(checkpoint)
+    return checkpoint
+
+
+def _package_path(checkpoint: str) -> str:
     module, _, subdir = checkpoint[len(PACKAGE_SCHEME) :].partition("/")
     spec = importlib.util.find_spec(module) if module else None
     if spec is None or not spec.submodule_search_locations:
@@ -46,6 +65,25 @@ def resolve_checkpoint(checkpoint: str) -> str:
     if not (path / "config.json").is_file():
         raise PipelineError(f"model.checkpoint={checkpoint!r}: no config.json in {path}")
     return str(path)
+
+
+def _check_hub(repo_id: str) -> None:
+    """A hub model that is not in the local cache needs the hub: say at once when it cannot be
+    asked (HF_HUB_OFFLINE, or no connection), instead of after the client's minute of retries."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(repo_id, "config.json"), str):
+        return  # cached: from_pretrained reads it from disk
+    fix = "use a local model directory or the packaged default (model=minilm)"
+    if constants.HF_HUB_OFFLINE:
+        raise PipelineError(f"model.checkpoint={repo_id!r}: not in the local Hugging Face cache and HF_HUB_OFFLINE is "
+                            f"set, so the hub is not asked; unset HF_HUB_OFFLINE with network access, or {fix}")
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=5).close()
+    except OSError as err:
+        raise PipelineError(f"model.checkpoint={repo_id!r}: not in the local Hugging Face cache and the hub ({host}) "
+                            f"is unreachable ({err.strerror or err}); check the network, or {fix}") from None
 
 
 def _load_error(checkpoint: str, err: Exception) -> PipelineError:

@@ -17,7 +17,7 @@ import numpy as np
 from pipeline.qa.analysis import Analysis, analyse, windows_per_example
 from pipeline.qa.answers import QAPredictions
 from pipeline.qa.batching import FeatureTable, RaggedColumn
-from pipeline.qa.features import prepare_validation_features, tokenize_examples
+from pipeline.qa.features import check_windows, prepare_validation_features, tokenize_examples
 from pipeline.qa.inference import LogitsFn, keras_logits_fn, predict_logits
 from pipeline.qa.metrics import load_metric
 from pipeline.qa.modeling import load_qa_model, load_tokenizer
@@ -64,6 +64,7 @@ def answer_question(logits_fn: LogitsFn, tokenizer: Any, question: str, context:
         raise PipelineError("--question is empty; ask a question")
     if not context.strip():
         raise PipelineError("--context is empty; give the text to answer from")
+    check_windows(["q"], [question], [context], tokenizer, windows, label="--question")
     features = prepare_validation_features({"id": ["q"], "question": [question], "context": [context]},
                                            tokenizer, windows)
     n_windows = len(features["input_ids"])

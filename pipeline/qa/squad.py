@@ -53,6 +53,9 @@ def read_squad_json(path: str | Path) -> list[dict]:
     get empty answer lists.
     """
     path = Path(path)
+    if path.is_dir():
+        raise PipelineError(f"{path}: is a directory, not a SQuAD .json/.json.gz file; check data.train_file / "
+                            "data.validation_file")
     if not path.is_file():
         raise PipelineError(f"{path}: data file not found; check data.train_file / data.validation_file")
     try:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Optional
 
+import yaml
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -54,6 +55,9 @@ class ModelConfig:
 class TokenizeConfig:
     max_length: int = MISSING
     stride: int = MISSING
+    # The tokenize stage warns about examples whose context gives more windows than this
+    # (null: never); a window count does not change any output.
+    warn_windows: Optional[int] = MISSING
 
 
 @dataclass
@@ -144,6 +148,8 @@ def validate(cfg: PipelineConfig, source: str = DEFAULT_PARAMS) -> PipelineConfi
         f"stride must be >= 0 and less than tokenize.max_length ({t.max_length})",
         source,
     )
+    _require(t.warn_windows is None or t.warn_windows >= 1, "tokenize.warn_windows", t.warn_windows,
+             "use at least 1, or null to never warn", source)
     _require(tr.learning_rate > 0, "train.learning_rate", tr.learning_rate, "use a positive rate", source)
     _require(0 <= tr.warmup_ratio < 1, "train.warmup_ratio", tr.warmup_ratio, "use a value in [0, 1)", source)
     _require(tr.weight_decay >= 0, "train.weight_decay", tr.weight_decay, "use a value >= 0", source)
@@ -202,14 +208,25 @@ def from_dict(params: dict, source: str = DEFAULT_PARAMS) -> PipelineConfig:
 
 def load_config(path: str | Path = DEFAULT_PARAMS) -> PipelineConfig:
     path = Path(path)
+    if path.is_dir():
+        raise PipelineError(f"{path}: is a directory, not a params file; pass --params params.yaml")
     if not path.is_file():
-        raise PipelineError(f"{path}: params file not found; run from the repo root or compose it with `dvc exp run`")
+        raise PipelineError(f"{path}: params file not found; run from the repo root or compose it with `make params`")
     try:
-        params = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    except Exception as err:  # yaml errors come in several types
-        raise PipelineError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise PipelineError(f"{path}: cannot read it ({err.strerror}); check its permissions") from None
+    except UnicodeDecodeError as err:
+        raise PipelineError(f"{path}: not UTF-8 text (byte {err.start}); recompose it with `make params`") from None
+    try:
+        params = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise PipelineError(f"{path}: not valid YAML{where}: {problem}; fix it or recompose it with `make params`") from None
     if not isinstance(params, dict):
-        raise PipelineError(f"{path}: expected a mapping of sections (data, model, ...)")
+        raise PipelineError(f"{path}: expected a mapping of sections (data, model, ...); recompose it with `make params`")
     return from_dict(params, str(path))
 
 
