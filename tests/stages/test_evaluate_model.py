@@ -122,11 +122,13 @@ def write_squad(path, qas, version="1.1"):
     ("threshold without v2", r"--null-score-diff-threshold applies to SQuAD v2\.0 only"),
     ("pipeline metrics", r"--out .*metrics/eval\.json: overlaps the DVC pipeline output .*metrics/eval\.json"),
     ("pipeline predictions", r"--predictions-dir .*: overlaps the DVC pipeline output"),
+    ("no windows", r"--model .*: no record of the windows it was trained with .*; pass --max-length and --stride"),
 ])
 def test_bad_input_stops_before_loading_the_model_with_one_clear_message(model_dir, tmp_path, case, message):
     good = {"id": "q1", "question": "Who sat?", "answers": [{"text": "The cat", "answer_start": 0}]}
     data = write_squad(tmp_path / "good.json.gz", [good])
-    args = {"--model": str(model_dir), "--data": data, "--out": str(tmp_path / "m.json")}
+    args = {"--model": str(model_dir), "--data": data, "--out": str(tmp_path / "m.json"), "--max-length": "128",
+            "--stride": "32"}
     extra = []
     if case == "v2 without the flag":
         args["--data"] = write_squad(tmp_path / "v2.json.gz", [good, {"id": "q2", "question": "Who flew?", "answers": [],
@@ -139,7 +141,9 @@ def test_bad_input_stops_before_loading_the_model_with_one_clear_message(model_d
     elif case == "not a model":
         args["--model"] = str(tmp_path)
     elif case == "stride":
-        extra = ["--max-length", "128", "--stride", "128"]
+        args["--stride"] = "128"
+    elif case == "no windows":
+        del args["--max-length"], args["--stride"]
     elif case == "threshold without v2":
         extra = ["--null-score-diff-threshold", "1.5"]
     elif case == "pipeline metrics":
