@@ -136,8 +136,9 @@ def record_problem(record: dict, allow_impossible: bool) -> str | None:
 
 def place_answer(context: str, text: str, start: int, window: int = REPAIR_WINDOW) -> Optional[tuple[str, int]]:
     """(text, start) of the answer nearest `start` within `window` characters either side of
-    its span: the text as given, else the text without its surrounding whitespace; None if neither."""
-    for candidate in dict.fromkeys((text, text.strip())):
+    its span: the text without its surrounding whitespace (the usual defect), else the text as
+    given; None if neither occurs there."""
+    for candidate in dict.fromkeys((text.strip(), text)):
         if not candidate:
             continue
         low, high = max(0, start - window), min(len(context), start + len(text) + window)
