@@ -37,13 +37,22 @@ test-slow: install
 params: install
 	$(BIN)/python -m pipeline.compose > /dev/null
 
-# Share data, models and the run-cache with the team through the default DVC remote
-# (`dvc remote list`); a teammate's `make pull` + `dvc repro` then runs no stage.
+# Share data, models, metrics and the run-cache with the team through the default DVC remote
+# (`dvc remote list`). push refuses when dvc.lock is not committed: a teammate checks out what
+# the committed dvc.lock records (README "Sharing with the team").
 push: install
+	@git ls-files --error-unmatch dvc.lock >/dev/null 2>&1 && git diff --quiet HEAD -- dvc.lock || { \
+	  echo "error: dvc.lock is not committed, so a teammate's clone cannot check out these outputs; run \`git add dvc.lock && git commit\`, then make push (to share only the run-cache of experiments: dvc push --run-cache)" >&2; exit 1; }
 	$(BIN)/dvc push --run-cache
 
+# A clone without a committed dvc.lock has nothing to check out: fetch the run-cache, which
+# `dvc repro --pull` restores stages from.
 pull: install
-	$(BIN)/dvc pull --run-cache
+	@if git ls-files --error-unmatch dvc.lock >/dev/null 2>&1; then \
+	  $(BIN)/dvc pull --run-cache; \
+	else \
+	  $(BIN)/dvc fetch --run-cache && echo "no dvc.lock committed: fetched the run-cache; \`dvc repro --pull\` restores every stage it holds"; \
+	fi
 
 # Benchmarks need real SQuAD v1.1 in ../shared/data/squad-v1.1 (see benchmarks/*.py).
 bench-speed: install

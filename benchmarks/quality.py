@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 
 import pipeline  # noqa: E402,F401
 from pipeline.qa.predictions import evaluate_file, score  # noqa: E402
-from pipeline.qa.squad import load_examples, read_squad_json  # noqa: E402
+from pipeline.qa.squad import load_examples, read_squad_json, write_squad_json  # noqa: E402
 from pipeline.runtime import tracking  # noqa: E402
 from pipeline.runtime.compose import compose_params_text  # noqa: E402
 from pipeline.runtime.config import from_dict  # noqa: E402
@@ -83,7 +83,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="quality-") as tmp:
         work = Path(tmp)
         tuning_file = work / "tuning.json"
-        write_squad(read_squad_json(train_file)[slice(*TUNING_QUESTIONS)], tuning_file)
+        write_squad_json(read_squad_json(train_file)[slice(*TUNING_QUESTIONS)], tuning_file)
         (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         cfg = from_dict(params, str(work / "params.yaml"))
         if cfg.data.max_train_samples is None or cfg.data.max_train_samples > TUNING_QUESTIONS[0]:
@@ -135,15 +135,6 @@ def main() -> None:
     out = ROOT / "benchmarks/results"
     out.mkdir(parents=True, exist_ok=True)
     (out / f"quality-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}.json").write_text(json.dumps(result, indent=2))
-
-
-def write_squad(records: list[dict], path: Path) -> None:
-    """Validated records (pipeline.qa.squad layout) back into a SQuAD v1.1 JSON file."""
-    data = [{"title": r["title"], "paragraphs": [{"context": r["context"], "qas": [
-        {"id": r["id"], "question": r["question"],
-         "answers": [{"text": t, "answer_start": s} for t, s in zip(r["answers"]["text"], r["answers"]["answer_start"])]}
-    ]}]} for r in records]
-    path.write_text(json.dumps({"version": "1.1", "data": data}))
 
 
 if __name__ == "__main__":

@@ -79,7 +79,7 @@ def log_to_mlflow(cfg: PipelineConfig, trained_dir: Path, metrics: dict, predict
     client.log_dict(run_id, analysis.reliability, "evaluation/calibration.json")
     client.log_artifacts(run_id, str(predictions_dir), "predictions")
     if run_id != training_run_id:
-        client.set_terminated(run_id, status="FINISHED")
+        tracking.end_run(client, run_id)
     return run_id
 
 

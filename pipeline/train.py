@@ -104,12 +104,8 @@ def train(cfg: PipelineConfig, tokenized_dir: Path = TOKENIZED_DIR, out_dir: Pat
     )
     dataset = make_dataset(table, cfg)
     started = time.perf_counter()
-    try:
-        model.fit(dataset, epochs=cfg.train.epochs, steps_per_epoch=steps_per_epoch,
-                  callbacks=[curves], verbose=1 if interactive else 0)
-    except BaseException:
-        client.set_terminated(run_id, status="FAILED")
-        raise
+    model.fit(dataset, epochs=cfg.train.epochs, steps_per_epoch=steps_per_epoch,
+              callbacks=[curves], verbose=1 if interactive else 0)
     seconds = time.perf_counter() - started
 
     summary = {
@@ -138,7 +134,7 @@ def train(cfg: PipelineConfig, tokenized_dir: Path = TOKENIZED_DIR, out_dir: Pat
     tracking.log_loss_plot(client, run_id, curves.steps)
     if PARAMS_FILE.is_file():
         client.log_artifact(run_id, str(PARAMS_FILE))
-    client.set_terminated(run_id, status="FINISHED")
+    tracking.end_run(client, run_id)
     return summary
 
 

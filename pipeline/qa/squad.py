@@ -335,3 +335,12 @@ def read_examples(path: Path, version_2_with_negative: bool, max_samples: Option
         raise PipelineError(f"{path}: no questions to evaluate")
     return ({column: [r[column] for r in kept] for column in ("id", "question", "context", "answers")},
             report.counts(bad_records))
+
+
+def write_squad_json(records: list[dict], path: Path) -> None:
+    """Records (this module's layout) back into a SQuAD v1.1 JSON file, one paragraph each."""
+    data = [{"title": r["title"], "paragraphs": [{"context": r["context"], "qas": [
+        {"id": r["id"], "question": r["question"],
+         "answers": [{"text": t, "answer_start": s} for t, s in zip(r["answers"]["text"], r["answers"]["answer_start"])]}
+    ]}]} for r in records]
+    Path(path).write_text(json.dumps({"version": "1.1", "data": data}), encoding="utf-8")

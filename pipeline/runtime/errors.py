@@ -1,8 +1,10 @@
-"""The one error type a stage reports to the user as a single clear line."""
+"""The one error type a stage reports to the user as a single clear line, and the stage
+entry point that turns failures, SIGTERM and Ctrl-C into one line and a clean exit."""
 
 from __future__ import annotations
 
 import functools
+import signal
 import sys
 from typing import Callable
 
@@ -11,15 +13,61 @@ class PipelineError(Exception):
     """Bad input or config: the message names what is wrong, where, and the fix."""
 
 
+class Interrupted(BaseException):
+    """SIGTERM (a scheduler preempting the job, `kill`) or SIGINT (Ctrl-C) arrived."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+# Called with "FAILED" or "KILLED" when a stage stops early (an MLflow run to close, ...);
+# a callback removes itself once its work finished normally.
+_ON_ABORT: list[Callable[[str], None]] = []
+
+
+def on_abort(callback: Callable[[str], None]) -> Callable[[], None]:
+    """Register a callback for an early stop; returns the function that unregisters it."""
+    _ON_ABORT.append(callback)
+    return lambda: _ON_ABORT.remove(callback) if callback in _ON_ABORT else None
+
+
+def _abort(status: str) -> None:
+    while _ON_ABORT:
+        callback = _ON_ABORT.pop()
+        try:
+            callback(status)
+        except Exception as err:  # closing a record must not hide the reason we stopped
+            print(f"note: could not record the stop ({type(err).__name__}: {err})", file=sys.stderr)
+
+
+def _raise_interrupted(signum, frame) -> None:
+    raise Interrupted(signum)
+
+
 def stage_entry_point(main: Callable[[], None]) -> Callable[[], None]:
-    """Run a stage's main(), turning PipelineError into one line on stderr and exit code 1."""
+    """Run a stage's main(): PipelineError -> one `error:` line and exit code 1; SIGTERM/SIGINT
+    -> one line and exit code 128 + signal; any early stop runs the on_abort callbacks first."""
 
     @functools.wraps(main)
     def wrapper() -> None:
+        previous = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
             main()
         except PipelineError as err:
+            _abort("FAILED")
             print(f"error: {err}", file=sys.stderr)
             sys.exit(1)
+        except Interrupted as stop:
+            _abort("KILLED")
+            print(f"error: stopped by {stop}; outputs of this stage were not written (earlier ones are intact); "
+                  "run it again to redo it", file=sys.stderr)
+            sys.exit(128 + stop.signum)
+        except BaseException:
+            _abort("FAILED")
+            raise
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     return wrapper

@@ -14,13 +14,17 @@ user's store), else the current directory.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline.runtime.errors import PipelineError
+from pipeline.runtime.errors import PipelineError, on_abort
 
 RUN_FILE_NAME = "training_run.json"
+OWNER_PID_TAG, OWNER_HOST_TAG, OWNER_REPO_TAG = "pipeline.pid", "pipeline.host", "pipeline.repo"
+_OPEN: dict[str, Any] = {}  # run id -> unregisters its on_abort callback
 
 
 def repo_root() -> Path:
@@ -116,15 +120,64 @@ def client_for(experiment_name: str) -> tuple[Any, str]:
 
 
 def start_run(experiment_name: str, run_name: str, params: dict[str, Any], tags: dict[str, str]) -> tuple[Any, str]:
-    """Create a run holding `params` and `tags`; returns (client, run_id)."""
-    from mlflow.entities import Param, RunTag
+    """Create a run holding `params` and `tags`; returns (client, run_id).
+
+    The run records the process that owns it (pid, host, repo). Until `end_run`, a stage that
+    stops early closes it: FAILED on an error, KILLED on SIGTERM/SIGINT (runtime.errors). A run
+    whose process died without closing it (SIGKILL, power loss) is closed as KILLED the next
+    time a stage of this repo starts one.
+    """
+    from mlflow.entities import Param
 
     client, experiment_id = client_for(experiment_name)
-    run = client.create_run(experiment_id, run_name=run_name, tags={**git_tags(), **tags})
+    close_orphaned_runs(client, experiment_id)
+    owner = {OWNER_PID_TAG: str(os.getpid()), OWNER_HOST_TAG: socket.gethostname(), OWNER_REPO_TAG: str(repo_root())}
+    run = client.create_run(experiment_id, run_name=run_name, tags={**git_tags(), **tags, **owner})
+    run_id = run.info.run_id
+    _OPEN[run_id] = on_abort(lambda status: client.set_terminated(run_id, status=status))
     items = [Param(k, "None" if v is None else str(v)[:6000]) for k, v in sorted(params.items())]
     for i in range(0, len(items), 100):  # MLflow's log_batch limit
-        client.log_batch(run.info.run_id, params=items[i : i + 100])
-    return client, run.info.run_id
+        client.log_batch(run_id, params=items[i : i + 100])
+    return client, run_id
+
+
+def end_run(client: Any, run_id: str) -> None:
+    """Close a run that finished its work (FINISHED); it is no longer closed as FAILED/KILLED."""
+    client.set_terminated(run_id, status="FINISHED")
+    unregister = _OPEN.pop(run_id, None)
+    if unregister is not None:
+        unregister()
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def close_orphaned_runs(client: Any, experiment_id: str) -> list[str]:
+    """Close as KILLED the runs of this repo left RUNNING by a process of this host that is gone."""
+    host, repo = socket.gethostname(), str(repo_root())
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"attributes.status = 'RUNNING' and tags.`{OWNER_HOST_TAG}` = '{host}' "
+                      f"and tags.`{OWNER_REPO_TAG}` = '{repo}'",
+        max_results=1000,
+    )
+    closed = []
+    for run in runs:
+        pid = run.data.tags.get(OWNER_PID_TAG, "")
+        if pid.isdigit() and not _process_alive(int(pid)):
+            client.set_terminated(run.info.run_id, status="KILLED")
+            client.set_tag(run.info.run_id, "killed_reason", f"process {pid} on {host} ended without closing the run")
+            closed.append(run.info.run_id)
+            print(f"note: MLflow run {run.info.run_id} ({run.info.run_name}) was left RUNNING by process {pid}, "
+                  "which is gone; closed it as KILLED", file=sys.stderr)
+    return closed
 
 
 def log_metrics(client: Any, run_id: str, metrics: dict[str, float], step: int = 0) -> None:

@@ -3,7 +3,8 @@
 The module's fixture runs the first repro and commits it (dvc.lock included). Every test then
 starts from that commit (`restore_baseline`: git checkout + dvc checkout), makes its one
 change and reads from DVC's own output which stages executed. So any one test runs alone
-(`-k`) or in any order.
+(`-k`) or in any order. Tests that expect a stage to execute change params to values no other
+test uses (DVC's run-cache would otherwise restore the other test's result).
 """
 
 from __future__ import annotations
@@ -187,13 +188,14 @@ def test_a_change_reruns_exactly_the_stages_it_affects(repo, change):
 
 
 def test_evaluation_of_a_reused_model_is_a_new_run_linked_to_the_training_run(repo):
-    set_params(repo, {"evaluate": {"n_best": 10}})
+    # a value no other test uses: the run-cache would otherwise restore the evaluation
+    set_params(repo, {"evaluate": {"n_best": 7}})
     assert repro(repo) == {"evaluate"}
     client, trained = training_run(repo)
     latest = client.search_runs([trained.info.experiment_id], order_by=["attributes.start_time DESC"])[0]
     assert latest.data.tags["training_reused"] == "true"
     assert latest.data.tags["training_run_id"] == trained.info.run_id
-    assert latest.data.params["evaluate.n_best"] == "10"
+    assert latest.data.params["evaluate.n_best"] == "7"
     assert "loss" not in latest.data.metrics  # it did not train, and does not pretend to
     assert "f1" in latest.data.metrics
 
@@ -246,3 +248,23 @@ def test_squad_v2_experiment_trains_exports_and_predict_answers_nothing_when_nul
         assert result["answer"] == "" and result["null_odds"] == pytest.approx(null_odds[i], abs=1e-3)
     answers = {i: qa.answer(q, c, 20, 30)["answer"] for i, (q, c) in rows.items()}
     assert answers == expected
+
+
+@pytest.mark.parametrize("stage,recorded_in", [("train", "data/tokenized"), ("evaluate", "data/tokenized"),
+                                               ("export", "models/trained")])
+def test_a_workspace_changed_during_a_run_stops_the_next_stage(repo, stage, recorded_in):
+    """What a `dvc exp run` started during a `dvc repro` does: it rewrites params.yaml (here
+    tokenize.max_length 128 -> 96) while the repro's next stage is about to start. That stage
+    finds its input built with other settings and stops with one line; nothing is overwritten."""
+    before = {p: (repo / p).read_bytes() for p in ("metrics/eval.json", "models/export/inference.json",
+                                                   "models/trained/qa_windows.json")}
+    set_params(repo, {"tokenize": {"max_length": 96}})
+    out = run_cmd([sys.executable, "-m", f"pipeline.{stage}"], repo, check=False)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        f"error: {recorded_in} was built with tokenize.max_length=128 but params.yaml has tokenize.max_length=96: "
+        "the workspace changed during the run (a concurrent `dvc exp run`?); run `dvc repro` again, and run "
+        "experiments with `dvc exp run --queue` or `--temp` while a repro runs"
+    ]
+    assert {p: (repo / p).read_bytes() for p in before} == before

@@ -77,6 +77,25 @@ def test_teammate_with_an_experiments_params_restores_it_from_the_remote_run_cac
     assert "up to date" in run_cmd(["dvc", "status"], clone).stdout
 
 
+def test_make_push_refuses_an_uncommitted_dvc_lock_and_make_pull_works_on_a_clean_clone(team):
+    root, repo = team
+    make = ["make", "BIN=" + str(Path(sys.executable).parent), "STAMP="]
+    with (repo / "dvc.lock").open("a") as fh:
+        fh.write("\n")
+    try:
+        out = run_cmd([*make, "push"], repo, check=False)
+        assert out.returncode != 0
+        assert out.stderr.splitlines()[0].startswith("error: dvc.lock is not committed")
+    finally:
+        git(repo, "checkout", "--", "dvc.lock")
+    clone = root / "clean-clone"
+    run_cmd(["git", "clone", "-q", str(repo), str(clone)], root)
+    git(clone, "checkout", "-q", "HEAD~1")  # the project as shipped: no dvc.lock yet
+    run_cmd(["dvc", "remote", "modify", "--local", "localremote", "url", str(root / "squad-pipeline-dvc-remote")], clone)
+    out = run_cmd([*make, "pull"], clone)
+    assert "no dvc.lock committed: fetched the run-cache" in out.stdout
+
+
 def test_experiments_are_shared_through_a_git_remote(team):
     root, repo = team
     bare = root / "origin.git"

@@ -1,0 +1,96 @@
+"""How the quick start's training settings were chosen: on sample train questions held out from
+training, never on the validation questions.
+
+    python benchmarks/quickstart.py [override ...]      # e.g. train.learning_rate=3e-4 train.epochs=2
+
+Runs the five stages as `make repro` does (`python -m pipeline.<stage>` in a scratch copy of
+the workspace, the composition of conf/ plus the overrides), then scores the trained model on
+the sample's train questions 2,197-2,596, which `data=sample` never trains on (its
+max_train_samples is 2,196). Prints and writes to benchmarks/results/quickstart-*.json:
+held-out EM/F1 (what the settings are chosen by), validation EM/F1 (the quick start's reported
+figure, never used to choose), training seconds and the wall time of the five stages (the
+quick start's `make repro` without the install).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import pipeline  # noqa: E402,F401
+from pipeline.qa.predictions import evaluate_file  # noqa: E402
+from pipeline.qa.squad import read_squad_json, write_squad_json  # noqa: E402
+from pipeline.runtime.compose import compose_params_text  # noqa: E402
+from pipeline.runtime.config import from_dict  # noqa: E402
+from pipeline.runtime.files import read_json  # noqa: E402
+from pipeline.runtime.paths import EVAL_METRICS_FILE, TRAIN_METRICS_FILE, TRAINED_DIR  # noqa: E402
+
+# 0-based slice of data/sample/train.json.gz held out from the quick start's training.
+HELD_OUT = (2196, 2596)
+STAGES = ("download", "tokenize", "train", "evaluate", "export")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for conf/ (default: the committed config)")
+    args = parser.parse_args()
+    params = yaml.safe_load(compose_params_text(["mlflow.experiment_name=squad-quickstart-tuning", *args.overrides]))
+    cfg = from_dict(params)
+    if cfg.data.max_train_samples is None or cfg.data.max_train_samples > HELD_OUT[0]:
+        sys.exit(f"error: data.max_train_samples={cfg.data.max_train_samples} would train on the held-out questions; "
+                 f"use at most {HELD_OUT[0]}")
+    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{ROOT / 'mlflow.db'}")
+
+    with tempfile.TemporaryDirectory(prefix="quickstart-") as tmp:
+        work = Path(tmp)
+        (work / "data").mkdir()
+        (work / "data/sample").symlink_to(ROOT / "data/sample", target_is_directory=True)  # read only
+        (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        held_out = work / "held_out.json"
+        write_squad_json(read_squad_json(ROOT / cfg.data.train_file)[slice(*HELD_OUT)], held_out)
+        started = time.perf_counter()
+        for stage in STAGES:
+            subprocess.run([sys.executable, "-m", f"pipeline.{stage}"], cwd=work, check=True,
+                           env={**os.environ, "PYTHONPATH": str(ROOT)})
+        pipeline_seconds = time.perf_counter() - started
+        train = read_json(work / TRAIN_METRICS_FILE)
+        validation = read_json(work / EVAL_METRICS_FILE)
+        tuning, _ = evaluate_file(work / TRAINED_DIR, held_out, cfg.tokenize, cfg.evaluate, progress=False)
+
+    result = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "overrides": args.overrides,
+        "train": params["train"],
+        "tokenize": params["tokenize"],
+        "train_questions": cfg.data.max_train_samples,
+        "held_out": {"exact_match": tuning["exact_match"], "f1": tuning["f1"], "questions": tuning["examples"]},
+        "validation": {"exact_match": validation["exact_match"], "f1": validation["f1"],
+                       "questions": validation["examples"]},
+        "train_seconds": train["train_seconds"],
+        "pipeline_seconds": round(pipeline_seconds, 1),
+    }
+    print(json.dumps(result, indent=2))
+    print(f"\n{' '.join(args.overrides) or '(committed config)'}: held-out F1 {tuning['f1']:.2f} | validation EM "
+          f"{validation['exact_match']:.2f} F1 {validation['f1']:.2f} | train {train['train_seconds']:.0f} s, "
+          f"five stages {pipeline_seconds:.0f} s")
+    out = ROOT / "benchmarks/results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"quickstart-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}.json").write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
