@@ -1,9 +1,10 @@
-"""Stage 4, evaluate: models/trained/ on the validation split -> metrics/eval.json, predictions/.
+"""Stage 4, evaluate: models/trained/ on the validation split -> metrics/, plots/eval/, predictions/.
 
     python -m pipeline.evaluate [--params params.yaml]
 
-Writes metrics/eval.json (DVC metrics) and predictions/ in the layouts of transformers'
-examples (utils_qa), which the official SQuAD evaluation scripts read unchanged:
+Writes metrics/eval.json and metrics/slices.json (DVC metrics), plots/eval/ (DVC plots: EM
+and F1, F1 per slice, the risk-coverage curve) and predictions/ in the layouts of
+transformers' examples (utils_qa), which the official SQuAD evaluation scripts read unchanged:
 
   predictions.json        id -> answer text ("" = no answer)
   nbest_predictions.json  id -> the n_best candidates: text, probability, start_logit, end_logit
@@ -12,8 +13,12 @@ examples (utils_qa), which the official SQuAD evaluation scripts read unchanged:
 SQuAD v1.1 (data.version_2_with_negative false): eval.json holds exact_match and f1 (the
 local `squad` metric). SQuAD v2.0: the `squad_v2` metric's exact, f1, total, HasAns_*,
 NoAns_*, best_exact(_thresh), best_f1(_thresh), plus exact_match (= exact) so every run has
-exact_match and f1. Both add examples and features. All of it is logged to MLflow (see
-pipeline.runtime.tracking for which run).
+exact_match and f1. Both add examples and features, the bootstrap 95% intervals of EM and F1
+(evaluate.bootstrap_samples, evaluate.bootstrap_seed), the risk-coverage area and the
+expected calibration error (pipeline.qa.analysis defines them). metrics/slices.json holds EM,
+F1 and count per slice (question word, answer tokens, windows, answer position). All of it
+is logged to MLflow (see pipeline.runtime.tracking for which run), with the slices as a table
+and data/raw's train/validation overlap counts as overlap.* metrics.
 """
 
 from __future__ import annotations
@@ -23,15 +28,17 @@ from pathlib import Path
 from typing import Any
 
 import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from pipeline.qa.analysis import Analysis, analyse, windows_per_example
 from pipeline.qa.inference import keras_logits_fn
 from pipeline.qa.modeling import load_qa_model, load_tokenizer, read_windows
 from pipeline.qa.predictions import predict_split, score, write_prediction_files
 from pipeline.runtime import tracking
 from pipeline.runtime.config import PipelineConfig, flatten, load_config
 from pipeline.runtime.errors import PipelineError, stage_entry_point
-from pipeline.runtime.files import atomic_output_dir, read_json, write_json
+from pipeline.runtime.files import atomic_output_dir, read_json, write_csv, write_json
 from pipeline.runtime.lineage import check_built_with, read_built_with
-from pipeline.runtime.paths import (EVAL_METRICS_FILE, PARAMS_FILE, PREDICTIONS_DIR, RAW_DIR, SCORES_PLOT_FILE,
+from pipeline.runtime.paths import (EVAL_METRICS_FILE, OVERLAP_FILE_NAME, PARAMS_FILE, PREDICTIONS_DIR, RAW_DIR,
+                                    RISK_COVERAGE_PLOT_FILE, SCORES_PLOT_FILE, SLICES_METRICS_FILE, SLICES_PLOT_FILE,
                                     TOKENIZED_DIR, TRAINED_DIR)
 
 
@@ -46,8 +53,11 @@ def check_model_windows(cfg: PipelineConfig, trained_dir: Path) -> None:
     check_built_with(recorded, expected, trained_dir)
 
 
-def log_to_mlflow(cfg: PipelineConfig, trained_dir: Path, metrics: dict, predictions_dir: Path) -> str:
-    """Log the metrics to the training run on its first evaluation, else to a new linked run."""
+def log_to_mlflow(cfg: PipelineConfig, trained_dir: Path, metrics: dict, predictions_dir: Path,
+                  analysis: Analysis, overlap: dict) -> str:
+    """Log the metrics to the training run on its first evaluation, else to a new linked run:
+    scores and intervals as metrics, the slices as a table (evaluation/slices.json), the
+    risk-coverage curve and reliability table as JSON, the data overlap as overlap.* metrics."""
     client, _ = tracking.client_for(cfg.mlflow.experiment_name)
     run_file = trained_dir / tracking.RUN_FILE_NAME
     training_run_id = read_json(run_file)["run_id"] if run_file.is_file() else None
@@ -63,7 +73,10 @@ def log_to_mlflow(cfg: PipelineConfig, trained_dir: Path, metrics: dict, predict
         if training_run is None and training_run_id:
             tags["training_run_store"] = read_json(run_file).get("tracking_uri", "unknown")
         _, run_id = tracking.start_run(cfg.mlflow.experiment_name, "evaluate", flatten(cfg), tags)
-    tracking.log_metrics(client, run_id, metrics)
+    tracking.log_metrics(client, run_id, {**metrics, **{f"overlap.{k}": v for k, v in overlap.items()}})
+    client.log_table(run_id, data=analysis.slice_table(), artifact_file="evaluation/slices.json")
+    client.log_dict(run_id, analysis.curve_rows(), "evaluation/risk_coverage.json")
+    client.log_dict(run_id, analysis.reliability, "evaluation/calibration.json")
     client.log_artifacts(run_id, str(predictions_dir), "predictions")
     if run_id != training_run_id:
         tracking.end_run(client, run_id)
@@ -91,8 +104,12 @@ def evaluate(cfg: PipelineConfig) -> dict[str, Any]:
     version_2 = cfg.data.version_2_with_negative
     predictions = predict_split(keras_logits_fn(model), examples, features, cfg.evaluate, version_2,
                                 tokenizer.pad_token_id or 0)
+    columns = {name: examples[name] for name in ("id", "question", "context", "answers")}
+    analysis = analyse(predictions, columns, windows_per_example(features["example_id"]), version_2,
+                       cfg.evaluate.bootstrap_samples, cfg.evaluate.bootstrap_seed)
     metrics = {
         **score(predictions, examples, version_2, cfg.evaluate.null_score_diff_threshold),
+        **analysis.summary,
         "examples": examples.num_rows,
         "features": features.num_rows,
     }
@@ -100,9 +117,14 @@ def evaluate(cfg: PipelineConfig) -> dict[str, Any]:
     with atomic_output_dir(PREDICTIONS_DIR) as tmp:
         write_prediction_files(tmp, predictions)
     write_json(EVAL_METRICS_FILE, metrics)
-    # The same two scores as a list, the shape `dvc plots` needs to compare experiments.
+    write_json(SLICES_METRICS_FILE, analysis.slices)
+    # The scores as lists of rows, the shape `dvc plots` needs to compare experiments.
     write_json(SCORES_PLOT_FILE, [{"metric": k, "score": metrics[k]} for k in ("exact_match", "f1")])
-    metrics["mlflow_run_id"] = log_to_mlflow(cfg, TRAINED_DIR, metrics, PREDICTIONS_DIR)
+    write_json(SLICES_PLOT_FILE, analysis.slice_rows())
+    write_csv(RISK_COVERAGE_PLOT_FILE, analysis.curve_rows())
+    overlap_file = RAW_DIR / OVERLAP_FILE_NAME
+    overlap = read_json(overlap_file) if overlap_file.is_file() else {}
+    metrics["mlflow_run_id"] = log_to_mlflow(cfg, TRAINED_DIR, metrics, PREDICTIONS_DIR, analysis, overlap)
     return metrics
 
 
@@ -114,8 +136,10 @@ def main() -> None:
     cfg = load_config(args.params)
     metrics = evaluate(cfg)
     print(
-        f"exact_match {metrics['exact_match']:.2f}  f1 {metrics['f1']:.2f}  on {metrics['examples']} questions "
-        f"(MLflow run {metrics['mlflow_run_id']})"
+        f"exact_match {metrics['exact_match']:.2f} [{metrics['exact_match_ci95_low']:.2f}, "
+        f"{metrics['exact_match_ci95_high']:.2f}]  f1 {metrics['f1']:.2f} [{metrics['f1_ci95_low']:.2f}, "
+        f"{metrics['f1_ci95_high']:.2f}]  on {metrics['examples']} questions (95% bootstrap intervals; "
+        f"MLflow run {metrics['mlflow_run_id']})"
     )
 
 

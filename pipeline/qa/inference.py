@@ -24,6 +24,7 @@ def predict_logits(
     padding: str = "bucketed",
     pad_to_multiple_of: int = 32,
     progress: bool = False,
+    progress_label: str = "Predicting",
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     lengths = table.lengths
     starts: list[np.ndarray | None] = [None] * len(table)
@@ -32,7 +33,7 @@ def predict_logits(
     if progress:
         from tqdm.auto import tqdm
 
-        plan = tqdm(plan, desc="Predicting", unit="batch")
+        plan = tqdm(plan, desc=progress_label, unit="batch")
     for indices, width in plan:
         start_logits, end_logits = logits_fn(table.batch(indices, width))
         start_logits = np.asarray(start_logits, dtype=np.float32)

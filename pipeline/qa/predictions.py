@@ -8,11 +8,13 @@ the evaluate stage does.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
+from pipeline.qa.analysis import Analysis, analyse, windows_per_example
 from pipeline.qa.answers import QAPredictions
 from pipeline.qa.batching import FeatureTable, RaggedColumn
 from pipeline.qa.features import check_windows, prepare_validation_features, tokenize_examples
@@ -37,7 +39,7 @@ COURSE_MAX_ANSWER_LENGTH = 30
 
 
 def predict_split(logits_fn: LogitsFn, examples, features, cfg: EvaluateConfig, version_2_with_negative: bool,
-                  pad_token_id: int = 0, progress: bool = True) -> QAPredictions:
+                  pad_token_id: int = 0, progress: bool = True, progress_label: str = "Predicting") -> QAPredictions:
     """Post-processed predictions for a split and its features.
 
     `examples` needs id and context columns, `features` (a datasets.Dataset) the model
@@ -45,7 +47,8 @@ def predict_split(logits_fn: LogitsFn, examples, features, cfg: EvaluateConfig, 
     """
     table = FeatureTable.from_dataset(features, pad_token_id=pad_token_id)
     max_length = int(table.lengths.max()) if len(table) else 1
-    starts, ends = predict_logits(logits_fn, table, cfg.batch_size, max_length, progress=progress)
+    starts, ends = predict_logits(logits_fn, table, cfg.batch_size, max_length, progress=progress,
+                                  progress_label=progress_label)
     return postprocess_predictions(
         examples["id"], examples["context"], features["example_id"], ContextOffsets.from_dataset(features),
         starts, ends, cfg.n_best, cfg.max_answer_length, version_2_with_negative, cfg.null_score_diff_threshold,
@@ -113,23 +116,53 @@ def score(predictions: QAPredictions, examples, version_2_with_negative: bool,
     return {"exact_match": result["exact"], **result}
 
 
+@dataclass
+class LoadedModel:
+    """A save_pretrained QA model ready to score sets: its tokenizer and batched logits."""
+
+    tokenizer: Any
+    logits_fn: LogitsFn
+
+    @classmethod
+    def load(cls, model_dir: Path) -> "LoadedModel":
+        model = load_qa_model(str(model_dir))
+        return cls(load_tokenizer(str(model_dir)), keras_logits_fn(model))
+
+
+@dataclass
+class SetEvaluation:
+    """A set's metrics (the SQuAD metric's, plus examples and features), its predictions, and
+    the analysis (slices, intervals, risk-coverage, calibration)."""
+
+    metrics: dict[str, Any]
+    predictions: QAPredictions
+    analysis: Analysis
+
+
+def evaluate_examples(loaded: LoadedModel, examples: dict[str, list], tokenize_cfg: TokenizeConfig,
+                      evaluate_cfg: EvaluateConfig, version_2_with_negative: bool = False, progress: bool = True,
+                      progress_label: str = "Predicting") -> SetEvaluation:
+    """Score a loaded model on examples (id/question/context/answers columns): features,
+    predictions, the SQuAD metric, and the analysis with evaluate_cfg's bootstrap settings."""
+    features = tokenize_examples(examples, loaded.tokenizer, tokenize_cfg)
+    predictions = predict_split(loaded.logits_fn, examples, features, evaluate_cfg, version_2_with_negative,
+                                loaded.tokenizer.pad_token_id or 0, progress, progress_label)
+    metrics = score(predictions, examples, version_2_with_negative, evaluate_cfg.null_score_diff_threshold)
+    result = analyse(predictions, examples, windows_per_example(features["example_id"]), version_2_with_negative,
+                     evaluate_cfg.bootstrap_samples, evaluate_cfg.bootstrap_seed)
+    metrics.update(result.summary, examples=len(examples["id"]), features=features.num_rows)
+    return SetEvaluation(metrics, predictions, result)
+
+
 def evaluate_file(model_dir: Path, data_file: Path, tokenize_cfg: TokenizeConfig, evaluate_cfg: EvaluateConfig,
                   version_2_with_negative: bool = False, max_samples: Optional[int] = None,
                   progress: bool = True) -> tuple[dict[str, Any], Any]:
     """(metrics, QAPredictions) of a save_pretrained model on a SQuAD-format file, every question
     validated and scored."""
     examples = load_examples(data_file, version_2_with_negative, max_samples)
-    tokenizer = load_tokenizer(str(model_dir))
-    features = tokenize_examples(examples, tokenizer, tokenize_cfg)
-    model = load_qa_model(str(model_dir))
-    predictions = predict_split(keras_logits_fn(model), examples, features, evaluate_cfg, version_2_with_negative,
-                                tokenizer.pad_token_id or 0, progress)
-    metrics = {
-        **score(predictions, examples, version_2_with_negative, evaluate_cfg.null_score_diff_threshold),
-        "examples": len(examples["id"]),
-        "features": features.num_rows,
-    }
-    return metrics, predictions
+    evaluation = evaluate_examples(LoadedModel.load(model_dir), examples, tokenize_cfg, evaluate_cfg,
+                                   version_2_with_negative, progress)
+    return evaluation.metrics, evaluation.predictions
 
 
 def write_prediction_files(out_dir: Path, predictions: QAPredictions) -> list[Path]:

@@ -19,6 +19,8 @@ from pipeline.runtime.errors import PipelineError
 
 DEFAULT_PARAMS = "params.yaml"
 PRECISION_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
+BAD_RECORD_POLICIES = ("error", "drop", "repair")
+MIN_BOOTSTRAP_SAMPLES = 100  # fewer resamples make a 95% percentile interval mostly noise
 
 
 # Every field is required: conf/ holds the one set of defaults, composed into params.yaml.
@@ -35,7 +37,9 @@ class DataConfig:
     validation_file: Optional[str] = MISSING
     max_train_samples: Optional[int] = MISSING
     max_eval_samples: Optional[int] = MISSING
-    # "error": stop on the first bad record; "drop": drop bad records and report how many.
+    # "error": stop on the first bad record; "drop": drop bad records and report how many;
+    # "repair": move an answer whose text (or the text without surrounding whitespace) occurs
+    # within a few characters of its answer_start, and drop what cannot be repaired.
     bad_records: str = MISSING
     version_2_with_negative: bool = MISSING
 
@@ -85,6 +89,9 @@ class EvaluateConfig:
     # SQuAD v2.0 only (data.version_2_with_negative): answer "" when the null score minus
     # the best span score is above this.
     null_score_diff_threshold: float = MISSING
+    # Percentile-bootstrap resamples for the 95% intervals of EM and F1, and their seed.
+    bootstrap_samples: int = MISSING
+    bootstrap_seed: int = MISSING
 
 
 @dataclass
@@ -127,7 +134,8 @@ def validate(cfg: PipelineConfig, source: str = DEFAULT_PARAMS) -> PipelineConfi
                 f"set a SQuAD-format .json/.json.gz path, e.g. -S data.{key}=path/to/file.json",
                 source,
             )
-    _require(d.bad_records in ("error", "drop"), "data.bad_records", d.bad_records, "use 'error' or 'drop'", source)
+    _require(d.bad_records in BAD_RECORD_POLICIES, "data.bad_records", d.bad_records,
+             f"use one of {', '.join(BAD_RECORD_POLICIES)}", source)
     for key in ("max_train_samples", "max_eval_samples"):
         value = getattr(d, key)
         _require(value is None or value > 0, f"data.{key}", value, "use a positive count or null for all", source)
@@ -157,6 +165,9 @@ def validate(cfg: PipelineConfig, source: str = DEFAULT_PARAMS) -> PipelineConfi
     _require(ev.n_best >= 1, "evaluate.n_best", ev.n_best, "use at least 1", source)
     _require(ev.max_answer_length >= 1, "evaluate.max_answer_length", ev.max_answer_length, "use at least 1", source)
     _require(ev.batch_size >= 1, "evaluate.batch_size", ev.batch_size, "use at least 1", source)
+    _require(ev.bootstrap_samples >= MIN_BOOTSTRAP_SAMPLES, "evaluate.bootstrap_samples", ev.bootstrap_samples,
+             f"use at least {MIN_BOOTSTRAP_SAMPLES} resamples (1000 is usual)", source)
+    _require(ev.bootstrap_seed >= 0, "evaluate.bootstrap_seed", ev.bootstrap_seed, "use a seed >= 0", source)
     _require(bool(cfg.mlflow.experiment_name), "mlflow.experiment_name", cfg.mlflow.experiment_name, "name an experiment", source)
     return cfg
 

@@ -26,13 +26,19 @@ PREDICTIONS_DIR = Path("predictions")
 
 TRAIN_METRICS_FILE = Path("metrics/train.json")
 EVAL_METRICS_FILE = Path("metrics/eval.json")
+SLICES_METRICS_FILE = Path("metrics/slices.json")
 TRAIN_PLOTS_DIR = Path("plots/train")
 STEPS_PLOT_FILE = TRAIN_PLOTS_DIR / "steps.csv"
 EPOCHS_PLOT_FILE = TRAIN_PLOTS_DIR / "epochs.csv"
-SCORES_PLOT_FILE = Path("plots/eval/scores.json")
+EVAL_PLOTS_DIR = Path("plots/eval")
+SCORES_PLOT_FILE = EVAL_PLOTS_DIR / "scores.json"
+SLICES_PLOT_FILE = EVAL_PLOTS_DIR / "slices.json"
+RISK_COVERAGE_PLOT_FILE = EVAL_PLOTS_DIR / "risk_coverage.csv"
 
 # Written inside the data/raw and data/tokenized outputs: counts per split.
 SUMMARY_FILE_NAME = "summary.json"
+# Written inside data/raw: validation contexts and questions that also occur in train.
+OVERLAP_FILE_NAME = "overlap.json"
 
 
 def stage_code_deps(stage: str, dvc_file: Path = DVC_FILE) -> list[Path]:

@@ -41,8 +41,9 @@ def test_data_and_output_paths_are_the_ones_pipeline_runtime_paths_names():
     assert names("train", "metrics") == {str(paths.TRAIN_METRICS_FILE)}
     assert names("train", "plots") == {str(paths.STEPS_PLOT_FILE), str(paths.EPOCHS_PLOT_FILE)}
     assert names("evaluate", "outs") == {str(paths.PREDICTIONS_DIR)}
-    assert names("evaluate", "metrics") == {str(paths.EVAL_METRICS_FILE)}
-    assert names("evaluate", "plots") == {str(paths.SCORES_PLOT_FILE)}
+    assert names("evaluate", "metrics") == {str(paths.EVAL_METRICS_FILE), str(paths.SLICES_METRICS_FILE)}
+    assert names("evaluate", "plots") == {str(paths.SCORES_PLOT_FILE), str(paths.SLICES_PLOT_FILE),
+                                          str(paths.RISK_COVERAGE_PLOT_FILE)}
     assert names("export", "outs") == {str(paths.EXPORT_DIR)}
     data_deps = {stage: {d for d in s["deps"] if not d.startswith("pipeline/")} for stage, s in STAGES.items()}
     assert data_deps == {

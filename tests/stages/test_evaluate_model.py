@@ -72,8 +72,10 @@ def test_an_export_directory_supplies_its_windows(model_dir, tmp_path):
     from_flags = run(["--model", str(model_dir), "--data", data, "--out", str(tmp_path / "b.json"), *SLICE],
                      progress=False)
     assert (from_export["settings"]["max_length"], from_export["settings"]["stride"]) == (128, 32)
-    strip = lambda m: {k: v for k, v in m.items() if k != "settings"}  # noqa: E731
+    strip = lambda m: {k: v for k, v in m.items() if k not in ("settings", "expected_calibration_error")}  # noqa: E731
     assert strip(from_export) == strip(from_flags)
+    # the answer probabilities behind the calibration error agree up to float rounding of the logits
+    assert from_export["expected_calibration_error"] == pytest.approx(from_flags["expected_calibration_error"], abs=1e-6)
 
 
 def test_squad_v2_file_with_null_threshold(model_dir, tmp_path):
@@ -162,3 +164,70 @@ def test_command_line_error_is_one_line_and_exit_code_1(tmp_path):
     )
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [f"error: --model {tmp_path / 'none'}: directory not found"]
+
+
+WINDOWS = ["--max-length", "128", "--stride", "32", "--batch-size", "8"]
+
+
+def test_several_sets_give_one_report_with_intervals_and_differences(model_dir, tmp_path):
+    """Two sample files listed in a YAML file (one with its own max_samples) and a small file with
+    a misplaced answer (repaired) and a wrong one (dropped): one JSON, one markdown table."""
+    sets_file = tmp_path / "sets.yaml"
+    sets_file.write_text(f"sets:\n  - {{name: dev, path: {SAMPLE_DIR / 'validation.json.gz'}, max_samples: 12}}\n"
+                         f"  - {SAMPLE_DIR / 'train.json.gz'}\n")
+    cat = write_squad(tmp_path / "cat.json.gz", [
+        {"id": 1, "question": "Who sat?", "answers": [{"text": "The cat", "answer_start": 0}]},  # an integer id
+        {"id": "q2", "question": "Where?", "answers": [{"text": " the mat", "answer_start": 16}]},  # repaired to 15
+        {"id": "q3", "question": "What?", "answers": [{"text": "dog", "answer_start": 4}]},  # dropped
+    ])
+    out = tmp_path / "eval" / "report.json"
+    report = run(["--model", str(model_dir), "--data", str(sets_file), "--data", cat, "--out", str(out),
+                  "--max-samples", "8", "--bad-records", "repair", "--predictions-dir", str(tmp_path / "preds"),
+                  *WINDOWS], progress=False)
+
+    assert json.loads(out.read_text()) == report
+    sets = report["sets"]
+    assert [s["name"] for s in sets] == ["dev", "train", "cat"]
+    assert [s["examples"] for s in sets] == [12, 8, 2] and all(s["features"] >= s["examples"] for s in sets)
+    assert [s["f1_diff_to_first"] for s in sets] == pytest.approx([0.0, sets[1]["f1"] - sets[0]["f1"],
+                                                                   sets[2]["f1"] - sets[0]["f1"]])
+    for s in sets:
+        assert s["exact_match_ci95_low"] <= s["exact_match"] <= s["exact_match_ci95_high"]
+        assert s["f1_ci95_low"] <= s["f1"] <= s["f1_ci95_high"]
+        assert sum(row["count"] for row in s["slices"]["question_word"].values()) == s["examples"]
+    assert (sets[2]["bad_records"]["repaired"], sets[2]["bad_records"]["dropped"]) == (1, 1)
+    assert "answer ' the mat' at 16 -> 'the mat' at 15" in sets[2]["bad_records"]["repaired_examples"][0]
+    assert report["settings"]["bootstrap_samples"] == 1000 and report["settings"]["bad_records"] == "repair"
+    for s in sets:
+        answers = json.loads((tmp_path / "preds" / s["name"] / "predictions.json").read_text())
+        assert len(answers) == s["examples"]
+    assert set(json.loads((tmp_path / "preds" / "cat" / "predictions.json").read_text())) == {"1", "q2"}
+
+    table = (tmp_path / "eval" / "report.md").read_text().splitlines()
+    assert table[2] == "| set | questions | features | EM [95% CI] | F1 [95% CI] | F1 − first set |"
+    rows = [line for line in table if line.startswith("| dev") or line.startswith("| train") or line.startswith("| cat")]
+    assert len(rows) == 3 and rows[0].endswith("| — |")
+    assert f"{sets[1]['f1_diff_to_first']:+.2f} |" in rows[1]
+    assert table[-1] == "Bad records (--bad-records repair): cat: repaired 1, dropped 1."
+
+    # a set scored alone gives the same figures as in the report
+    alone = run(["--model", str(model_dir), "--data", str(SAMPLE_DIR / "validation.json.gz"), "--max-samples", "12",
+                 "--out", str(tmp_path / "alone.json"), *WINDOWS], progress=False)
+    same = ("settings", "expected_calibration_error", "bad_records")
+    assert {k: v for k, v in alone.items() if k not in same} == \
+        {k: v for k, v in sets[0].items() if k not in same + ("name", "data", "max_samples", "f1_diff_to_first")}
+
+
+@pytest.mark.parametrize("listing,message", [
+    ("sets: []", r"sets\.yaml: expected a list of sets"),
+    ("- {path: a.json, colour: red}", r"sets\.yaml: set 1 .* must be a path or a mapping with 'path'"),
+    ("- {path: a.json, max_samples: 0}", r"sets\.yaml: set 1: max_samples=0 is invalid"),
+    ("- nowhere.json", r"--data .*nowhere\.json: file not found"),
+    ("[unclosed", r"sets\.yaml: not a readable YAML list of sets"),
+])
+def test_a_bad_list_of_sets_stops_with_one_clear_message(model_dir, tmp_path, listing, message):
+    (tmp_path / "sets.yaml").write_text(listing)
+    with pytest.raises(PipelineError, match=message):
+        run(["--model", str(model_dir), "--data", str(tmp_path / "sets.yaml"), "--out", str(tmp_path / "r.json"),
+             *WINDOWS], progress=False)
+    assert not (tmp_path / "r.json").exists()

@@ -75,7 +75,9 @@ def _params(**section_overrides):
         ({"train__epochs": 0}, r"train\.epochs=0"),
         ({"train__padding": "dynamic"}, r"train\.padding='dynamic'.*'bucketed' or 'max_length'"),
         ({"train__precision": "bfloat16"}, r"train\.precision='bfloat16'.*float32, mixed_float16, mixed_bfloat16"),
-        ({"data__bad_records": "skip"}, r"data\.bad_records='skip'"),
+        ({"data__bad_records": "skip"}, r"data\.bad_records='skip' is invalid: use one of error, drop, repair"),
+        ({"evaluate__bootstrap_samples": 10}, r"evaluate\.bootstrap_samples=10 is invalid: use at least 100"),
+        ({"evaluate__bootstrap_seed": -1}, r"evaluate\.bootstrap_seed=-1 is invalid"),
         ({"data__source": "ftp"}, r"data\.source='ftp'"),
         ({"evaluate__n_best": 0}, r"evaluate\.n_best=0"),
         ({"train__warmup_ratio": 1.5}, r"train\.warmup_ratio=1\.5"),
@@ -84,6 +86,12 @@ def _params(**section_overrides):
 def test_invalid_values_fail_with_key_value_and_fix(override, message):
     with pytest.raises(PipelineError, match=message):
         from_dict(_params(**override), "params.yaml")
+
+
+def test_bad_records_repair_and_the_bootstrap_settings_are_accepted():
+    cfg = from_dict(_params(data__bad_records="repair"), "params.yaml")
+    assert cfg.data.bad_records == "repair"
+    assert (cfg.evaluate.bootstrap_samples, cfg.evaluate.bootstrap_seed) == (1000, 0)
 
 
 def test_wrong_type_names_the_key():
@@ -128,9 +136,10 @@ def test_a_missing_key_is_an_error_naming_it(key):
 
 
 def test_the_commands_defaults_are_confs():
-    from pipeline.evaluate_model import DEFAULT_BATCH_SIZE
+    from pipeline.evaluate_model import DEFAULT_BATCH_SIZE, DEFAULT_BOOTSTRAP_SAMPLES, DEFAULT_BOOTSTRAP_SEED
     from pipeline.qa.predictions import COURSE_MAX_ANSWER_LENGTH, COURSE_N_BEST
 
     conf = yaml.safe_load((PROJECT_ROOT / "conf/config.yaml").read_text())["evaluate"]
     assert (conf["n_best"], conf["max_answer_length"], conf["batch_size"]) == (
         COURSE_N_BEST, COURSE_MAX_ANSWER_LENGTH, DEFAULT_BATCH_SIZE)
+    assert (conf["bootstrap_samples"], conf["bootstrap_seed"]) == (DEFAULT_BOOTSTRAP_SAMPLES, DEFAULT_BOOTSTRAP_SEED)
