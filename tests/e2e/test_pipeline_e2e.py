@@ -88,7 +88,7 @@ def test_mlflow_run_holds_params_curves_metrics_and_commit(repo):
     metrics = read_json(repo / "metrics/eval.json")
     assert run_.data.metrics["f1"] == pytest.approx(metrics["f1"])
     assert run_.data.metrics["exact_match"] == pytest.approx(metrics["exact_match"])
-    assert run_.data.params["train.learning_rate"] == "0.0001"
+    assert run_.data.params["train.learning_rate"] == "0.0003"
     assert run_.data.params["tokenize.max_length"] == "128"
     assert run_.data.params["data_size.train.examples"] == "48"
     assert run_.data.tags["git_commit"] == git(repo, "rev-parse", "HEAD~1").strip()  # the commit it ran at
@@ -202,7 +202,7 @@ def test_evaluation_of_a_reused_model_is_a_new_run_linked_to_the_training_run(re
 
 def test_going_back_to_an_earlier_parameter_set_restores_from_the_run_cache(repo):
     first_eval = (repo / "metrics/eval.json").read_text()
-    set_params(repo, {"train": {"learning_rate": 3e-4}})
+    set_params(repo, {"train": {"learning_rate": 1.5e-4}})
     assert repro(repo) == {"train", "evaluate", "export"}
     git(repo, "checkout", "--", "params.yaml")
     proc = run_cmd(["dvc", "repro"], repo)

@@ -112,7 +112,7 @@ def test_experiments_are_shared_through_a_git_remote(team):
 
 def test_queued_sweep_with_two_workers_and_mlflow_comparison(team):
     root, repo = team
-    # 1e-4 is the baseline's own rate: DVC would restore it from the run-cache, not train it
+    # neither is the baseline's own rate (3e-4): DVC would restore that from the run-cache, not train it
     run_cmd(["dvc", "exp", "run", "--queue", "-S", "train.learning_rate=3e-5,2e-4"], repo)
     run_cmd(["dvc", "queue", "start", "-j", "2"], repo, capture=False)
     try:

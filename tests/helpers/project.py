@@ -51,7 +51,7 @@ def project_files() -> list[str]:
 TINY_CONF = {
     "data/sample.yaml": {"max_train_samples": 48, "max_eval_samples": 24},
     "config.yaml": {"tokenize": {"max_length": 128, "stride": 32}, "evaluate": {"batch_size": 32}},
-    "train/cpu.yaml": {"batch_size": 8, "log_every_steps": 2},
+    "train/cpu.yaml": {"batch_size": 8, "epochs": 1, "log_every_steps": 2},
 }
 STAGES = ["download", "tokenize", "train", "evaluate", "export"]
 
