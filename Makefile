@@ -35,7 +35,7 @@ test-slow: install
 
 # Rewrite params.yaml as the composition of conf/ (what `dvc exp run` does).
 params: install
-	$(BIN)/python -m pipeline.compose > /dev/null
+	$(BIN)/python -m pipeline.runtime.compose > /dev/null
 
 # Share data, models and the run-cache with the team through the default DVC remote
 # (`dvc remote list`); a teammate's `make pull` + `dvc repro` then runs no stage.

@@ -86,6 +86,12 @@ class EvaluateConfig:
 @dataclass
 class MlflowConfig:
     experiment_name: str = MISSING
+    # Every export registers a new version of this model (alias `candidate`); pipeline.promote
+    # moves `champion`.
+    registered_model_name: str = MISSING
+    # The logged model refuses contexts longer than this (HTTP 400 when served); the
+    # QA_MAX_CONTEXT_CHARS environment variable overrides it where the model is served.
+    max_context_chars: int = MISSING
 
 
 @dataclass
@@ -152,6 +158,10 @@ def validate(cfg: PipelineConfig, source: str = DEFAULT_PARAMS) -> PipelineConfi
     _require(ev.max_answer_length >= 1, "evaluate.max_answer_length", ev.max_answer_length, "use at least 1", source)
     _require(ev.batch_size >= 1, "evaluate.batch_size", ev.batch_size, "use at least 1", source)
     _require(bool(cfg.mlflow.experiment_name), "mlflow.experiment_name", cfg.mlflow.experiment_name, "name an experiment", source)
+    _require(bool(cfg.mlflow.registered_model_name), "mlflow.registered_model_name", cfg.mlflow.registered_model_name,
+             "name the registered model, e.g. squad-qa", source)
+    _require(cfg.mlflow.max_context_chars >= 1, "mlflow.max_context_chars", cfg.mlflow.max_context_chars,
+             "use a positive number of characters", source)
     return cfg
 
 

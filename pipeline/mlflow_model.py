@@ -1,0 +1,153 @@
+"""The export as an MLflow model: a pyfunc PythonModel over qa.exported.ExportedQA.
+
+Logged by the export stage (pipeline.export), loaded by `mlflow.pyfunc.load_model`,
+`mlflow models serve` and pipeline.predict (models:/ URIs). Its artifacts are the export's
+parts (qa.serving's layout): the SavedModel, the tokenizer files and inference.json; the
+`pipeline` package ships with it (code_paths), so it loads wherever its pip requirements
+are installed, without this repo.
+
+predict() answers every row through qa.predictions.answer_questions, the code the evaluate
+stage and pipeline.predict answer with: all rows tokenized at once into the same stride
+windows, logits in length-sorted batches, the vectorized post-processing and the one answer
+rule. A bad row (missing or non-string field, empty question, context over
+max_context_chars, question too long for a window) raises MlflowException with
+INVALID_PARAMETER_VALUE, which `mlflow models serve` returns as HTTP 400.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Optional
+
+import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from pipeline.qa.exported import ExportedQA
+from pipeline.qa.predictions import check_questions
+from pipeline.qa.serving import HF_DIR, INFERENCE_FILE, SAVED_MODEL_DIR
+from pipeline.runtime.errors import PipelineError
+
+import mlflow.pyfunc
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+# Artifact keys of the logged model (context.artifacts).
+SAVED_MODEL_ARTIFACT = "saved_model"
+TOKENIZER_ARTIFACT = "tokenizer"
+SETTINGS_ARTIFACT = "inference"
+# Overrides the logged max_context_chars where the model is served.
+MAX_CONTEXT_ENV = "QA_MAX_CONTEXT_CHARS"
+# Weights in hf/ duplicate the SavedModel's: the MLflow model ships only the tokenizer files.
+WEIGHT_SUFFIXES = (".h5", ".safetensors", ".bin", ".msgpack")
+
+
+def input_example():
+    import pandas as pd
+
+    return pd.DataFrame([{"question": "What is the capital of France?",
+                          "context": "Paris is the capital and most populous city of France."}])
+
+
+class InvalidRequest(MlflowException):
+    """A bad request (HTTP 400 from `mlflow models serve`) whose message stays one line: the
+    scoring server prefixes every prediction error with a dump of the input data, which this
+    exception keeps out of its message."""
+
+    def __init__(self, message: str) -> None:
+        self._one_line = message
+        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
+
+    @property
+    def message(self) -> str:
+        return self._one_line
+
+    @message.setter
+    def message(self, value: str) -> None:
+        pass  # the scoring server's "Failed to predict data '<the whole input>'" prefix
+
+
+def tokenizer_files(hf_dir: Path, out_dir: Path) -> Path:
+    """Copy hf/ without its weights (the SavedModel has them) into out_dir."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for path in sorted(hf_dir.iterdir()):
+        if path.is_file() and not path.name.endswith(WEIGHT_SUFFIXES):
+            shutil.copy2(path, out_dir / path.name)
+    return out_dir
+
+
+def artifacts(export_dir: Path, scratch_dir: Path) -> dict[str, str]:
+    return {
+        SAVED_MODEL_ARTIFACT: str(export_dir / SAVED_MODEL_DIR),
+        TOKENIZER_ARTIFACT: str(tokenizer_files(export_dir / HF_DIR, scratch_dir / TOKENIZER_ARTIFACT)),
+        SETTINGS_ARTIFACT: str(export_dir / INFERENCE_FILE),
+    }
+
+
+def signature(version_2_with_negative: bool, n_best: int, max_answer_length: int, null_score_diff_threshold: float):
+    """question, context (and optional id) in; answer, score, start, end (and null_odds) out;
+    the post-processing settings as inference params."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+    inputs = Schema([ColSpec("string", "question"), ColSpec("string", "context"),
+                     ColSpec("string", "id", required=False)])
+    outputs = [ColSpec("string", "answer"), ColSpec("double", "score", required=False),
+               ColSpec("long", "start", required=False), ColSpec("long", "end", required=False)]
+    params = [ParamSpec("n_best", "long", n_best), ParamSpec("max_answer_length", "long", max_answer_length)]
+    if version_2_with_negative:
+        outputs.append(ColSpec("double", "null_odds", required=False))
+        params.append(ParamSpec("null_score_diff_threshold", "double", null_score_diff_threshold))
+    return ModelSignature(inputs=inputs, outputs=Schema(outputs), params=ParamSchema(params))
+
+
+def _columns(model_input: Any) -> tuple[list, list, int]:
+    """(questions, contexts, rows) from a DataFrame, a dict of columns or a list of records."""
+    import pandas as pd
+
+    frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(
+        [model_input] if isinstance(model_input, dict) and not any(isinstance(v, list) for v in model_input.values())
+        else model_input)
+    for name in ("question", "context"):
+        if name not in frame.columns:
+            raise InvalidRequest(f"missing field {name!r}: every row needs a question and a context")
+    return frame["question"].tolist(), frame["context"].tolist(), len(frame)
+
+
+class QAModel(mlflow.pyfunc.PythonModel):
+    """Answers SQuAD-style questions from a context with the exported TensorFlow model."""
+
+    def load_context(self, context) -> None:
+        art = context.artifacts
+        self.qa = ExportedQA.from_files(art[SAVED_MODEL_ARTIFACT], art[TOKENIZER_ARTIFACT], art[SETTINGS_ARTIFACT])
+        config = dict(context.model_config or {})
+        self.n_best = int(config.get("n_best", 20))
+        self.max_answer_length = int(config.get("max_answer_length", 30))
+        self.batch_size = int(config.get("batch_size", 32))
+        limit = os.environ.get(MAX_CONTEXT_ENV) or config.get("max_context_chars")
+        self.max_context_chars: Optional[int] = int(limit) if limit else None
+
+    def predict(self, context, model_input, params: Optional[dict[str, Any]] = None):
+        import pandas as pd
+
+        params = params or {}
+        n_best = int(params.get("n_best", self.n_best))
+        max_answer_length = int(params.get("max_answer_length", self.max_answer_length))
+        if not 1 <= n_best <= 100 or not 1 <= max_answer_length <= self.qa.windows.max_length:
+            raise InvalidRequest(f"n_best must be in [1, 100] and max_answer_length in "
+                                 f"[1, {self.qa.windows.max_length}]; got {n_best} and {max_answer_length}")
+        questions, contexts, rows = _columns(model_input)
+        if rows == 0:
+            return pd.DataFrame(columns=self.output_columns)
+        try:
+            check_questions(self.qa.tokenizer, questions, contexts, self.qa.windows, self.max_context_chars)
+        except PipelineError as err:
+            raise InvalidRequest(str(err)) from None
+        results = self.qa.answer_many(questions, contexts, n_best, max_answer_length,
+                                      params.get("null_score_diff_threshold"), batch_size=self.batch_size)
+        return pd.DataFrame([{k: r.get(k) for k in self.output_columns} for r in results],
+                            columns=self.output_columns)
+
+    @property
+    def output_columns(self) -> list[str]:
+        columns = ["answer", "score", "start", "end"]
+        return columns + ["null_odds"] if self.qa.version_2_with_negative else columns
