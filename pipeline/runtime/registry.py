@@ -69,6 +69,7 @@ def tag_versions(client: Any, name: str, run_id: str, tags: dict[str, str]) -> l
 class Decision:
     promoted: bool
     message: str
+    refused: bool = False  # not promoted because it is not better (or not comparable)
 
 
 def _version(client: Any, name: str, alias_or_number: str) -> Any:
@@ -85,18 +86,28 @@ def _f1(version: Any) -> Optional[float]:
     return float(value) if value not in (None, "") else None
 
 
-def promote(client: Any, name: str, candidate: str = CANDIDATE) -> Decision:
+def promote(client: Any, name: str, candidate: str = CANDIDATE, force: bool = False) -> Decision:
     """Move `champion` to version `candidate` (a number or an alias) only if its F1 beats the
-    champion's on the same evaluation data (equal eval_data_digest tags)."""
+    champion's on the same evaluation data (equal eval_data_digest tags); `force` moves it
+    anyway (say, when the evaluation data changed), saying what it overrode."""
     new = _version(client, name, candidate)
     if new is None:
         raise PipelineError(f"registered model {name!r} has no version {candidate!r}; run the export stage "
                             "(`dvc repro`) to register one")
     new_f1 = _f1(new)
+    champion = _version(client, name, CHAMPION)
+    if force:
+        if champion is not None and champion.version == new.version:
+            return Decision(False, f"not promoted: {name} version {new.version} is already the champion")
+        decision = promote(client, name, new.version)
+        if decision.promoted:
+            return decision
+        client.set_registered_model_alias(name, CHAMPION, new.version)
+        return Decision(True, f"promoted (forced): {name} version {new.version} is now the champion; without --force: "
+                              + decision.message)
     if new_f1 is None:
         return Decision(False, f"not promoted: {name} version {new.version} has no F1 yet (its model was not "
-                               "evaluated); run `dvc repro` so the evaluate stage scores it")
-    champion = _version(client, name, CHAMPION)
+                               "evaluated); run `dvc repro` so the evaluate stage scores it", refused=True)
     if champion is None:
         client.set_registered_model_alias(name, CHAMPION, new.version)
         return Decision(True, f"promoted: {name} version {new.version} (F1 {new_f1:.2f}) is the first champion")
@@ -107,10 +118,10 @@ def promote(client: Any, name: str, candidate: str = CANDIDATE) -> Decision:
     if old_f1 is None or not new_digest or new_digest != old_digest:
         return Decision(False, f"not promoted: {name} version {new.version} was evaluated on other data than "
                                f"champion version {champion.version} (eval_data_digest {new_digest or 'none'} vs "
-                               f"{old_digest or 'none'}); F1s are not comparable")
+                               f"{old_digest or 'none'}); F1s are not comparable (--force overrides)", refused=True)
     if new_f1 <= old_f1:
         return Decision(False, f"not promoted: {name} version {new.version} F1 {new_f1:.2f} does not beat champion "
-                               f"version {champion.version} F1 {old_f1:.2f} on the same evaluation data")
+                               f"version {champion.version} F1 {old_f1:.2f} on the same evaluation data", refused=True)
     client.set_registered_model_alias(name, CHAMPION, new.version)
     return Decision(True, f"promoted: {name} version {new.version} F1 {new_f1:.2f} beats version "
                           f"{champion.version} F1 {old_f1:.2f}; it is now the champion")
