@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -26,16 +25,13 @@ from typing import Any
 import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pipeline import mlflow_model
 from pipeline.qa.modeling import load_qa_model, load_tokenizer, read_windows
-from pipeline.qa.serving import INFERENCE_FILE, save_export
+from pipeline.qa.serving import save_export
 from pipeline.runtime import registry, tracking
 from pipeline.runtime.config import PipelineConfig, load_config
 from pipeline.runtime.errors import PipelineError, stage_entry_point
 from pipeline.runtime.files import atomic_output_dir, read_json
 from pipeline.runtime.lineage import check_built_with
-from pipeline.runtime.paths import EXPORT_DIR, PARAMS_FILE, PROJECT_ROOT, TRAINED_DIR
-
-# Needed to train or run the pipeline, not to answer questions.
-NOT_NEEDED_TO_SERVE = ("dvc",)
+from pipeline.runtime.paths import EXPORT_DIR, PARAMS_FILE, TRAINED_DIR
 
 
 def export(cfg: PipelineConfig, trained_dir: Path = TRAINED_DIR, out_dir: Path = EXPORT_DIR) -> dict[str, Any]:
@@ -69,14 +65,6 @@ def export(cfg: PipelineConfig, trained_dir: Path = TRAINED_DIR, out_dir: Path =
     return settings
 
 
-def pip_requirements(pyproject: Path = PROJECT_ROOT / "pyproject.toml") -> list[str]:
-    """The project's pinned dependencies (pyproject.toml), minus those only the pipeline needs."""
-    import tomllib
-
-    dependencies = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["dependencies"]
-    return [d for d in dependencies if d.split("==")[0].strip() not in NOT_NEEDED_TO_SERVE]
-
-
 def log_export(cfg: PipelineConfig, run_id: str, export_dir: Path) -> str | None:
     """Log the export as a pyfunc model on the training run and register it; returns the
     registered version (None when the run is not in this store)."""
@@ -87,26 +75,12 @@ def log_export(cfg: PipelineConfig, run_id: str, export_dir: Path) -> str | None
     if run is None:
         print(f"note: MLflow run {run_id} is not in {tracking.tracking_uri()}; export not logged")
         return None
-    settings = read_json(export_dir / INFERENCE_FILE)
-    version_2 = bool(settings.get("version_2_with_negative"))
     ev = cfg.evaluate
-    with tempfile.TemporaryDirectory() as scratch_dir:
-        scratch = Path(scratch_dir)
-        code = scratch / "code" / "pipeline"
-        shutil.copytree(Path(pipeline.__file__).parent, code, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    with tempfile.TemporaryDirectory() as scratch:
+        kwargs = mlflow_model.model_kwargs(export_dir, Path(scratch), mlflow_model.pip_requirements(), ev.n_best,
+                                           ev.max_answer_length, ev.batch_size, cfg.mlflow.max_context_chars)
         with mlflow.start_run(run_id=run_id):
-            info = mlflow.pyfunc.log_model(
-                name="qa-model",
-                python_model=mlflow_model.QAModel(),
-                artifacts=mlflow_model.artifacts(export_dir, scratch),
-                code_paths=[str(code)],
-                signature=mlflow_model.signature(version_2, ev.n_best, ev.max_answer_length,
-                                                 ev.null_score_diff_threshold),
-                input_example=mlflow_model.input_example(),
-                pip_requirements=pip_requirements(),
-                model_config={"n_best": ev.n_best, "max_answer_length": ev.max_answer_length,
-                              "batch_size": ev.batch_size, "max_context_chars": cfg.mlflow.max_context_chars},
-            )
+            info = mlflow.pyfunc.log_model(name="qa-model", **kwargs)
     client.set_tag(run_id, "exported", "true")
     tags = {k: v for k, v in tracking.git_tags().items() if k in ("git_commit", "git_dirty")}
     tags.update({"dvc_exp_name": os.environ.get("DVC_EXP_NAME", ""), registry.TRAINING_RUN_TAG: run_id,

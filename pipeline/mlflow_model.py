@@ -21,11 +21,14 @@ import shutil
 from pathlib import Path
 from typing import Any, Optional
 
+import pandas as pd
+
 import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pipeline.qa.exported import ExportedQA
 from pipeline.qa.predictions import check_questions
 from pipeline.qa.serving import HF_DIR, INFERENCE_FILE, SAVED_MODEL_DIR
 from pipeline.runtime.errors import PipelineError
+from pipeline.runtime.paths import PROJECT_ROOT
 
 import mlflow.pyfunc
 from mlflow.exceptions import MlflowException
@@ -37,13 +40,13 @@ TOKENIZER_ARTIFACT = "tokenizer"
 SETTINGS_ARTIFACT = "inference"
 # Overrides the logged max_context_chars where the model is served.
 MAX_CONTEXT_ENV = "QA_MAX_CONTEXT_CHARS"
+# Needed to train or run the pipeline, not to answer questions.
+NOT_NEEDED_TO_SERVE = ("dvc",)
 # Weights in hf/ duplicate the SavedModel's: the MLflow model ships only the tokenizer files.
 WEIGHT_SUFFIXES = (".h5", ".safetensors", ".bin", ".msgpack")
 
 
-def input_example():
-    import pandas as pd
-
+def input_example() -> pd.DataFrame:
     return pd.DataFrame([{"question": "What is the capital of France?",
                           "context": "Paris is the capital and most populous city of France."}])
 
@@ -83,6 +86,37 @@ def artifacts(export_dir: Path, scratch_dir: Path) -> dict[str, str]:
     }
 
 
+def pip_requirements(pyproject: Path = PROJECT_ROOT / "pyproject.toml") -> list[str]:
+    """The project's pinned dependencies (pyproject.toml), minus those only the pipeline needs."""
+    import tomllib
+
+    dependencies = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["dependencies"]
+    return [d for d in dependencies if d.split("==")[0].strip() not in NOT_NEEDED_TO_SERVE]
+
+
+def model_kwargs(export_dir: Path, scratch_dir: Path, pip_requirements: list[str], n_best: int,
+                 max_answer_length: int, batch_size: int, max_context_chars: int) -> dict[str, Any]:
+    """The arguments of mlflow.pyfunc.log_model / save_model for an export: the QAModel, its
+    artifacts, the `pipeline` package as code (copied without caches into scratch_dir), the
+    signature, an input example, the requirements and the model config."""
+    import json
+
+    settings = json.loads((Path(export_dir) / INFERENCE_FILE).read_text(encoding="utf-8"))
+    version_2 = bool(settings.get("version_2_with_negative"))
+    code = Path(scratch_dir) / "code" / "pipeline"
+    shutil.copytree(Path(pipeline.__file__).parent, code, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return {
+        "python_model": QAModel(),
+        "artifacts": artifacts(Path(export_dir), Path(scratch_dir)),
+        "code_paths": [str(code)],
+        "signature": signature(version_2, n_best, max_answer_length, settings.get("null_score_diff_threshold", 0.0)),
+        "input_example": input_example(),
+        "pip_requirements": pip_requirements,
+        "model_config": {"n_best": n_best, "max_answer_length": max_answer_length, "batch_size": batch_size,
+                         "max_context_chars": max_context_chars},
+    }
+
+
 def signature(version_2_with_negative: bool, n_best: int, max_answer_length: int, null_score_diff_threshold: float):
     """question, context (and optional id) in; answer, score, start, end (and null_odds) out;
     the post-processing settings as inference params."""
@@ -102,8 +136,6 @@ def signature(version_2_with_negative: bool, n_best: int, max_answer_length: int
 
 def _columns(model_input: Any) -> tuple[list, list, int]:
     """(questions, contexts, rows) from a DataFrame, a dict of columns or a list of records."""
-    import pandas as pd
-
     frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(
         [model_input] if isinstance(model_input, dict) and not any(isinstance(v, list) for v in model_input.values())
         else model_input)
@@ -126,9 +158,8 @@ class QAModel(mlflow.pyfunc.PythonModel):
         limit = os.environ.get(MAX_CONTEXT_ENV) or config.get("max_context_chars")
         self.max_context_chars: Optional[int] = int(limit) if limit else None
 
-    def predict(self, context, model_input, params: Optional[dict[str, Any]] = None):
-        import pandas as pd
-
+    # A DataFrame hint: MLflow infers no signature from it (the explicit one stays).
+    def predict(self, context, model_input: pd.DataFrame, params: Optional[dict[str, Any]] = None) -> pd.DataFrame:
         params = params or {}
         n_best = int(params.get("n_best", self.n_best))
         max_answer_length = int(params.get("max_answer_length", self.max_answer_length))

@@ -72,7 +72,8 @@ class Decision:
     refused: bool = False  # not promoted because it is not better (or not comparable)
 
 
-def _version(client: Any, name: str, alias_or_number: str) -> Any:
+def _version(client: Any, name: str, alias_or_number: str | int) -> Any:
+    alias_or_number = str(alias_or_number)
     try:
         if alias_or_number.isdigit():
             return client.get_model_version(name, alias_or_number)
@@ -97,7 +98,7 @@ def promote(client: Any, name: str, candidate: str = CANDIDATE, force: bool = Fa
     new_f1 = _f1(new)
     champion = _version(client, name, CHAMPION)
     if force:
-        if champion is not None and champion.version == new.version:
+        if champion is not None and str(champion.version) == str(new.version):
             return Decision(False, f"not promoted: {name} version {new.version} is already the champion")
         decision = promote(client, name, new.version)
         if decision.promoted:
@@ -111,7 +112,7 @@ def promote(client: Any, name: str, candidate: str = CANDIDATE, force: bool = Fa
     if champion is None:
         client.set_registered_model_alias(name, CHAMPION, new.version)
         return Decision(True, f"promoted: {name} version {new.version} (F1 {new_f1:.2f}) is the first champion")
-    if champion.version == new.version:
+    if str(champion.version) == str(new.version):
         return Decision(False, f"not promoted: {name} version {new.version} is already the champion")
     old_f1 = _f1(champion)
     new_digest, old_digest = new.tags.get(EVAL_DIGEST_TAG), champion.tags.get(EVAL_DIGEST_TAG)
