@@ -32,9 +32,9 @@ from tests.helpers.project import executed_stages, git, make_repo, run_cmd
 NAME = "squad-qa"
 SHORT = {"question": "What is the capital of France?",
          "context": "Paris is the capital and most populous city of France."}
-LONG_CONTEXT = ("The Amazon rainforest covers much of the Amazon basin of South America. " * 6
+LONG_CONTEXT = ("The Amazon rainforest covers much of the Amazon basin of South America. " * 12
                 + "The Eiffel Tower was completed in 1889 in Paris. "
-                + "Most of the forest is contained within Brazil. " * 6)
+                + "Most of the forest is contained within Brazil. " * 12)
 LONG = {"question": "When was the Eiffel Tower completed?", "context": LONG_CONTEXT}
 
 

@@ -21,8 +21,9 @@ from pipeline.qa.modeling import resolve_checkpoint
 from tests.helpers.project import (MINILM, STAGES, executed_stages, git, make_repo, restore_baseline, run_cmd,
                                    set_params)
 
-EVALUATE_CODE = ["pipeline/evaluate.py", "pipeline/qa/answers.py", "pipeline/qa/postprocess.py",
-                 "pipeline/qa/predictions.py", "pipeline/qa/inference.py"]
+# The answer code: the evaluate stage and the export (whose MLflow model answers with it) import it.
+ANSWER_CODE = ["pipeline/qa/answers.py", "pipeline/qa/postprocess.py", "pipeline/qa/predictions.py",
+               "pipeline/qa/inference.py"]
 
 
 @pytest.fixture(scope="module")
@@ -168,9 +169,11 @@ CACHING_ROWS = {
     "train code": (lambda r: append_comment(r, "pipeline/qa/training.py"), {"train", "evaluate", "export"}),
     "tokenize code": (lambda r: append_comment(r, "pipeline/tokenize.py"), {"tokenize"}),
     "download code": (lambda r: append_comment(r, "pipeline/download.py"), {"download"}),
-    "features code (tokenize and evaluate import it)": (lambda r: append_comment(r, "pipeline/qa/features.py"),
-                                                        {"tokenize", "evaluate"}),
-    "evaluate code": (lambda r: [append_comment(r, p) for p in EVALUATE_CODE], {"evaluate"}),
+    "features code (tokenize, evaluate and export import it)": (
+        lambda r: append_comment(r, "pipeline/qa/features.py"), {"tokenize", "evaluate", "export"}),
+    "evaluate code": (lambda r: append_comment(r, "pipeline/evaluate.py"), {"evaluate"}),
+    "answer code (evaluate and the logged model)": (lambda r: [append_comment(r, p) for p in ANSWER_CODE],
+                                                    {"evaluate", "export"}),
     "export code": (lambda r: append_comment(r, "pipeline/qa/serving.py"), {"export"}),
 }
 
