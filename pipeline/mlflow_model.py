@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from pathlib import Path
 from typing import Any, Optional
 
@@ -157,6 +158,10 @@ class QAModel(mlflow.pyfunc.PythonModel):
         self.batch_size = int(config.get("batch_size", 32))
         limit = os.environ.get(MAX_CONTEXT_ENV) or config.get("max_context_chars")
         self.max_context_chars: Optional[int] = int(limit) if limit else None
+        # The scoring server calls predict() from several threads at once; a fast tokenizer
+        # switching truncation settings under another thread fails ("Already borrowed"), and on
+        # a CPU TensorFlow already uses every core for one batch: one request at a time.
+        self._lock = threading.Lock()
 
     # A DataFrame hint: MLflow infers no signature from it (the explicit one stays).
     def predict(self, context, model_input: pd.DataFrame, params: Optional[dict[str, Any]] = None) -> pd.DataFrame:
@@ -169,12 +174,13 @@ class QAModel(mlflow.pyfunc.PythonModel):
         questions, contexts, rows = _columns(model_input)
         if rows == 0:
             return pd.DataFrame(columns=self.output_columns)
-        try:
-            check_questions(self.qa.tokenizer, questions, contexts, self.qa.windows, self.max_context_chars)
-        except PipelineError as err:
-            raise InvalidRequest(str(err)) from None
-        results = self.qa.answer_many(questions, contexts, n_best, max_answer_length,
-                                      params.get("null_score_diff_threshold"), batch_size=self.batch_size)
+        with self._lock:
+            try:
+                check_questions(self.qa.tokenizer, questions, contexts, self.qa.windows, self.max_context_chars)
+            except PipelineError as err:
+                raise InvalidRequest(str(err)) from None
+            results = self.qa.answer_many(questions, contexts, n_best, max_answer_length,
+                                          params.get("null_score_diff_threshold"), batch_size=self.batch_size)
         return pd.DataFrame([{k: r.get(k) for k in self.output_columns} for r in results],
                             columns=self.output_columns)
 

@@ -292,6 +292,16 @@ def test_served_model_answers_short_and_long_questions_as_pipeline_predict(repo,
     assert qa.answer(LONG["question"], LONG["context"], 20, 30)["windows"] > 2
 
 
+def test_served_model_answers_concurrent_clients(server):
+    """The scoring server calls predict() from several threads: every answer still comes back."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:
+        outcomes = list(pool.map(lambda i: post(server, {"dataframe_records": [SHORT if i % 2 else LONG]}), range(12)))
+    assert [status for status, _ in outcomes] == [200] * 12
+    assert len({json.dumps(body) for _, body in outcomes}) == 2  # the same two answers each time
+
+
 @pytest.mark.parametrize("record, message", [
     ({"context": "Paris."}, "Model is missing inputs ['question']"),
     ({"question": "", "context": "Paris."}, "row 0: question is empty; ask a question"),
