@@ -12,6 +12,7 @@ import gzip
 import json
 import sys
 
+import numpy as np
 import pytest
 from datasets import load_from_disk
 from mlflow.tracking import MlflowClient
@@ -249,3 +250,14 @@ def test_squad_v2_experiment_trains_exports_and_predict_answers_nothing_when_nul
         assert result["answer"] == "" and result["null_odds"] == pytest.approx(null_odds[i], abs=1e-3)
     answers = {i: qa.answer(q, c, 20, 30)["answer"] for i, (q, c) in rows.items()}
     assert answers == expected
+    # the registered MLflow model: null_odds in its signature, the same answers for the batch
+    import mlflow
+    import pandas as pd
+
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
+    model = mlflow.pyfunc.load_model("models:/squad-qa@candidate")
+    assert [c.name for c in model.metadata.signature.outputs.inputs] == ["answer", "score", "start", "end", "null_odds"]
+    out = model.predict(pd.DataFrame({"question": [q for q, _ in rows.values()], "context": [c for _, c in rows.values()]}))
+    assert dict(zip(rows, out["answer"])) == expected
+    assert all(out["null_odds"][i] == pytest.approx(null_odds[k], abs=1e-3) for i, k in enumerate(rows)
+               if np.isfinite(null_odds[k]))
