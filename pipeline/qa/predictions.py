@@ -67,7 +67,8 @@ def check_questions(tokenizer: Any, questions: Sequence[Any], contexts: Sequence
         row = f"row {first_row + i}"
         for field_name, value in (("question", question), ("context", context)):
             if not isinstance(value, str):
-                shown = "null" if value is None or (isinstance(value, float) and value != value) else f"{type(value).__name__} {value!r:.40}"
+                missing = value is None or (isinstance(value, float) and value != value)
+                shown = "null" if missing else f"{type(value).__name__} {value!r:.40}"
                 raise InvalidQuestion(f"{row}: {field_name} must be a string, got {shown}")
             if not value.strip():
                 raise InvalidQuestion(f"{row}: {field_name} is empty; "

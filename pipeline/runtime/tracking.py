@@ -168,8 +168,12 @@ def data_label(cfg: PipelineConfig) -> str:
         label = "/".join(x for x in (d.name, d.config_name) if x)
     else:
         path = Path(d.train_file or "data")
-        stem = path.name.split(".")[0]
-        label = path.parent.name if stem in ("train", "training") and path.parent.name else stem
+        stem = path.name.split(".")[0]  # train-v2.json.gz -> train-v2
+        # data/sample/train-v2.json.gz -> sample-v2: the directory names the data set
+        label = stem
+        if stem.startswith("train") and path.parent.name:
+            rest = stem[len("train"):]
+            label = path.parent.name + ("" if rest.strip("-_") in path.parent.name else rest)
     return label + ("-v2" if d.version_2_with_negative and "v2" not in label else "")
 
 
