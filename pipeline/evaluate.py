@@ -32,10 +32,10 @@ from pipeline.qa.analysis import Analysis, analyse, windows_per_example
 from pipeline.qa.inference import keras_logits_fn
 from pipeline.qa.modeling import load_qa_model, load_tokenizer, read_windows
 from pipeline.qa.predictions import predict_split, score, write_prediction_files
-from pipeline.runtime import tracking
+from pipeline.runtime import registry, tracking
 from pipeline.runtime.config import PipelineConfig, flatten, load_config
 from pipeline.runtime.errors import PipelineError, stage_entry_point
-from pipeline.runtime.files import atomic_output_dir, read_json, write_csv, write_json
+from pipeline.runtime.files import atomic_output_dir, dvc_md5, read_json, write_csv, write_json
 from pipeline.runtime.lineage import check_built_with, read_built_with
 from pipeline.runtime.paths import (EVAL_METRICS_FILE, OVERLAP_FILE_NAME, PARAMS_FILE, PREDICTIONS_DIR, RAW_DIR,
                                     RISK_COVERAGE_PLOT_FILE, SCORES_PLOT_FILE, SLICES_METRICS_FILE, SLICES_PLOT_FILE,
@@ -54,10 +54,11 @@ def check_model_windows(cfg: PipelineConfig, trained_dir: Path) -> None:
 
 
 def log_to_mlflow(cfg: PipelineConfig, trained_dir: Path, metrics: dict, predictions_dir: Path,
-                  analysis: Analysis, overlap: dict) -> str:
+                  analysis: Analysis, overlap: dict, eval_digest: str) -> str:
     """Log the metrics to the training run on its first evaluation, else to a new linked run:
     scores and intervals as metrics, the slices as a table (evaluation/slices.json), the
-    risk-coverage curve and reliability table as JSON, the data overlap as overlap.* metrics."""
+    risk-coverage curve and reliability table as JSON, the data overlap as overlap.* metrics;
+    the evaluation data as a run input; the scores on the registered versions of the model."""
     client, _ = tracking.client_for(cfg.mlflow.experiment_name)
     run_file = trained_dir / tracking.RUN_FILE_NAME
     training_run_id = read_json(run_file)["run_id"] if run_file.is_file() else None
@@ -72,12 +73,23 @@ def log_to_mlflow(cfg: PipelineConfig, trained_dir: Path, metrics: dict, predict
             tags["training_run_id"] = training_run_id
         if training_run is None and training_run_id:
             tags["training_run_store"] = read_json(run_file).get("tracking_uri", "unknown")
-        _, run_id = tracking.start_run(cfg.mlflow.experiment_name, "evaluate", flatten(cfg), tags)
+        _, run_id = tracking.start_run(cfg.mlflow.experiment_name, tracking.run_name(cfg, "evaluate"), flatten(cfg),
+                                       tags, entry_point="pipeline.evaluate")
     tracking.log_metrics(client, run_id, {**metrics, **{f"overlap.{k}": v for k, v in overlap.items()}})
     client.log_table(run_id, data=analysis.slice_table(), artifact_file="evaluation/slices.json")
     client.log_dict(run_id, analysis.curve_rows(), "evaluation/risk_coverage.json")
     client.log_dict(run_id, analysis.reliability, "evaluation/calibration.json")
     client.log_artifacts(run_id, str(predictions_dir), "predictions")
+    validation_dir = RAW_DIR / "validation"
+    tracking.log_dataset(client, run_id, f"{tracking.data_label(cfg)}-validation", eval_digest, validation_dir,
+                         "eval", {"questions": metrics["examples"], "features": metrics["features"]})
+    client.set_tag(run_id, tracking.EVAL_DATA_DIGEST_TAG, eval_digest)
+    if training_run is not None:
+        # The model's latest evaluation, for the export stage (which may run after us) and
+        # for the versions it already registered (if it ran first).
+        client.set_tag(training_run_id, tracking.LATEST_EVAL_TAG, run_id)
+        registry.tag_versions(client, cfg.mlflow.registered_model_name, training_run_id,
+                              registry.evaluation_tags(client.get_run(run_id)))
     if run_id != training_run_id:
         tracking.end_run(client, run_id)
     return run_id
@@ -124,7 +136,11 @@ def evaluate(cfg: PipelineConfig) -> dict[str, Any]:
     write_csv(RISK_COVERAGE_PLOT_FILE, analysis.curve_rows())
     overlap_file = RAW_DIR / OVERLAP_FILE_NAME
     overlap = read_json(overlap_file) if overlap_file.is_file() else {}
-    metrics["mlflow_run_id"] = log_to_mlflow(cfg, TRAINED_DIR, metrics, PREDICTIONS_DIR, analysis, overlap)
+    # The DVC-style md5 of the validation questions: F1s are comparable when it is equal
+    # (pipeline.promote compares it).
+    eval_digest = dvc_md5(RAW_DIR / "validation")
+    metrics["mlflow_run_id"] = log_to_mlflow(cfg, TRAINED_DIR, metrics, PREDICTIONS_DIR, analysis, overlap,
+                                             eval_digest)
     return metrics
 
 

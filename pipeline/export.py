@@ -7,18 +7,26 @@ The layout is pipeline.qa.serving's. The windows come from the trained model's o
 max_answer_length) are options of pipeline.predict, so that an evaluate-only change does
 not re-export the model; the SQuAD v2.0 null threshold is recorded, so predict answers ""
 by the same rule as the evaluate stage.
+
+MLflow (a record, not a DVC output: nothing is written into the workspace): the export is
+logged as a pyfunc model (pipeline.mlflow_model) on the training run, and registered as a
+new version of mlflow.registered_model_name with the alias `candidate`, tagged with the git
+commit, the DVC experiment name and the model's latest evaluation (pipeline.runtime.registry).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from pipeline import mlflow_model
 from pipeline.qa.modeling import load_qa_model, load_tokenizer, read_windows
-from pipeline.qa.serving import INFERENCE_FILE, save_export
-from pipeline.runtime import tracking
+from pipeline.qa.serving import save_export
+from pipeline.runtime import registry, tracking
 from pipeline.runtime.config import PipelineConfig, load_config
 from pipeline.runtime.errors import PipelineError, stage_entry_point
 from pipeline.runtime.files import atomic_output_dir, read_json
@@ -53,17 +61,37 @@ def export(cfg: PipelineConfig, trained_dir: Path = TRAINED_DIR, out_dir: Path =
         save_export(model, tokenizer, settings, tmp)
     run_file = trained_dir / tracking.RUN_FILE_NAME
     if run_file.is_file():
-        _log_export(cfg, read_json(run_file)["run_id"], out_dir / INFERENCE_FILE)
+        log_export(cfg, read_json(run_file)["run_id"], out_dir)
     return settings
 
 
-def _log_export(cfg: PipelineConfig, run_id: str, settings_file: Path) -> None:
+def log_export(cfg: PipelineConfig, run_id: str, export_dir: Path) -> str | None:
+    """Log the export as a pyfunc model on the training run and register it; returns the
+    registered version (None when the run is not in this store)."""
+    import mlflow
+
     client, _ = tracking.client_for(cfg.mlflow.experiment_name)
-    if tracking.find_run(client, run_id) is None:
+    run = tracking.find_run(client, run_id)
+    if run is None:
         print(f"note: MLflow run {run_id} is not in {tracking.tracking_uri()}; export not logged")
-        return
-    client.log_artifact(run_id, str(settings_file), "export")
+        return None
+    ev = cfg.evaluate
+    with tempfile.TemporaryDirectory() as scratch:
+        kwargs = mlflow_model.model_kwargs(export_dir, Path(scratch), mlflow_model.pip_requirements(), ev.n_best,
+                                           ev.max_answer_length, ev.batch_size, cfg.mlflow.max_context_chars)
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.pyfunc.log_model(name="qa-model", **kwargs)
     client.set_tag(run_id, "exported", "true")
+    tags = {k: v for k, v in tracking.git_tags().items() if k in ("git_commit", "git_dirty")}
+    tags.update({"dvc_exp_name": os.environ.get("DVC_EXP_NAME", ""), registry.TRAINING_RUN_TAG: run_id,
+                 "model_id": info.model_id})
+    latest_eval = tracking.find_run(client, run.data.tags.get(tracking.LATEST_EVAL_TAG) or run_id)
+    if latest_eval is not None:
+        tags.update(registry.evaluation_tags(latest_eval))
+    version = registry.register(client, info.model_uri, cfg.mlflow.registered_model_name, tags)
+    print(f"MLflow model {info.model_uri} logged on run {run_id}; registered as "
+          f"{cfg.mlflow.registered_model_name} version {version.version} (alias {registry.CANDIDATE})")
+    return version.version
 
 
 @stage_entry_point

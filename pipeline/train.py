@@ -29,7 +29,7 @@ from pipeline.qa.training import (keep_head_in_float32, make_curves_callback, ma
 from pipeline.runtime import tracking
 from pipeline.runtime.config import PipelineConfig, flatten, load_config
 from pipeline.runtime.errors import PipelineError, stage_entry_point
-from pipeline.runtime.files import atomic_output_dir, read_json, write_csv, write_json
+from pipeline.runtime.files import atomic_output_dir, dvc_md5, read_json, write_csv, write_json
 from pipeline.runtime.lineage import check_built_with, read_built_with
 from pipeline.runtime.paths import (EPOCHS_PLOT_FILE, PARAMS_FILE, STEPS_PLOT_FILE, SUMMARY_FILE_NAME, TOKENIZED_DIR,
                                     TRAIN_METRICS_FILE, TRAINED_DIR, stage_code_deps)
@@ -81,8 +81,12 @@ def train(cfg: PipelineConfig, tokenized_dir: Path = TOKENIZED_DIR, out_dir: Pat
         params[f"data_size.{split}.examples"] = info.get("examples")
         params[f"data_size.{split}.features"] = info.get("features")
     tags = {"stage": "train", "training_inputs_hash": training_inputs_hash(cfg, tokenized_dir)}
-    client, run_id = tracking.start_run(cfg.mlflow.experiment_name, "train", params, tags)
+    client, run_id = tracking.start_run(cfg.mlflow.experiment_name, tracking.run_name(cfg), params, tags,
+                                        entry_point="pipeline.train")
     print(f"MLflow run {run_id} in {tracking.tracking_uri()}")
+    tracking.log_dataset(client, run_id, f"{tracking.data_label(cfg)}-train", dvc_md5(tokenized_dir),
+                         tokenized_dir, "training",
+                         {"questions": data_summary.get("train", {}).get("examples"), "features": n_features})
 
     tf.keras.utils.set_random_seed(cfg.train.seed)
     with precision_policy(cfg.train.precision) as policy:

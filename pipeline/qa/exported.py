@@ -1,31 +1,58 @@
 """A loaded model export (qa.serving's layout) that answers questions by the evaluate
-stage's rule (qa.predictions.answer_question)."""
+stage's rule (qa.predictions.answer_question / answer_questions)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
-from pipeline.qa.predictions import answer_question
+from pipeline.qa.predictions import answer_question, answer_questions
 from pipeline.qa.serving import HF_DIR, INFERENCE_FILE, SAVED_MODEL_DIR, read_settings
 from pipeline.runtime.config import TokenizeConfig
 from pipeline.runtime.errors import PipelineError
+from pipeline.runtime.files import read_json
 
 
 class ExportedQA:
     """A loaded export: tokenizer + SavedModel signature + inference settings."""
 
     def __init__(self, export_dir: str | Path) -> None:
+        export_dir = Path(export_dir)
+        settings = read_settings(export_dir)
+        if settings is None or not (export_dir / SAVED_MODEL_DIR).is_dir():
+            raise PipelineError(f"{export_dir}: not a model export (no {INFERENCE_FILE} or {SAVED_MODEL_DIR}/); "
+                                "run `dvc repro export`")
+        self._load(export_dir / SAVED_MODEL_DIR, export_dir / HF_DIR, settings)
+
+    @classmethod
+    def from_files(cls, saved_model_dir: str | Path, tokenizer_dir: str | Path,
+                   settings_file: str | Path) -> "ExportedQA":
+        """An export whose parts live apart (an MLflow model's artifacts)."""
+        qa = cls.__new__(cls)
+        qa._load(Path(saved_model_dir), Path(tokenizer_dir), read_json(settings_file))
+        return qa
+
+    def _load(self, saved_model_dir: Path, tokenizer_dir: Path, settings: dict[str, Any]) -> None:
         import tensorflow as tf
         from transformers import AutoTokenizer
 
-        export_dir = Path(export_dir)
-        self.settings = read_settings(export_dir)
-        if self.settings is None or not (export_dir / SAVED_MODEL_DIR).is_dir():
-            raise PipelineError(f"{export_dir}: not a model export (no {INFERENCE_FILE} or {SAVED_MODEL_DIR}/); "
-                                "run `dvc repro export`")
-        self.tokenizer = AutoTokenizer.from_pretrained(str(export_dir / HF_DIR))
-        self.signature = tf.saved_model.load(str(export_dir / SAVED_MODEL_DIR)).signatures["serving_default"]
+        self.settings = settings
+        self.tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+        self.signature = tf.saved_model.load(str(saved_model_dir)).signatures["serving_default"]
+
+    @property
+    def windows(self) -> TokenizeConfig:
+        return TokenizeConfig(max_length=self.settings["max_length"], stride=self.settings["stride"], warn_windows=None)
+
+    @property
+    def version_2_with_negative(self) -> bool:
+        return bool(self.settings.get("version_2_with_negative"))
+
+    def threshold(self, null_score_diff_threshold: Optional[float] = None) -> float:
+        """The SQuAD v2.0 null threshold: the given one, else the one recorded at export."""
+        if null_score_diff_threshold is not None:
+            return null_score_diff_threshold
+        return self.settings.get("null_score_diff_threshold", 0.0)
 
     def logits(self, batch: dict[str, Any]) -> tuple[Any, Any]:
         import tensorflow as tf
@@ -38,11 +65,18 @@ class ExportedQA:
                null_score_diff_threshold: Optional[float] = None) -> dict[str, Any]:
         """The evaluate stage's answer for this question (qa.predictions.answer_question); a SQuAD
         v2.0 export applies its recorded threshold unless one is given."""
-        s = self.settings
-        threshold = s.get("null_score_diff_threshold", 0.0) if null_score_diff_threshold is None \
-            else null_score_diff_threshold
         return answer_question(
-            self.logits, self.tokenizer, question, context,
-            TokenizeConfig(max_length=s["max_length"], stride=s["stride"], warn_windows=None), tuple(s["signature_inputs"]),
-            n_best, max_answer_length, bool(s.get("version_2_with_negative")), threshold,
+            self.logits, self.tokenizer, question, context, self.windows, tuple(self.settings["signature_inputs"]),
+            n_best, max_answer_length, self.version_2_with_negative, self.threshold(null_score_diff_threshold),
+        )
+
+    def answer_many(self, questions: Sequence[str], contexts: Sequence[str], n_best: int, max_answer_length: int,
+                    null_score_diff_threshold: Optional[float] = None, batch_size: int = 32,
+                    progress: bool = False) -> list[dict[str, Any]]:
+        """answer() for many questions: tokenized together, predicted in length-sorted batches
+        (qa.predictions.answer_questions). The caller checks the inputs (qa.requests)."""
+        return answer_questions(
+            self.logits, self.tokenizer, questions, contexts, self.windows, tuple(self.settings["signature_inputs"]),
+            n_best, max_answer_length, self.version_2_with_negative, self.threshold(null_score_diff_threshold),
+            batch_size=batch_size, progress=progress,
         )

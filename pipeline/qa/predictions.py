@@ -8,9 +8,10 @@ the evaluate stage does.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -55,6 +56,37 @@ def predict_split(logits_fn: LogitsFn, examples, features, cfg: EvaluateConfig, 
     )
 
 
+class InvalidQuestion(PipelineError):
+    """A question (or its context) the model cannot answer as given; the message names the
+    row, the field and the fix."""
+
+
+def check_questions(tokenizer: Any, questions: Sequence[Any], contexts: Sequence[Any], windows: TokenizeConfig,
+                    max_context_chars: Optional[int] = None, first_row: int = 0) -> None:
+    """Raise InvalidQuestion for the first row that is not a non-empty string question and
+    context, has a context over `max_context_chars` characters, or a question too long to
+    leave room for `stride` context tokens in a window (the tokenizer would panic)."""
+    for i, (question, context) in enumerate(zip(questions, contexts)):
+        row = f"row {first_row + i}"
+        for field_name, value in (("question", question), ("context", context)):
+            if not isinstance(value, str):
+                missing = value is None or (isinstance(value, float) and value != value)
+                shown = "null" if missing else f"{type(value).__name__} {value!r:.40}"
+                raise InvalidQuestion(f"{row}: {field_name} must be a string, got {shown}")
+            if not value.strip():
+                raise InvalidQuestion(f"{row}: {field_name} is empty; "
+                                      + ("ask a question" if field_name == "question" else "give the text to answer from"))
+        if max_context_chars is not None and len(context) > max_context_chars:
+            raise InvalidQuestion(f"{row}: context has {len(context):,} characters, over the limit of "
+                                  f"{max_context_chars:,}; split it or raise max_context_chars")
+    # The question-length rule is qa.features.check_windows' (one rule, one place).
+    try:
+        check_windows([first_row + i for i in range(len(questions))], questions, contexts, tokenizer, windows,
+                      label="row {id}")
+    except PipelineError as err:
+        raise InvalidQuestion(str(err)) from None
+
+
 def answer_question(logits_fn: LogitsFn, tokenizer: Any, question: str, context: str, windows: TokenizeConfig,
                     input_names: tuple[str, ...], n_best: int, max_answer_length: int,
                     version_2_with_negative: bool, null_score_diff_threshold: float) -> dict[str, Any]:
@@ -64,29 +96,45 @@ def answer_question(logits_fn: LogitsFn, tokenizer: Any, question: str, context:
         raise PipelineError("--question is empty; ask a question")
     if not context.strip():
         raise PipelineError("--context is empty; give the text to answer from")
-    check_windows(["q"], [question], [context], tokenizer, windows, label="--question")
-    features = prepare_validation_features({"id": ["q"], "question": [question], "context": [context]},
+    check_questions(tokenizer, [question], [context], windows)
+    return answer_questions(logits_fn, tokenizer, [question], [context], windows, input_names, n_best,
+                            max_answer_length, version_2_with_negative, null_score_diff_threshold)[0]
+
+
+def answer_questions(logits_fn: LogitsFn, tokenizer: Any, questions: Sequence[str], contexts: Sequence[str],
+                     windows: TokenizeConfig, input_names: tuple[str, ...], n_best: int, max_answer_length: int,
+                     version_2_with_negative: bool, null_score_diff_threshold: float, batch_size: int = 16,
+                     progress: bool = False) -> list[dict[str, Any]]:
+    """Many questions at once, each answered as answer_question answers it: every question's
+    windows tokenized in one call, logits in length-sorted batches of `batch_size` windows,
+    then the vectorized post-processing. One result dict per question, in input order."""
+    ids = [str(i) for i in range(len(questions))]  # internal ids: the caller's may repeat or be absent
+    features = prepare_validation_features({"id": ids, "question": list(questions), "context": list(contexts)},
                                            tokenizer, windows)
-    n_windows = len(features["input_ids"])
     columns = {
         name: RaggedColumn.from_lists(features[name] if name in features else [[0] * len(r) for r in features["input_ids"]])
         for name in input_names
     }
     table = FeatureTable(columns, {}, tokenizer.pad_token_id or 0)
-    starts, ends = predict_logits(logits_fn, table, batch_size=16, max_length=windows.max_length)
+    starts, ends = predict_logits(logits_fn, table, batch_size=batch_size, max_length=windows.max_length,
+                                  progress=progress)
     predictions = postprocess_predictions(
-        ["q"], [context], features["example_id"], ContextOffsets.from_lists(features["offset_mapping"]), starts, ends,
-        n_best, max_answer_length, version_2_with_negative, null_score_diff_threshold,
+        ids, list(contexts), features["example_id"], ContextOffsets.from_lists(features["offset_mapping"]), starts,
+        ends, n_best, max_answer_length, version_2_with_negative, null_score_diff_threshold,
     )
-    span = predictions.spans["q"]
-    result: dict[str, Any] = {"answer": predictions.answers["q"], "score": None, "start": None, "end": None,
-                              "windows": n_windows}
-    if span is not None:
-        result.update(score=round(float(np.float32(span.score)), 4), start=span.start_char, end=span.end_char)
-    if version_2_with_negative:
-        odds = predictions.null_odds["q"]
-        result["null_odds"] = round(float(np.float32(odds)), 4) if np.isfinite(odds) else None
-    return result
+    n_windows = Counter(features["example_id"])
+    results = []
+    for i in ids:
+        span = predictions.spans[i]
+        result: dict[str, Any] = {"answer": predictions.answers[i], "score": None, "start": None, "end": None,
+                                  "windows": n_windows[i]}
+        if span is not None:
+            result.update(score=round(float(np.float32(span.score)), 4), start=span.start_char, end=span.end_char)
+        if version_2_with_negative:
+            odds = predictions.null_odds[i]
+            result["null_odds"] = round(float(np.float32(odds)), 4) if np.isfinite(odds) else None
+        results.append(result)
+    return results
 
 
 def score(predictions: QAPredictions, examples, version_2_with_negative: bool,

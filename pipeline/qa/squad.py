@@ -16,7 +16,7 @@ import gzip
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence
 
 from pipeline.runtime.config import DataConfig
 from pipeline.runtime.errors import PipelineError
@@ -344,3 +344,31 @@ def write_squad_json(records: list[dict], path: Path) -> None:
          "answers": [{"text": t, "answer_start": s} for t, s in zip(r["answers"]["text"], r["answers"]["answer_start"])]}
     ]}]} for r in records]
     Path(path).write_text(json.dumps({"version": "1.1", "data": data}), encoding="utf-8")
+
+
+def iter_questions(path: str | Path) -> Iterator[dict]:
+    """id/question/context records to answer, one at a time: from JSON Lines (one object per
+    line with question, context and optionally id; ids default to the line number) or from a
+    SQuAD-format .json/.json.gz file (answers, if any, are ignored)."""
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"{path}: input file not found")
+    if path.name.endswith((".json", ".json.gz")):
+        for record in read_squad_json(path):
+            yield {"id": record["id"], "question": record["question"], "context": record["context"]}
+        return
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise PipelineError(f"{path}:{number}: not a JSON object ({err.msg}); expected one "
+                                    '{"question": ..., "context": ...} per line') from None
+            if not isinstance(record, dict):
+                raise PipelineError(f"{path}:{number}: not a JSON object; expected one "
+                                    '{"question": ..., "context": ...} per line')
+            yield {"id": str(record.get("id", number)), "question": record.get("question"),
+                   "context": record.get("context")}

@@ -97,6 +97,12 @@ class EvaluateConfig:
 @dataclass
 class MlflowConfig:
     experiment_name: str = MISSING
+    # Every export registers a new version of this model (alias `candidate`); pipeline.promote
+    # moves `champion`.
+    registered_model_name: str = MISSING
+    # The logged model refuses contexts longer than this (HTTP 400 when served); the
+    # QA_MAX_CONTEXT_CHARS environment variable overrides it where the model is served.
+    max_context_chars: int = MISSING
 
 
 @dataclass
@@ -169,6 +175,10 @@ def validate(cfg: PipelineConfig, source: str = DEFAULT_PARAMS) -> PipelineConfi
              f"use at least {MIN_BOOTSTRAP_SAMPLES} resamples (1000 is usual)", source)
     _require(ev.bootstrap_seed >= 0, "evaluate.bootstrap_seed", ev.bootstrap_seed, "use a seed >= 0", source)
     _require(bool(cfg.mlflow.experiment_name), "mlflow.experiment_name", cfg.mlflow.experiment_name, "name an experiment", source)
+    _require(bool(cfg.mlflow.registered_model_name), "mlflow.registered_model_name", cfg.mlflow.registered_model_name,
+             "name the registered model, e.g. squad-qa", source)
+    _require(cfg.mlflow.max_context_chars >= 1, "mlflow.max_context_chars", cfg.mlflow.max_context_chars,
+             "use a positive number of characters", source)
     return cfg
 
 

