@@ -125,6 +125,13 @@ def shuffled_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[np.
     return [order[j : j + batch_size] for j in range(0, n, batch_size)]
 
 
+def epoch_plan(lengths: np.ndarray, batch_size: int, seed: int, epoch: int, padding: str) -> list[np.ndarray]:
+    """The global batches (feature indices) of one training epoch, a function of seed and epoch only."""
+    if padding == "bucketed":
+        return bucketed_batches(lengths, batch_size, seed, epoch)
+    return shuffled_batches(len(lengths), batch_size, seed, epoch)
+
+
 def make_train_generator(
     table: FeatureTable,
     batch_size: int,
@@ -132,24 +139,46 @@ def make_train_generator(
     padding: str,
     max_length: int,
     pad_to_multiple_of: int,
+    start_epoch: int = 0,
+    start_step: int = 0,
+    num_replicas: int = 1,
+    replica_ids: Sequence[int] = (0,),
 ):
-    """A generator function for tf.data: each call yields the next epoch's batches."""
-    lengths = table.lengths
-    epoch_counter = {"epoch": 0}
+    """A generator function for tf.data: each call yields the next epoch's batches.
 
-    def generate() -> Iterator[dict[str, np.ndarray]]:
-        epoch = epoch_counter["epoch"]
-        epoch_counter["epoch"] += 1
-        if padding == "bucketed":
-            plan = bucketed_batches(lengths, batch_size, seed, epoch)
-        else:
-            plan = shuffled_batches(len(lengths), batch_size, seed, epoch)
-        for indices in plan:
+    The first call starts at epoch `start_epoch`, batch `start_step` (a run resumed from a
+    backup sees exactly the batches the interrupted run had not trained on yet: each epoch's
+    plan depends on seed and epoch only).
+
+    `batch_size` is the global batch. With num_replicas > 1, every global batch is split into
+    num_replicas near-equal parts, all padded to the global batch's width (the same widths as on
+    one replica), and the generator yields only the parts of `replica_ids` (this worker's
+    replicas), one element per replica, as (inputs and labels, labels, sample weights). The
+    weights, num_replicas * part size / batch size, make the sum over replicas of each replica's
+    mean loss (divided by num_replicas, as Keras does) the mean loss over the global batch: the
+    same gradient as one replica, even for a short last batch or an empty part.
+    """
+    lengths = table.lengths
+    position = {"epoch": start_epoch, "skip": start_step}
+
+    def generate() -> Iterator:
+        epoch, skip = position["epoch"], position["skip"]
+        position["epoch"], position["skip"] = epoch + 1, 0
+        for indices in epoch_plan(lengths, batch_size, seed, epoch, padding)[skip:]:
             if padding == "bucketed":
                 width = min(round_up(int(lengths[indices].max()), pad_to_multiple_of), max_length)
             else:
                 width = max_length
-            yield table.batch(indices, width, with_labels=True)
+            if num_replicas == 1:
+                yield table.batch(indices, width, with_labels=True)
+                continue
+            parts = np.array_split(indices, num_replicas)
+            for replica in replica_ids:
+                part = parts[replica]
+                batch = table.batch(part, width, with_labels=True)
+                labels = {name: batch[name] for name in table.labels}
+                weight = np.full(len(part), num_replicas * len(part) / len(indices), dtype=np.float32)
+                yield batch, labels, weight
 
     return generate
 

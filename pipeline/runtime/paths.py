@@ -31,6 +31,10 @@ STEPS_PLOT_FILE = TRAIN_PLOTS_DIR / "steps.csv"
 EPOCHS_PLOT_FILE = TRAIN_PLOTS_DIR / "epochs.csv"
 SCORES_PLOT_FILE = Path("plots/eval/scores.json")
 
+# Resumable training backups (gitignored, outside every DVC output), one directory per set of
+# training inputs, under the repo root: <repo>/.train_backup/<inputs hash>/.
+TRAIN_BACKUP_DIR_NAME = ".train_backup"
+
 # Written inside the data/raw and data/tokenized outputs: counts per split.
 SUMMARY_FILE_NAME = "summary.json"
 
