@@ -34,7 +34,7 @@ from pipeline.qa.batching import FeatureTable
 from pipeline.qa.modeling import load_qa_model, load_tokenizer, write_windows
 from pipeline.qa.training import (MULTI_WORKER, batch_rows, keep_head_in_float32, make_backup_callback,
                                   make_curves_callback, make_dataset, make_strategy, precision_policy,
-                                  resumable_dropout, steps_per_epoch, warmup_steps, workers_agree)
+                                  report_loss_sums, resumable_dropout, steps_per_epoch, warmup_steps, workers_agree)
 from pipeline.runtime import tracking
 from pipeline.runtime.config import PipelineConfig, flatten, load_config
 from pipeline.runtime.errors import PipelineError, deferred_interrupts, stage_entry_point
@@ -149,6 +149,7 @@ def train(cfg: PipelineConfig, tokenized_dir: Path = TOKENIZED_DIR, out_dir: Pat
         # no loss argument: the HF model computes its own QA loss; under mixed_float16 Keras
         # wraps the optimizer in a LossScaleOptimizer (the model's policy asks for it)
         model.compile(optimizer=optimizer, jit_compile=cfg.train.jit_compile)
+        report_loss_sums(model)
 
     interactive = sys.stdout.isatty() and chief
     curves = make_curves_callback(

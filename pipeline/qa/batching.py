@@ -151,12 +151,14 @@ def make_train_generator(
     plan depends on seed and epoch only).
 
     `batch_size` is the global batch. With num_replicas > 1, every global batch is split into
-    num_replicas near-equal parts, all padded to the global batch's width (the same widths as on
-    one replica), and the generator yields only the parts of `replica_ids` (this worker's
-    replicas), one element per replica, as (inputs and labels, labels, sample weights). The
-    weights, num_replicas * part size / batch size, make the sum over replicas of each replica's
-    mean loss (divided by num_replicas, as Keras does) the mean loss over the global batch: the
-    same gradient as one replica, even for a short last batch or an empty part.
+    num_replicas equal parts (a batch whose size is not a multiple of num_replicas, an epoch's
+    short last one, is padded with copies of its first feature weighted 0), all padded to the
+    global batch's width (the same widths as on one replica), and the generator yields only the
+    parts of `replica_ids` (this worker's replicas), one element per replica, as (inputs and
+    labels, labels, sample weights). The weight of a real feature, part size * num_replicas /
+    batch size, makes Keras' loss (each replica's weighted mean divided by num_replicas, summed
+    over replicas) the mean loss over the global batch: the same gradient and the same logged
+    loss as on one replica.
     """
     lengths = table.lengths
     position = {"epoch": start_epoch, "skip": start_step}
@@ -172,13 +174,15 @@ def make_train_generator(
             if num_replicas == 1:
                 yield table.batch(indices, width, with_labels=True)
                 continue
-            parts = np.array_split(indices, num_replicas)
+            part_size = -(-len(indices) // num_replicas)
+            padded = np.concatenate([indices, np.repeat(indices[:1], part_size * num_replicas - len(indices))])
+            weights = np.zeros(len(padded), dtype=np.float32)
+            weights[: len(indices)] = num_replicas * part_size / len(indices)
             for replica in replica_ids:
-                part = parts[replica]
-                batch = table.batch(part, width, with_labels=True)
+                part = slice(replica * part_size, (replica + 1) * part_size)
+                batch = table.batch(padded[part], width, with_labels=True)
                 labels = {name: batch[name] for name in table.labels}
-                weight = np.full(len(part), num_replicas * len(part) / len(indices), dtype=np.float32)
-                yield batch, labels, weight
+                yield batch, labels, weights[part]
 
     return generate
 

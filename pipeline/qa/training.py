@@ -118,7 +118,12 @@ def workers_agree(placement: Placement, value: int) -> bool:
         return True
     strategy = placement.strategy
     local = tf.constant([float(value), float(value) ** 2], tf.float64)
-    total = strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.identity(local)), axis=None)
+
+    @tf.function
+    def all_reduce():
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.identity(local)), axis=None)
+
+    total = all_reduce()
     n = strategy.num_replicas_in_sync
     return bool(abs(n * float(total[1]) - float(total[0]) ** 2) < 0.5)
 
@@ -271,16 +276,39 @@ def make_dataset(table: FeatureTable, cfg: PipelineConfig, start_epoch: int = 0,
     return placement.strategy.distribute_datasets_from_function(dataset_fn)
 
 
+def report_loss_sums(model) -> None:
+    """Add the running loss metric's total and count to every step's logs (`loss_total`,
+    `loss_count`; call after compile). Their ratio is the running mean loss on any strategy,
+    whereas Keras' own `loss` log under MultiWorkerMirroredStrategy is the *sum* of the workers'
+    means (tf-keras' reduce_per_replica sums across workers), and a sum of totals and counts
+    stays a total and a count."""
+    import tensorflow as tf
+
+    tracker = getattr(model.compiled_loss, "_total_loss_mean", None)  # tf-keras' loss Mean metric
+    if tracker is None:
+        return
+    original = model.train_step
+
+    def train_step(data):
+        logs = original(data)
+        return {**logs, "loss_total": tf.identity(tracker.total), "loss_count": tf.identity(tracker.count)}
+
+    model.train_step = train_step
+
+
 def make_curves_callback(schedule, steps_per_epoch: int, log_every: int, on_log, show_progress_lines: bool,
                          batch_rows: Callable[[int], np.ndarray], resume_state: dict | None = None):
     """A Keras callback recording per-step and per-epoch loss (kept in memory, passed to
     `on_log` for MLflow, printed as progress lines when stdout is not a terminal).
 
-    Losses are per-feature means, as Keras reports them: the loss of a window of steps and of an
-    epoch is recovered from Keras' running mean and the number of features of each step
-    (`batch_rows(epoch)`). `state()` is what a backup records and `resume_state` what a resumed
+    Losses are per-feature means: each step's mean loss, read from the change in Keras' running
+    sums, is weighted by its number of features (`batch_rows(epoch)`) in the loss of a window of
+    steps and of an epoch. `state()` is what a backup records and `resume_state` what a resumed
     run starts from: the rows logged so far and the sums of the epoch under way, so the curves of
-    a resumed run continue the interrupted one's, step numbers included."""
+    a resumed run continue the interrupted one's, step numbers included.
+
+    The running mean is loss_total / loss_count when report_loss_sums added them (right on
+    every strategy), else Keras' `loss`."""
     import tensorflow as tf
 
     class _Curves(tf.keras.callbacks.Callback):
@@ -297,21 +325,25 @@ def make_curves_callback(schedule, steps_per_epoch: int, log_every: int, on_log,
             resume = self._resume if self._resume.get("epoch") == epoch else {}
             self._resume = {}
             self._epoch = epoch
-            self._cum_rows = np.concatenate([[0], np.cumsum(batch_rows(epoch))])
-            self._base_sum, self._base_rows = float(resume.get("epoch_sum", 0.0)), int(resume.get("epoch_rows", 0))
+            self._batch_rows = batch_rows(epoch)
+            self._sum, self._rows = float(resume.get("epoch_sum", 0.0)), int(resume.get("epoch_rows", 0))
             self._log_sum, self._log_rows = float(resume.get("log_sum", 0.0)), int(resume.get("log_rows", 0))
-            self._sum, self._rows = self._base_sum, self._base_rows
-            self._first_batch: int | None = None
+            self._keras_total, self._keras_count = 0.0, 0.0  # Keras' sums since this process began the epoch
 
         def on_train_batch_end(self, batch, logs=None):
             batch = int(batch)  # Keras may pass a numpy integer
-            if self._first_batch is None:
-                self._first_batch = batch
             n = batch + 1
-            # Keras' running mean covers the batches this process ran in this epoch
-            seen = int(self._cum_rows[n] - self._cum_rows[self._first_batch])
-            self._sum = self._base_sum + float(logs["loss"]) * seen
-            self._rows = self._base_rows + seen
+            rows = int(self._batch_rows[batch])
+            # this step's mean loss, from the change in Keras' running sums
+            if "loss_count" in logs:
+                total, count = float(logs["loss_total"]), float(logs["loss_count"])
+            else:  # Keras' running mean over this process's part of the epoch, weighted by features
+                count = self._keras_count + rows
+                total = float(logs["loss"]) * count
+            step_loss = (total - self._keras_total) / max(count - self._keras_count, 1e-12)
+            self._keras_total, self._keras_count = total, count
+            self._sum += step_loss * rows
+            self._rows += rows
             if n % log_every == 0 or n == steps_per_epoch:
                 window = (self._sum - self._log_sum) / max(self._rows - self._log_rows, 1)
                 self._log_sum, self._log_rows = self._sum, self._rows

@@ -13,7 +13,7 @@ from pipeline.runtime.paths import PROJECT_ROOT
 from tests.helpers.imports import function_level_imports, imported_modules
 
 STAGES = ("download", "tokenize", "train", "evaluate", "export")
-COMMANDS = ("predict", "evaluate_model")
+COMMANDS = ("predict", "evaluate_model", "launch")
 ENTRY_POINTS = {f"pipeline.{name}" for name in STAGES + COMMANDS}
 SOURCES = sorted(str(p.relative_to(PROJECT_ROOT)) for p in (PROJECT_ROOT / "pipeline").rglob("*.py"))
 BENCHMARKS = sorted(str(p.relative_to(PROJECT_ROOT)) for p in (PROJECT_ROOT / "benchmarks").glob("*.py"))

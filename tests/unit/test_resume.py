@@ -14,7 +14,8 @@ import pytest
 
 from pipeline.qa.backup import TrainingBackup
 from pipeline.qa.training import (ONE_DEVICE, Placement, batch_rows, dropout_generators, make_backup_callback,
-                                  make_curves_callback, make_dataset, resumable_dropout, steps_per_epoch)
+                                  make_curves_callback, make_dataset, report_loss_sums, resumable_dropout,
+                                  steps_per_epoch)
 from pipeline.runtime.errors import Interrupted, deferred_interrupts
 from tests.helpers.tiny_model import random_table, tiny_bert, tiny_config
 
@@ -46,6 +47,7 @@ def train_tiny(backup_dir, stop_at=None, how=None):
     optimizer, schedule = create_optimizer(init_lr=1e-3, num_train_steps=total, num_warmup_steps=2,
                                            weight_decay_rate=0.01)
     model.compile(optimizer=optimizer)
+    report_loss_sums(model)
     curves = make_curves_callback(schedule, per_epoch, 1, lambda m, s: None, False, batch_rows(table, cfg),
                                   resume.state if resume else None)
     placement = Placement(tf.distribute.get_strategy(), ONE_DEVICE, 0, 1)
