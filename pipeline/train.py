@@ -37,7 +37,7 @@ from pipeline.qa.training import (MULTI_WORKER, batch_rows, keep_head_in_float32
                                   report_loss_sums, resumable_dropout, steps_per_epoch, warmup_steps, workers_agree)
 from pipeline.runtime import tracking
 from pipeline.runtime.config import PipelineConfig, flatten, load_config
-from pipeline.runtime.errors import PipelineError, deferred_interrupts, stage_entry_point
+from pipeline.runtime.errors import Interrupted, PipelineError, deferred_interrupts, stage_entry_point
 from pipeline.runtime.files import atomic_output_dir, read_json, write_csv, write_json
 from pipeline.runtime.lineage import check_built_with, read_built_with
 from pipeline.runtime.paths import (EPOCHS_PLOT_FILE, PARAMS_FILE, STEPS_PLOT_FILE, SUMMARY_FILE_NAME, TOKENIZED_DIR,
@@ -170,9 +170,16 @@ def train(cfg: PipelineConfig, tokenized_dir: Path = TOKENIZED_DIR, out_dir: Pat
     start = resume.step if resume else 0
     dataset = make_dataset(table, cfg, start // per_epoch, start % per_epoch, placement)
     started = time.perf_counter()
-    with deferred_interrupts() if stop_on_signal else contextlib.nullcontext():
-        model.fit(dataset, epochs=cfg.train.epochs, steps_per_epoch=per_epoch,
-                  callbacks=[curves, backup_callback], verbose=1 if interactive else 0)
+    try:
+        with deferred_interrupts() if stop_on_signal else contextlib.nullcontext():
+            model.fit(dataset, epochs=cfg.train.epochs, steps_per_epoch=per_epoch,
+                      callbacks=[curves, backup_callback], verbose=1 if interactive else 0)
+    except Interrupted as stop:
+        if stop.detail is None:  # stopped at once (several workers, or a second signal): the last backup resumes
+            last = backup_callback.last_step
+            stop.detail = (f"training stopped; the backup of step {last} in {backup.dir} resumes it: run the stage "
+                           "again (dvc repro)" if last else "training stopped before any backup: run the stage again")
+        raise
     seconds = time.perf_counter() - started
     # features trained by this process (a resumed run trains only what the backup had not)
     trained_rows = sum(int(rows(e)[start % per_epoch if e == start // per_epoch else 0:].sum())
