@@ -6,7 +6,7 @@ Worker 0 is the chief: its output passes through as is, the others' lines are pr
 `[worker i]`. The exit code is the chief's; when any worker fails, the others are stopped
 (SIGTERM, then SIGKILL) instead of waiting forever for it in a collective. SIGTERM or Ctrl-C to
 the launcher is passed on to every worker. On a cluster the scheduler sets TF_CONFIG and runs
-the same stage command on every node (README: Distributed training); this command is for one
+the same stage command on every node (docs/distributed.md); this command is for one
 machine (and for testing the multi-worker path on a CPU).
 """
 

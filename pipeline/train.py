@@ -110,7 +110,7 @@ def train(cfg: PipelineConfig, tokenized_dir: Path = TOKENIZED_DIR, out_dir: Pat
     if not workers_agree(placement, resume.step if resume else 0):
         raise PipelineError(
             f"the workers found different backups in {backup.dir} (this one: step {resume.step if resume else 0}): "
-            f"put {TRAIN_BACKUP_DIR_NAME}/ on storage every worker shares (README: Distributed training)")
+            f"put {TRAIN_BACKUP_DIR_NAME}/ on storage every worker shares (docs/distributed.md)")
 
     # Open the MLflow run first: if the store is unreachable we stop before training,
     # instead of training for an hour and losing the record. Only the chief records.
@@ -132,8 +132,9 @@ def train(cfg: PipelineConfig, tokenized_dir: Path = TOKENIZED_DIR, out_dir: Pat
         backup.record_owner(run_id)
         print(f"MLflow run {run_id} in {tracking.tracking_uri()}")
         if resume:
+            interrupted = f"; interrupted MLflow run {previous_run}" if previous_run else ""
             print(f"resuming from the backup of step {resume.step}/{total_steps} (epoch {resume.epoch + 1}, "
-                  f"batch {resume.batch}) in {backup.dir}; interrupted MLflow run {previous_run}", flush=True)
+                  f"batch {resume.batch}) in {backup.dir}{interrupted}", flush=True)
 
     tf.keras.utils.set_random_seed(cfg.train.seed)
     with placement.strategy.scope():

@@ -72,7 +72,10 @@ class TrainingBackup:
                     and _process_alive(pid):
                 continue  # another training (other inputs) is running and backing up there
             step = self._last_step(other)
+            had_checkpoint = (other / CHECKPOINT_SUBDIR).is_dir()
             shutil.rmtree(other, ignore_errors=True)
+            if not had_checkpoint and step is None:
+                continue  # a run that stopped before its first backup: nothing to ignore
             made = f" at step {step}" if step is not None else ""
             notes.append(f"ignored the training backup {other}{made}: it was made from other training inputs "
                          f"(params, data or code) than this run's ({self.inputs_hash[:KEY_LENGTH]}); removed it")

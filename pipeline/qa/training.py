@@ -63,7 +63,7 @@ def choose_strategy(name: str, tf_config: dict | None, num_gpus: int) -> str:
             raise PipelineError(
                 "train.strategy='multi_worker' needs TF_CONFIG (the cluster and this worker's task): start the "
                 "workers with `python -m pipeline.launch --workers N -- python -m pipeline.train` on one "
-                "machine, or let the cluster scheduler set it (README: Distributed training)")
+                "machine, or let the cluster scheduler set it (docs/distributed.md)")
         return MULTI_WORKER
     if name == "mirrored":
         return MIRRORED

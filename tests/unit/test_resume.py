@@ -125,6 +125,13 @@ def test_a_stale_backup_of_other_inputs_is_removed_with_a_note(tmp_path):
     assert len(notes) == 1 and "at step 4" in notes[0] and "other training inputs" in notes[0]
 
 
+def test_the_directory_of_a_run_stopped_before_any_backup_is_removed_without_a_note(tmp_path):
+    TrainingBackup(tmp_path, "cd" * 32).record_owner("run-0")
+    (tmp_path / ("cd" * 8) / "owner.json").write_text('{"run_id": "run-0", "pid": 999999999, "host": "elsewhere"}')
+    assert TrainingBackup(tmp_path, "ab" * 32).remove_stale() == []
+    assert not (tmp_path / ("cd" * 8)).exists()
+
+
 def test_the_backup_of_a_live_training_with_other_inputs_is_left_alone(tmp_path):
     live = TrainingBackup(tmp_path, "cd" * 32)
     live.record_owner("run-1")
