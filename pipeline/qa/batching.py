@@ -125,6 +125,13 @@ def shuffled_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[np.
     return [order[j : j + batch_size] for j in range(0, n, batch_size)]
 
 
+def epoch_plan(lengths: np.ndarray, batch_size: int, seed: int, epoch: int, padding: str) -> list[np.ndarray]:
+    """The global batches (feature indices) of one training epoch, a function of seed and epoch only."""
+    if padding == "bucketed":
+        return bucketed_batches(lengths, batch_size, seed, epoch)
+    return shuffled_batches(len(lengths), batch_size, seed, epoch)
+
+
 def make_train_generator(
     table: FeatureTable,
     batch_size: int,
@@ -132,24 +139,50 @@ def make_train_generator(
     padding: str,
     max_length: int,
     pad_to_multiple_of: int,
+    start_epoch: int = 0,
+    start_step: int = 0,
+    num_replicas: int = 1,
+    replica_ids: Sequence[int] = (0,),
 ):
-    """A generator function for tf.data: each call yields the next epoch's batches."""
-    lengths = table.lengths
-    epoch_counter = {"epoch": 0}
+    """A generator function for tf.data: each call yields the next epoch's batches.
 
-    def generate() -> Iterator[dict[str, np.ndarray]]:
-        epoch = epoch_counter["epoch"]
-        epoch_counter["epoch"] += 1
-        if padding == "bucketed":
-            plan = bucketed_batches(lengths, batch_size, seed, epoch)
-        else:
-            plan = shuffled_batches(len(lengths), batch_size, seed, epoch)
-        for indices in plan:
+    The first call starts at epoch `start_epoch`, batch `start_step` (a run resumed from a
+    backup sees exactly the batches the interrupted run had not trained on yet: each epoch's
+    plan depends on seed and epoch only).
+
+    `batch_size` is the global batch. With num_replicas > 1, every global batch is split into
+    num_replicas equal parts (a batch whose size is not a multiple of num_replicas, an epoch's
+    short last one, is padded with copies of its first feature weighted 0), all padded to the
+    global batch's width (the same widths as on one replica), and the generator yields only the
+    parts of `replica_ids` (this worker's replicas), one element per replica, as (inputs and
+    labels, labels, sample weights). The weight of a real feature, part size * num_replicas /
+    batch size, makes Keras' loss (each replica's weighted mean divided by num_replicas, summed
+    over replicas) the mean loss over the global batch: the same gradient and the same logged
+    loss as on one replica.
+    """
+    lengths = table.lengths
+    position = {"epoch": start_epoch, "skip": start_step}
+
+    def generate() -> Iterator:
+        epoch, skip = position["epoch"], position["skip"]
+        position["epoch"], position["skip"] = epoch + 1, 0
+        for indices in epoch_plan(lengths, batch_size, seed, epoch, padding)[skip:]:
             if padding == "bucketed":
                 width = min(round_up(int(lengths[indices].max()), pad_to_multiple_of), max_length)
             else:
                 width = max_length
-            yield table.batch(indices, width, with_labels=True)
+            if num_replicas == 1:
+                yield table.batch(indices, width, with_labels=True)
+                continue
+            part_size = -(-len(indices) // num_replicas)
+            padded = np.concatenate([indices, np.repeat(indices[:1], part_size * num_replicas - len(indices))])
+            weights = np.zeros(len(padded), dtype=np.float32)
+            weights[: len(indices)] = num_replicas * part_size / len(indices)
+            for replica in replica_ids:
+                part = slice(replica * part_size, (replica + 1) * part_size)
+                batch = table.batch(padded[part], width, with_labels=True)
+                labels = {name: batch[name] for name in table.labels}
+                yield batch, labels, weights[part]
 
     return generate
 

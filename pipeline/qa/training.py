@@ -1,15 +1,131 @@
-"""Training pieces for a TF question-answering model: the precision policy, the tf.data
-pipeline over bucketed batches, the learning-rate warmup and a loss-curve callback.
+"""Training pieces for a TF question-answering model: the distribution strategy, the precision
+policy, the tf.data pipeline over bucketed (and per-replica sharded) batches, the learning-rate
+warmup, a loss-curve callback and the backup callback that makes a run resumable.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, Sequence
 
-from pipeline.qa.batching import FeatureTable, make_train_generator
+import numpy as np
+
+from pipeline.qa.backup import ResumePoint, TrainingBackup
+from pipeline.qa.batching import FeatureTable, epoch_plan, make_train_generator
 from pipeline.runtime.config import PipelineConfig
+from pipeline.runtime.errors import Interrupted, PipelineError, pending_interrupt
+
+ONE_DEVICE, MIRRORED, MULTI_WORKER = "one_device", "mirrored", "multi_worker"
+
+
+# --- where training runs: tf.distribute -------------------------------------------------
+
+def read_tf_config() -> dict | None:
+    """$TF_CONFIG (set by pipeline.launch or a cluster scheduler), parsed; None when unset."""
+    raw = os.environ.get("TF_CONFIG", "").strip()
+    if not raw:
+        return None
+    try:
+        tf_config = json.loads(raw)
+        workers = list(tf_config.get("cluster", {}).get("chief", [])) + list(tf_config["cluster"]["worker"])
+        task = tf_config["task"]
+        task["type"], int(task["index"])
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise PipelineError(f"TF_CONFIG={raw[:200]!r} is invalid ({type(err).__name__}: {err}): it must be JSON "
+                            '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": i}}; '
+                            "pipeline.launch writes it for local workers") from None
+    if not workers:
+        raise PipelineError(f"TF_CONFIG={raw[:200]!r} is invalid: its cluster names no worker")
+    return tf_config
+
+
+def worker_position(tf_config: dict | None) -> tuple[int, int]:
+    """(this worker's index, number of workers); the chief (a `chief` task, else worker 0) is 0."""
+    if not tf_config:
+        return 0, 1
+    cluster, task = tf_config["cluster"], tf_config["task"]
+    chiefs = list(cluster.get("chief", []))
+    count = len(chiefs) + len(cluster.get("worker", []))
+    if task["type"] == "chief":
+        return 0, count
+    return len(chiefs) + int(task["index"]), count
+
+
+def choose_strategy(name: str, tf_config: dict | None, num_gpus: int) -> str:
+    """train.strategy -> the kind of tf.distribute strategy to create."""
+    if name == "multi_worker":
+        if tf_config is None:
+            raise PipelineError(
+                "train.strategy='multi_worker' needs TF_CONFIG (the cluster and this worker's task): start the "
+                "workers with `python -m pipeline.launch --workers N -- python -m pipeline.train` on one "
+                "machine, or let the cluster scheduler set it (docs/distributed.md)")
+        return MULTI_WORKER
+    if name == "mirrored":
+        return MIRRORED
+    if tf_config is not None and worker_position(tf_config)[1] > 1:
+        return MULTI_WORKER
+    return MIRRORED if num_gpus > 1 else ONE_DEVICE
+
+
+@dataclass
+class Placement:
+    strategy: Any
+    kind: str
+    worker_index: int
+    num_workers: int
+
+    @property
+    def is_chief(self) -> bool:
+        """Only the chief writes outputs and tracking records; every worker trains and saves."""
+        return self.worker_index == 0
+
+    def describe(self) -> str:
+        replicas = self.strategy.num_replicas_in_sync
+        where = f", worker {self.worker_index} of {self.num_workers}" if self.kind == MULTI_WORKER else ""
+        return f"training on {replicas} replica(s) ({self.kind}{where})"
+
+
+def make_strategy(name: str, deterministic: bool = False) -> Placement:
+    """Create the tf.distribute strategy. Call this before any other TensorFlow work: a
+    MultiWorkerMirroredStrategy must be created before the runtime starts."""
+    import tensorflow as tf
+
+    tf_config = read_tf_config()
+    kind = choose_strategy(name, tf_config, len(tf.config.list_physical_devices("GPU")))
+    if kind == MULTI_WORKER:
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    elif kind == MIRRORED:
+        strategy = tf.distribute.MirroredStrategy()
+    else:
+        strategy = tf.distribute.get_strategy()
+    if deterministic:
+        # Deterministic kernels (and an error for ops that have none), for bit-reproducible GPU runs.
+        tf.config.experimental.enable_op_determinism()
+    index, count = worker_position(tf_config) if kind == MULTI_WORKER else (0, 1)
+    return Placement(strategy, kind, index, count)
+
+
+def workers_agree(placement: Placement, value: int) -> bool:
+    """Whether every worker holds the same `value` (a collective: every worker must call it)."""
+    import tensorflow as tf
+
+    if placement.kind != MULTI_WORKER:
+        return True
+    strategy = placement.strategy
+    local = tf.constant([float(value), float(value) ** 2], tf.float64)
+
+    @tf.function
+    def all_reduce():
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.identity(local)), axis=None)
+
+    total = all_reduce()
+    n = strategy.num_replicas_in_sync
+    return bool(abs(n * float(total[1]) - float(total[0]) ** 2) < 0.5)
 
 
 def warmup_steps(total_steps: int, warmup_ratio: float) -> int:
@@ -38,14 +154,18 @@ def resolve_precision(precision: str, has_gpu: bool) -> tuple[str, str | None]:
 
 
 @contextlib.contextmanager
-def precision_policy(precision: str):
+def precision_policy(precision: str, has_gpu: bool | None = None):
     """Build the model inside this block: the Keras policy is set before any layer is built
     (the course sets it after compile, which leaves the model in float32), and the global
     policy is restored afterwards, so a model loaded later in the same process (evaluation)
-    gets float32. Built layers keep the policy they were built with."""
+    gets float32. Built layers keep the policy they were built with; under mixed_float16,
+    `compile` wraps the optimizer in a LossScaleOptimizer because the model's policy says so.
+    has_gpu: None to look (tests force True to run the GPU path on a CPU)."""
     import tensorflow as tf
 
-    policy, note = resolve_precision(precision, bool(tf.config.list_physical_devices("GPU")))
+    if has_gpu is None:
+        has_gpu = bool(tf.config.list_physical_devices("GPU"))
+    policy, note = resolve_precision(precision, has_gpu)
     if note:
         print(f"note: {note}", file=sys.stderr)
     previous = tf.keras.mixed_precision.global_policy()
@@ -67,59 +187,242 @@ def keep_head_in_float32(model) -> None:
         head._set_dtype_policy(tf.keras.mixed_precision.Policy("float32"))
 
 
-def make_dataset(table: FeatureTable, cfg: PipelineConfig):
+@contextlib.contextmanager
+def resumable_dropout():
+    """Build the model inside this block: its dropout layers then draw from tf.random.Generator
+    objects, whose state (a variable) a backup records and a resumed run restores, instead of
+    legacy stateful random ops, whose hidden state a new process cannot restore (a resumed run
+    would draw other dropout masks than the uninterrupted one)."""
     import tensorflow as tf
 
-    signature = {n: tf.TensorSpec((None, None), tf.int32, name=n) for n in table.inputs}
-    signature.update({n: tf.TensorSpec((None,), tf.int32, name=n) for n in table.labels})
-    generator = make_train_generator(
-        table, cfg.train.batch_size, cfg.train.seed, cfg.train.padding, cfg.tokenize.max_length,
-        cfg.train.pad_to_multiple_of,
-    )
-    # Keras keeps one iterator across epochs when steps_per_epoch is set, so a one-pass
-    # dataset runs dry after the first epoch (Keras then stops with only a warning).
-    # repeat() calls the generator again for each pass, which plans the next epoch's batches;
-    # a pass yields exactly steps_per_epoch batches, so passes and Keras epochs line up.
-    return tf.data.Dataset.from_generator(generator, output_signature=signature).repeat().prefetch(2)
+    experimental = tf.keras.backend.experimental
+    was_enabled = experimental.is_tf_random_generator_enabled()
+    experimental.enable_tf_random_generator()
+    try:
+        yield
+    finally:
+        if not was_enabled:
+            experimental.disable_tf_random_generator()
 
 
-def make_curves_callback(schedule, steps_per_epoch: int, log_every: int, on_log, show_progress_lines: bool):
+def dropout_generators(model) -> list:
+    """The tf.random.Generator of each dropout layer of `model`, in a fixed order. (tf-keras keeps
+    them out of weights and checkpoints; the backup records their states itself.)"""
+    import tensorflow as tf
+
+    found = []
+    for layer in model.submodules:
+        generator = getattr(getattr(layer, "_random_generator", None), "_generator", None)
+        if isinstance(generator, tf.random.Generator):
+            found.append(generator)
+    return found
+
+
+def steps_per_epoch(n_features: int, batch_size: int) -> int:
+    return -(-n_features // batch_size)
+
+
+def batch_rows(table: FeatureTable, cfg: PipelineConfig) -> Callable[[int], np.ndarray]:
+    """epoch -> the number of features in each global batch of that epoch (the loss weights)."""
+    lengths = table.lengths
+
+    def rows(epoch: int) -> np.ndarray:
+        plan = epoch_plan(lengths, cfg.train.batch_size, cfg.train.seed, epoch, cfg.train.padding)
+        return np.array([len(b) for b in plan], dtype=np.int64)
+
+    return rows
+
+
+def make_dataset(table: FeatureTable, cfg: PipelineConfig, start_epoch: int = 0, start_step: int = 0,
+                 placement: Placement | None = None):
+    """The training input, starting at (start_epoch, start_step).
+
+    On one device: a tf.data.Dataset of global batches. Under a strategy with several replicas
+    (or workers): a distributed dataset whose input function builds, on each worker, a generator
+    that yields only this worker's replicas' parts of every global batch (make_train_generator),
+    so workers see disjoint shards of the same global batches and run the same number of steps.
+    Nothing is sharded by tf.data (auto_shard_policy OFF: a generator has no files to shard)."""
+    import tensorflow as tf
+
+    inputs = {n: tf.TensorSpec((None, None), tf.int32, name=n) for n in table.inputs}
+    labels = {n: tf.TensorSpec((None,), tf.int32, name=n) for n in table.labels}
+    train = cfg.train
+
+    def dataset(num_replicas: int, replica_ids: Sequence[int]):
+        generator = make_train_generator(
+            table, train.batch_size, train.seed, train.padding, cfg.tokenize.max_length, train.pad_to_multiple_of,
+            start_epoch=start_epoch, start_step=start_step, num_replicas=num_replicas, replica_ids=replica_ids,
+        )
+        signature: Any = {**inputs, **labels}
+        if num_replicas > 1:
+            signature = (signature, labels, tf.TensorSpec((None,), tf.float32, name="sample_weight"))
+        # Keras keeps one iterator across epochs when steps_per_epoch is set, so a one-pass
+        # dataset runs dry after the first epoch (Keras then stops with only a warning).
+        # repeat() calls the generator again for each pass, which plans the next epoch's batches;
+        # a pass yields exactly the batches of one Keras epoch, so passes and epochs line up.
+        return tf.data.Dataset.from_generator(generator, output_signature=signature).repeat()
+
+    if placement is None or (placement.kind == ONE_DEVICE):
+        return dataset(1, (0,)).prefetch(2)
+
+    def dataset_fn(context):
+        replicas = context.num_replicas_in_sync
+        local = replicas // context.num_input_pipelines
+        first = context.input_pipeline_id * local
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+        return dataset(replicas, range(first, first + local)).with_options(options).prefetch(2)
+
+    return placement.strategy.distribute_datasets_from_function(dataset_fn)
+
+
+def report_loss_sums(model) -> None:
+    """Add the running loss metric's total and count to every step's logs (`loss_total`,
+    `loss_count`; call after compile). Their ratio is the running mean loss on any strategy,
+    whereas Keras' own `loss` log under MultiWorkerMirroredStrategy is the *sum* of the workers'
+    means (tf-keras' reduce_per_replica sums across workers), and a sum of totals and counts
+    stays a total and a count."""
+    import tensorflow as tf
+
+    tracker = getattr(model.compiled_loss, "_total_loss_mean", None)  # tf-keras' loss Mean metric
+    if tracker is None:
+        return
+    original = model.train_step
+
+    def train_step(data):
+        logs = original(data)
+        return {**logs, "loss_total": tf.identity(tracker.total), "loss_count": tf.identity(tracker.count)}
+
+    model.train_step = train_step
+
+
+def make_curves_callback(schedule, steps_per_epoch: int, log_every: int, on_log, show_progress_lines: bool,
+                         batch_rows: Callable[[int], np.ndarray], resume_state: dict | None = None):
     """A Keras callback recording per-step and per-epoch loss (kept in memory, passed to
-    `on_log` for MLflow, printed as progress lines when stdout is not a terminal)."""
+    `on_log` for MLflow, printed as progress lines when stdout is not a terminal).
+
+    Losses are per-feature means: each step's mean loss, read from the change in Keras' running
+    sums, is weighted by its number of features (`batch_rows(epoch)`) in the loss of a window of
+    steps and of an epoch. `state()` is what a backup records and `resume_state` what a resumed
+    run starts from: the rows logged so far and the sums of the epoch under way, so the curves of
+    a resumed run continue the interrupted one's, step numbers included.
+
+    The running mean is loss_total / loss_count when report_loss_sums added them (right on
+    every strategy), else Keras' `loss`."""
     import tensorflow as tf
 
     class _Curves(tf.keras.callbacks.Callback):
         def __init__(self) -> None:
             super().__init__()
-            self.steps: list[dict] = []
-            self.epochs: list[dict] = []
+            resume = resume_state or {}
+            self.steps: list[dict] = [dict(r) for r in resume.get("steps", [])]
+            self.epochs: list[dict] = [dict(r) for r in resume.get("epochs", [])]
+            self._resume = resume
             self._epoch = 0
-            self._last_mean = 0.0
-            self._last_batch = 0
 
         def on_epoch_begin(self, epoch, logs=None):
-            self._epoch, self._last_mean, self._last_batch = epoch, 0.0, 0
+            # sums over the epoch so far (features and their losses), from a backup when resuming mid-epoch
+            resume = self._resume if self._resume.get("epoch") == epoch else {}
+            self._resume = {}
+            self._epoch = epoch
+            self._batch_rows = batch_rows(epoch)
+            self._sum, self._rows = float(resume.get("epoch_sum", 0.0)), int(resume.get("epoch_rows", 0))
+            self._log_sum, self._log_rows = float(resume.get("log_sum", 0.0)), int(resume.get("log_rows", 0))
+            self._keras_total, self._keras_count = 0.0, 0.0  # Keras' sums since this process began the epoch
 
         def on_train_batch_end(self, batch, logs=None):
+            batch = int(batch)  # Keras may pass a numpy integer
             n = batch + 1
-            if n % log_every and n != steps_per_epoch:
-                return
-            # Keras reports the running mean over the epoch; the mean over the last
-            # window of steps is recovered from two running means.
-            mean = float(logs["loss"])
-            window = (mean * n - self._last_mean * self._last_batch) / (n - self._last_batch)
-            self._last_mean, self._last_batch = mean, n
-            step = self._epoch * steps_per_epoch + n
-            lr = float(schedule(step - 1)) if callable(schedule) else float(schedule)
-            row = {"step": step, "loss": window, "learning_rate": lr}
-            self.steps.append(row)
-            on_log({"loss": window, "learning_rate": lr}, step)
-            if show_progress_lines:
-                print(f"epoch {self._epoch + 1} step {n}/{steps_per_epoch} loss {window:.4f} lr {lr:.2e}", flush=True)
+            rows = int(self._batch_rows[batch])
+            # this step's mean loss, from the change in Keras' running sums
+            if "loss_count" in logs:
+                total, count = float(logs["loss_total"]), float(logs["loss_count"])
+            else:  # Keras' running mean over this process's part of the epoch, weighted by features
+                count = self._keras_count + rows
+                total = float(logs["loss"]) * count
+            step_loss = (total - self._keras_total) / max(count - self._keras_count, 1e-12)
+            self._keras_total, self._keras_count = total, count
+            self._sum += step_loss * rows
+            self._rows += rows
+            if n % log_every == 0 or n == steps_per_epoch:
+                window = (self._sum - self._log_sum) / max(self._rows - self._log_rows, 1)
+                self._log_sum, self._log_rows = self._sum, self._rows
+                step = self._epoch * steps_per_epoch + n
+                lr = float(schedule(step - 1)) if callable(schedule) else float(schedule)
+                self.steps.append({"step": step, "loss": window, "learning_rate": lr})
+                on_log({"loss": window, "learning_rate": lr}, step)
+                if show_progress_lines:
+                    print(f"epoch {self._epoch + 1} step {n}/{steps_per_epoch} loss {window:.4f} lr {lr:.2e}",
+                          flush=True)
+            if n == steps_per_epoch:  # here, not in on_epoch_end: a backup of this step must hold it
+                row = {"epoch": self._epoch + 1, "loss": self._sum / max(self._rows, 1)}
+                self.epochs.append(row)
+                on_log({"epoch_loss": row["loss"]}, self._epoch + 1)
 
-        def on_epoch_end(self, epoch, logs=None):
-            row = {"epoch": epoch + 1, "loss": float(logs["loss"])}
-            self.epochs.append(row)
-            on_log({"epoch_loss": row["loss"]}, epoch + 1)
+        def state(self) -> dict:
+            return {"epoch": self._epoch, "epoch_sum": self._sum, "epoch_rows": self._rows,
+                    "log_sum": self._log_sum, "log_rows": self._log_rows,
+                    "steps": [dict(r) for r in self.steps], "epochs": [dict(r) for r in self.epochs]}
 
     return _Curves()
+
+
+def make_backup_callback(backup: TrainingBackup, every: int, steps_per_epoch: int, total_steps: int,
+                         placement: Placement, curves, resume: ResumePoint | None, on_backup,
+                         stop_on_signal: bool):
+    """Keras' BackupAndRestore, every `every` global steps, into `backup.dir`: the checkpoint
+    (weights, optimizer, epoch and batch) on every worker (saving is collective; only the chief's
+    is kept), plus, on the chief, the curves and dropout RNG states of the same step.
+
+    On train begin it restores the checkpoint (Keras) and the dropout RNG states of `resume`.
+    No backup is made at the last step (nothing would be left to resume). With stop_on_signal,
+    a SIGTERM/SIGINT recorded by runtime.errors.deferred_interrupts stops training at the end
+    of the current step, after a backup of that step, with Interrupted."""
+    import tensorflow as tf
+
+    class _Backup(tf.keras.callbacks.BackupAndRestore):
+        def __init__(self) -> None:
+            super().__init__(str(backup.dir), save_freq=every, delete_checkpoint=False)
+            self.last_step = resume.step if resume else None
+
+        def on_train_begin(self, logs=None):
+            super().on_train_begin(logs)  # restores weights, optimizer, epoch and batch
+            states = (resume.state.get("dropout_rng") if resume else None) or []
+            generators = dropout_generators(self.model)
+            if states and len(states) != len(generators):
+                raise PipelineError(f"{backup.dir}: the backup holds {len(states)} dropout RNG states, the model "
+                                    f"has {len(generators)} dropout layers; delete the directory to start over")
+            for generator, state in zip(generators, states):
+                generator.reset(np.asarray(state, dtype=np.int64))
+
+        def on_train_batch_end(self, batch, logs=None):
+            batch = int(batch)  # Keras may pass a numpy integer
+            step = self._current_epoch * steps_per_epoch + batch + 1
+            if step % every == 0:
+                self.back_up(self._current_epoch, batch)
+            if stop_on_signal and pending_interrupt() is not None:
+                self.stop(step, self._current_epoch, batch)
+
+        def back_up(self, epoch: int, batch: int) -> bool:
+            step = epoch * steps_per_epoch + batch + 1
+            if step >= total_steps or step == self.last_step:
+                return False
+            if placement.is_chief:
+                state = curves.state()
+                state["dropout_rng"] = [g.state.numpy().tolist() for g in dropout_generators(self.model)]
+                backup.write_state(step, state)  # before the checkpoint: see pipeline.qa.backup
+            self._training_state.back_up(epoch=epoch, batch=batch)
+            self.last_step = step
+            on_backup(step)
+            return True
+
+        def stop(self, step: int, epoch: int, batch: int) -> None:
+            self.back_up(epoch, batch)
+            if self.last_step:
+                detail = (f"training stopped after step {step}/{total_steps}; the backup of step {self.last_step} "
+                          f"in {backup.dir} resumes it: run the stage again (dvc repro)")
+            else:
+                detail = f"training stopped after step {step}/{total_steps}, before any backup: run the stage again"
+            raise Interrupted(pending_interrupt(), detail)
+
+    return _Backup()

@@ -21,6 +21,10 @@ DEFAULT_PARAMS = "params.yaml"
 PRECISION_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
 BAD_RECORD_POLICIES = ("error", "drop", "repair")
 MIN_BOOTSTRAP_SAMPLES = 100  # fewer resamples make a 95% percentile interval mostly noise
+STRATEGIES = ("auto", "mirrored", "multi_worker")
+# Under train.jit_compile, XLA compiles the step once per batch shape: bucketed padding must
+# leave at most this many batch widths (tokenize.max_length / train.pad_to_multiple_of).
+JIT_MAX_WIDTHS = 8
 
 
 # Every field is required: conf/ holds the one set of defaults, composed into params.yaml.
@@ -79,6 +83,18 @@ class TrainConfig:
     padding: str = MISSING
     pad_to_multiple_of: int = MISSING
     log_every_steps: int = MISSING
+    # tf.distribute: "auto" (one device on a CPU or one GPU, MirroredStrategy over several
+    # local GPUs, MultiWorkerMirroredStrategy when TF_CONFIG names several tasks), "mirrored"
+    # (all local GPUs), "multi_worker" (MultiWorkerMirroredStrategy from TF_CONFIG).
+    # batch_size is the global batch, split across all replicas.
+    strategy: str = MISSING
+    # Back the training state up (BackupAndRestore) every N steps, so an interrupted run
+    # resumes where the backup was made; the backup is deleted after a successful run.
+    backup_every_steps: int = MISSING
+    # XLA-compile the train step (needs coarse batch widths: see JIT_MAX_WIDTHS).
+    jit_compile: bool = MISSING
+    # tf.config.experimental.enable_op_determinism(): bit-reproducible runs (slower on GPUs).
+    deterministic: bool = MISSING
 
 
 @dataclass
@@ -168,6 +184,18 @@ def validate(cfg: PipelineConfig, source: str = DEFAULT_PARAMS) -> PipelineConfi
     _require(tr.padding in ("bucketed", "max_length"), "train.padding", tr.padding, "use 'bucketed' or 'max_length'", source)
     _require(tr.pad_to_multiple_of >= 1, "train.pad_to_multiple_of", tr.pad_to_multiple_of, "use at least 1", source)
     _require(tr.log_every_steps >= 1, "train.log_every_steps", tr.log_every_steps, "use at least 1", source)
+    _require(tr.strategy in STRATEGIES, "train.strategy", tr.strategy, f"use one of {', '.join(STRATEGIES)}", source)
+    _require(tr.backup_every_steps >= 1, "train.backup_every_steps", tr.backup_every_steps,
+             "use at least 1 (a backup every N training steps)", source)
+    if tr.jit_compile and tr.padding == "bucketed":
+        widths = -(-t.max_length // tr.pad_to_multiple_of)
+        least = -(-t.max_length // JIT_MAX_WIDTHS)
+        _require(
+            widths <= JIT_MAX_WIDTHS, "train.pad_to_multiple_of", tr.pad_to_multiple_of,
+            f"with train.jit_compile=true XLA compiles once per batch width, and tokenize.max_length="
+            f"{t.max_length} leaves {widths} widths; use at least {least} (at most {JIT_MAX_WIDTHS} widths) "
+            "or train.padding=max_length", source,
+        )
     _require(ev.n_best >= 1, "evaluate.n_best", ev.n_best, "use at least 1", source)
     _require(ev.max_answer_length >= 1, "evaluate.max_answer_length", ev.max_answer_length, "use at least 1", source)
     _require(ev.batch_size >= 1, "evaluate.batch_size", ev.batch_size, "use at least 1", source)

@@ -35,6 +35,10 @@ SCORES_PLOT_FILE = EVAL_PLOTS_DIR / "scores.json"
 SLICES_PLOT_FILE = EVAL_PLOTS_DIR / "slices.json"
 RISK_COVERAGE_PLOT_FILE = EVAL_PLOTS_DIR / "risk_coverage.csv"
 
+# Resumable training backups (gitignored, outside every DVC output), one directory per set of
+# training inputs, under the repo root: <repo>/.train_backup/<inputs hash>/.
+TRAIN_BACKUP_DIR_NAME = ".train_backup"
+
 # Written inside the data/raw and data/tokenized outputs: counts per split.
 SUMMARY_FILE_NAME = "summary.json"
 # Written inside data/raw: validation contexts and questions that also occur in train.

@@ -81,6 +81,11 @@ def _params(**section_overrides):
         ({"data__source": "ftp"}, r"data\.source='ftp'"),
         ({"evaluate__n_best": 0}, r"evaluate\.n_best=0"),
         ({"train__warmup_ratio": 1.5}, r"train\.warmup_ratio=1\.5"),
+        ({"train__strategy": "horovod"}, r"train\.strategy='horovod' is invalid: use one of auto, mirrored, multi_worker"),
+        ({"train__backup_every_steps": 0}, r"train\.backup_every_steps=0 is invalid: use at least 1"),
+        ({"train__jit_compile": True}, r"train\.pad_to_multiple_of=8 is invalid: with train\.jit_compile=true XLA "
+                                       r"compiles once per batch width, and tokenize\.max_length=384 leaves 48 widths; "
+                                       r"use at least 48"),
     ],
 )
 def test_invalid_values_fail_with_key_value_and_fix(override, message):
@@ -92,6 +97,11 @@ def test_bad_records_repair_and_the_bootstrap_settings_are_accepted():
     cfg = from_dict(_params(data__bad_records="repair"), "params.yaml")
     assert cfg.data.bad_records == "repair"
     assert (cfg.evaluate.bootstrap_samples, cfg.evaluate.bootstrap_seed) == (1000, 0)
+
+
+def test_jit_compile_accepts_coarse_widths_or_max_length_padding():
+    from_dict(_params(train__jit_compile=True, train__pad_to_multiple_of=48), "params.yaml")
+    from_dict(_params(train__jit_compile=True, train__padding="max_length"), "params.yaml")
 
 
 def test_wrong_type_names_the_key():
