@@ -12,11 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -27,6 +23,7 @@ import yaml
 from pipeline.qa.exported import ExportedQA
 from pipeline.runtime import registry
 from pipeline.runtime.files import dvc_md5
+from tests.helpers.servers import free_port, serving
 from tests.helpers.project import executed_stages, git, make_repo, run_cmd
 
 NAME = "squad-qa"
@@ -234,12 +231,6 @@ def test_promote_moves_champion_only_to_a_better_version(repo, client):
 
 # --- a real `mlflow models serve` -------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def post(port: int, payload, timeout: float = 120.0) -> tuple[int, dict]:
     request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps(payload).encode(),
                                      headers={"Content-Type": "application/json"})
@@ -254,31 +245,13 @@ def post(port: int, payload, timeout: float = 120.0) -> tuple[int, dict]:
 def server(repo, tmp_path_factory):
     """`mlflow models serve` of the registered candidate, with a 2,000-character context limit."""
     port = free_port()
-    log = (tmp_path_factory.mktemp("serve") / "serve.log").open("w")
+    log_path = tmp_path_factory.mktemp("serve") / "serve.log"
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}", "QA_MAX_CONTEXT_CHARS": "2000",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.Popen(["mlflow", "models", "serve", "-m", f"models:/{NAME}@candidate", "--env-manager", "local",
-                             "-h", "127.0.0.1", "-p", str(port)], cwd=repo.parent, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=5):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"server did not start: {Path(log.name).read_text()[-3000:]}")
-                time.sleep(1)
+    cmd = ["mlflow", "models", "serve", "-m", f"models:/{NAME}@candidate", "--env-manager", "local", "-h", "127.0.0.1",
+           "-p", str(port)]
+    with serving(cmd, f"http://127.0.0.1:{port}/ping", log_path, repo.parent, env):
         yield port
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the CLI and its uvicorn worker
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
 
 
 def test_served_model_answers_short_and_long_questions_as_pipeline_predict(repo, server):

@@ -9,20 +9,16 @@ exercised too. Needs Debian's chromium (`apt-get install chromium`). Run with `m
 from __future__ import annotations
 
 import html
-import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from tests.helpers.servers import free_port, serving
 from tests.helpers.project import make_repo, run_cmd
 
 pytestmark = pytest.mark.slow
@@ -30,12 +26,6 @@ pytestmark = pytest.mark.slow
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--window-size=2400,1400"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def page_text(chromium: str, url: str, profile: Path) -> str:
@@ -50,30 +40,11 @@ def server(tmp_path):
     repo = make_repo(tmp_path)
     run_cmd(["dvc", "repro"], repo)
     port = free_port()
-    log = (tmp_path / "server.log").open("w")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.Popen(["mlflow", "server", "--backend-store-uri", f"sqlite:///{repo / 'mlflow.db'}",
-                             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                            cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError((tmp_path / "server.log").read_text()[-3000:])
-                time.sleep(1)
+    cmd = ["mlflow", "server", "--backend-store-uri", f"sqlite:///{repo / 'mlflow.db'}", "--host", "127.0.0.1",
+           "--port", str(port), "--workers", "1"]
+    with serving(cmd, f"http://127.0.0.1:{port}/health", tmp_path / "server.log", repo, env):
         yield repo, f"http://127.0.0.1:{port}"
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
 
 
 def test_runs_page_shows_both_run_names_the_dataset_and_the_model(server, tmp_path):

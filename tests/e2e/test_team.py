@@ -6,8 +6,7 @@ and the faults a team meets (missing/unreachable remote, MLflow server down).
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
+import os
 import sys
 import time
 import urllib.request
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.servers import free_port, serving
 from tests.helpers.project import executed_stages, git, make_repo, restore_baseline, run_cmd
 
 
@@ -153,13 +153,9 @@ def test_queued_sweep_with_two_workers_and_mlflow_comparison(team):
 
     # the same runs through a real MLflow server's REST API
     port = free_port()
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{repo / 'mlflow.db'}",
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    try:
-        wait_for(f"http://127.0.0.1:{port}/health")
+    cmd = [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri",
+           f"sqlite:///{repo / 'mlflow.db'}", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    with serving(cmd, f"http://127.0.0.1:{port}/health", root / "mlflow-server.log", root, dict(os.environ)):
         body = json.dumps({"experiment_ids": [experiment_id], "max_results": 100}).encode()
         request = urllib.request.Request(f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/search", data=body,
                                          headers={"Content-Type": "application/json"})
@@ -167,9 +163,6 @@ def test_queued_sweep_with_two_workers_and_mlflow_comparison(team):
             runs = json.loads(response.read())["runs"]
         served = {r["info"]["run_id"] for r in runs}
         assert {r.info.run_id for r in by_lr.values()} <= served
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def test_missing_and_unreachable_remotes_give_clear_messages(team):
@@ -191,23 +184,6 @@ def test_mlflow_server_down_stops_training_before_it_starts(team):
     assert last.startswith("error: MLflow tracking server MLFLOW_TRACKING_URI=http://127.0.0.1:")
     assert "nothing was run" in last and "unset MLFLOW_TRACKING_URI" in last
     assert tree_digest(repo / "models/trained") == before
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(url: str, timeout_s: float = 90) -> None:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError(f"{url} did not come up in {timeout_s} s")
 
 
 
