@@ -288,6 +288,9 @@ def run(argv: list[str], progress: bool = True) -> dict[str, Any]:
     targets = {"--out": args.out, **({"--report": report_file} if report_file else {}),
                **({"--predictions-dir": args.predictions_dir} if args.predictions_dir else {})}
     refuse_pipeline_outputs(targets, [Path.cwd() / "dvc.yaml", PROJECT_ROOT / "dvc.yaml"])
+    for flag, path in targets.items():  # checked before any work, not after it
+        if flag != "--predictions-dir" and path.is_dir():
+            raise PipelineError(f"{flag} {path}: is a directory; give a file path, e.g. {path / 'metrics.json'}")
     # Every set is read and validated before the model loads: a bad file stops the run at once.
     # Only counts are kept, so one set's examples are in memory at a time.
     for s in sets:

@@ -123,6 +123,7 @@ def write_squad(path, qas, version="1.1"):
     ("pipeline metrics", r"--out .*metrics/eval\.json: overlaps the DVC pipeline output .*metrics/eval\.json"),
     ("pipeline predictions", r"--predictions-dir .*: overlaps the DVC pipeline output"),
     ("no windows", r"--model .*: no record of the windows it was trained with .*; pass --max-length and --stride"),
+    ("out is a directory", r"--out .*: is a directory; give a file path"),
 ])
 def test_bad_input_stops_before_loading_the_model_with_one_clear_message(model_dir, tmp_path, case, message):
     good = {"id": "q1", "question": "Who sat?", "answers": [{"text": "The cat", "answer_start": 0}]}
@@ -144,6 +145,9 @@ def test_bad_input_stops_before_loading_the_model_with_one_clear_message(model_d
         args["--stride"] = "128"
     elif case == "no windows":
         del args["--max-length"], args["--stride"]
+    elif case == "out is a directory":
+        args["--out"] = str(tmp_path / "outdir")
+        (tmp_path / "outdir").mkdir()
     elif case == "threshold without v2":
         extra = ["--null-score-diff-threshold", "1.5"]
     elif case == "pipeline metrics":
@@ -153,6 +157,7 @@ def test_bad_input_stops_before_loading_the_model_with_one_clear_message(model_d
     with pytest.raises(PipelineError, match=message):
         run([x for pair in args.items() for x in pair] + extra, progress=False)
     assert not (tmp_path / "m.json").exists()
+    assert not list(tmp_path.rglob(".*.tmp-*"))  # no temp file left behind
 
 
 def test_command_line_error_is_one_line_and_exit_code_1(tmp_path):
