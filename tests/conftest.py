@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -56,3 +57,23 @@ def sample_raw():
 
     dataset, _ = build_dataset_dict(sample_data_config())
     return dataset
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _no_tracking_uri_leaks():
+    """mlflow.set_tracking_uri/set_registry_uri (ours in tracking.client_for, or a test's) also
+    set the MLFLOW_TRACKING_URI/MLFLOW_REGISTRY_URI environment variables, which every later
+    subprocess inherits: a `dvc repro` in the next module's repo would log to this module's
+    store. Undo them when each test module ends."""
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    before = {name: os.environ.get(name) for name in names}
+    yield
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    for module, attribute in (("mlflow.tracking._tracking_service.utils", "_tracking_uri"),
+                              ("mlflow.tracking._model_registry.utils", "_registry_uri")):
+        if sys.modules.get(module) is not None and hasattr(sys.modules[module], attribute):
+            setattr(sys.modules[module], attribute, None)  # mlflow's process-wide defaults
