@@ -42,7 +42,8 @@ def run(cfg: PipelineConfig, raw_dir: Path = RAW_DIR, out_dir: Path = TOKENIZED_
         num_proc: int | None = None) -> dict:
     tokenizer = load_tokenizer(cfg.model.checkpoint)
     raw = load_raw(raw_dir)
-    for split in raw:
+    capped = {}
+    for split in list(raw):
         report = check_windows(raw[split]["id"], raw[split]["question"], raw[split]["context"], tokenizer,
                                cfg.tokenize, cfg.tokenize.warn_windows, label=f"{raw_dir}/{split}: record id={{id!r}}")
         if report.many:
@@ -51,9 +52,19 @@ def run(cfg: PipelineConfig, raw_dir: Path = RAW_DIR, out_dir: Path = TOKENIZED_
                   f"tokenize.warn_windows={cfg.tokenize.warn_windows} windows, e.g. {examples}; each window is a "
                   "feature to train or predict (shorten such contexts, or raise tokenize.warn_windows)",
                   file=sys.stderr)
+        cap = cfg.tokenize.max_windows
+        over = [i for i, n in report.windows.items() if cap is not None and n > cap]
+        if over:
+            keep = set(report.windows) - set(over)
+            raw[split] = raw[split].filter(lambda example_id: example_id in keep, input_columns="id", keep_in_memory=True)
+            capped[split] = len(over)
+            print(f"warning: {raw_dir}/{split}: dropped {len(over)} question(s) whose context gives more than "
+                  f"tokenize.max_windows={cap} windows, e.g. id={over[0]!r} ({report.windows[over[0]]} windows); "
+                  "null keeps every question", file=sys.stderr)
     tokenized = tokenize_dataset_dict(raw, tokenizer, cfg.tokenize, num_proc)
     summary = {
-        split: {"examples": raw[split].num_rows, "features": tokenized[split].num_rows} for split in tokenized
+        split: {"examples": raw[split].num_rows, "features": tokenized[split].num_rows,
+                "dropped_over_max_windows": capped.get(split, 0)} for split in tokenized
     }
     raw_summary = raw_dir / SUMMARY_FILE_NAME
     if raw_summary.is_file():

@@ -62,6 +62,9 @@ class TokenizeConfig:
     # The tokenize stage warns about examples whose context gives more windows than this
     # (null: never); a window count does not change any output.
     warn_windows: Optional[int] = MISSING
+    # The tokenize stage drops questions whose context gives more windows than this, and says
+    # which (null: keep every question).
+    max_windows: Optional[int] = MISSING
 
 
 @dataclass
@@ -170,6 +173,8 @@ def validate(cfg: PipelineConfig, source: str = DEFAULT_PARAMS) -> PipelineConfi
         f"stride must be >= 0 and less than tokenize.max_length ({t.max_length})",
         source,
     )
+    _require(t.max_windows is None or t.max_windows >= 1, "tokenize.max_windows", t.max_windows,
+             "use at least 1, or null to keep every question", source)
     _require(t.warn_windows is None or t.warn_windows >= 1, "tokenize.warn_windows", t.warn_windows,
              "use at least 1, or null to never warn", source)
     _require(tr.learning_rate > 0, "train.learning_rate", tr.learning_rate, "use a positive rate", source)

@@ -139,3 +139,16 @@ def test_a_window_report_counts_windows_and_flags_long_contexts(tokenizer):
     report = check_windows(["a", "b"], ["Where?", "Where?"], ["Short context.", long_context], tokenizer, cfg, 3)
     assert report.windows["a"] == 1 and report.windows["b"] > 3
     assert report.many == [("b", report.windows["b"])]
+
+
+def test_max_windows_drops_and_names_questions_with_too_long_contexts(workspace, tmp_path):
+    root = tmp_path / "ws"
+    shutil.copytree(workspace, root, symlinks=True)
+    edit_params(root, lambda p: p["tokenize"].update(max_windows=1))
+    out = run_cmd([sys.executable, "-m", "pipeline.tokenize", "--num-proc", "1"], root)
+    summary = json.loads((root / TOKENIZED_DIR / "summary.json").read_text())
+    dropped = summary["train"]["dropped_over_max_windows"]
+    assert dropped > 0 and summary["train"]["examples"] == 24 - dropped
+    assert summary["train"]["features"] == summary["train"]["examples"]  # one window each now
+    assert f"data/raw/train: dropped {dropped} question(s) whose context gives more than tokenize.max_windows=1" \
+        in out.stderr
