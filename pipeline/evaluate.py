@@ -36,21 +36,10 @@ from pipeline.runtime import registry, tracking
 from pipeline.runtime.config import PipelineConfig, flatten, load_config
 from pipeline.runtime.errors import PipelineError, stage_entry_point
 from pipeline.runtime.files import atomic_output_dir, dvc_md5, read_json, write_csv, write_json
-from pipeline.runtime.lineage import check_built_with, read_built_with
+from pipeline.runtime.lineage import check_built_with, check_model_windows, read_built_with, tokenized_inputs
 from pipeline.runtime.paths import (EVAL_METRICS_FILE, OVERLAP_FILE_NAME, PARAMS_FILE, PREDICTIONS_DIR, RAW_DIR,
                                     RISK_COVERAGE_PLOT_FILE, SCORES_PLOT_FILE, SLICES_METRICS_FILE, SLICES_PLOT_FILE,
                                     TOKENIZED_DIR, TRAINED_DIR)
-
-
-def check_model_windows(cfg: PipelineConfig, trained_dir: Path) -> None:
-    """Stop when the model was trained on other windows than params.yaml's (a workspace that changed mid-run)."""
-    windows = read_windows(trained_dir) or {}
-    recorded = {f"tokenize.{k}": v for k, v in windows.items() if k in ("max_length", "stride")}
-    if "version_2_with_negative" in windows:
-        recorded["data.version_2_with_negative"] = windows["version_2_with_negative"]
-    expected = {"tokenize.max_length": cfg.tokenize.max_length, "tokenize.stride": cfg.tokenize.stride,
-                "data.version_2_with_negative": cfg.data.version_2_with_negative}
-    check_built_with(recorded, expected, trained_dir)
 
 
 def log_to_mlflow(cfg: PipelineConfig, trained_dir: Path, metrics: dict, predictions_dir: Path,
@@ -103,10 +92,8 @@ def evaluate(cfg: PipelineConfig) -> dict[str, Any]:
             raise PipelineError(f"{path}: no saved dataset; run `dvc repro` to build it")
     if not (TRAINED_DIR / "config.json").is_file():
         raise PipelineError(f"{TRAINED_DIR}: no trained model; run the train stage first")
-    check_built_with(read_built_with(TOKENIZED_DIR), {"model.checkpoint": cfg.model.checkpoint,
-                                                      "tokenize.max_length": cfg.tokenize.max_length,
-                                                      "tokenize.stride": cfg.tokenize.stride}, TOKENIZED_DIR)
-    check_model_windows(cfg, TRAINED_DIR)
+    check_built_with(read_built_with(TOKENIZED_DIR), tokenized_inputs(cfg), TOKENIZED_DIR)
+    check_model_windows(read_windows(TRAINED_DIR) or {}, cfg, TRAINED_DIR)
     tracking.check_server(tracking.tracking_uri())  # a down server stops us before any work
     examples = load_from_disk(str(RAW_DIR))["validation"]
     features = load_from_disk(str(TOKENIZED_DIR))["validation"]

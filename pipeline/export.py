@@ -30,7 +30,7 @@ from pipeline.runtime import registry, tracking
 from pipeline.runtime.config import PipelineConfig, load_config
 from pipeline.runtime.errors import PipelineError, stage_entry_point
 from pipeline.runtime.files import atomic_output_dir, read_json
-from pipeline.runtime.lineage import check_built_with
+from pipeline.runtime.lineage import check_model_windows
 from pipeline.runtime.paths import EXPORT_DIR, PARAMS_FILE, TRAINED_DIR
 
 
@@ -41,10 +41,7 @@ def export(cfg: PipelineConfig, trained_dir: Path = TRAINED_DIR, out_dir: Path =
     if windows is None:
         raise PipelineError(f"{trained_dir}: no qa_windows.json (trained before windows were recorded); "
                             "rerun training with `dvc repro -f train`")
-    check_built_with({"tokenize.max_length": windows["max_length"], "tokenize.stride": windows["stride"],
-                      "data.version_2_with_negative": windows["version_2_with_negative"]},
-                     {"tokenize.max_length": cfg.tokenize.max_length, "tokenize.stride": cfg.tokenize.stride,
-                      "data.version_2_with_negative": cfg.data.version_2_with_negative}, trained_dir)
+    check_model_windows(windows, cfg, trained_dir)
     tracking.check_server(tracking.tracking_uri())  # a down server stops us before any work
     tokenizer = load_tokenizer(str(trained_dir))
     model = load_qa_model(str(trained_dir))

@@ -19,14 +19,8 @@ from pipeline.qa.modeling import load_tokenizer
 from pipeline.runtime.config import PipelineConfig, load_config
 from pipeline.runtime.errors import PipelineError, stage_entry_point
 from pipeline.runtime.files import atomic_output_dir, read_json, save_dataset_dict, write_json
-from pipeline.runtime.lineage import BUILT_WITH_FILE_NAME
+from pipeline.runtime.lineage import BUILT_WITH_FILE_NAME, tokenized_inputs
 from pipeline.runtime.paths import PARAMS_FILE, RAW_DIR, SUMMARY_FILE_NAME, TOKENIZED_DIR
-
-
-def built_with(cfg: PipelineConfig) -> dict:
-    """The settings data/tokenized is built from (checked by the train stage)."""
-    return {"model.checkpoint": cfg.model.checkpoint, "tokenize.max_length": cfg.tokenize.max_length,
-            "tokenize.stride": cfg.tokenize.stride}
 
 
 def load_raw(raw_dir: Path = RAW_DIR):
@@ -73,7 +67,7 @@ def run(cfg: PipelineConfig, raw_dir: Path = RAW_DIR, out_dir: Path = TOKENIZED_
     with atomic_output_dir(out_dir) as tmp:
         save_dataset_dict(tokenized, tmp)
         write_json(tmp / SUMMARY_FILE_NAME, summary)
-        write_json(tmp / BUILT_WITH_FILE_NAME, built_with(cfg))
+        write_json(tmp / BUILT_WITH_FILE_NAME, tokenized_inputs(cfg))
     return summary
 
 

@@ -39,7 +39,7 @@ from pipeline.runtime import tracking
 from pipeline.runtime.config import PipelineConfig, flatten, load_config
 from pipeline.runtime.errors import Interrupted, PipelineError, deferred_interrupts, stage_entry_point
 from pipeline.runtime.files import atomic_output_dir, dvc_md5, read_json, write_csv, write_json
-from pipeline.runtime.lineage import check_built_with, read_built_with
+from pipeline.runtime.lineage import check_built_with, read_built_with, tokenized_inputs
 from pipeline.runtime.paths import (EPOCHS_PLOT_FILE, PARAMS_FILE, STEPS_PLOT_FILE, SUMMARY_FILE_NAME, TOKENIZED_DIR,
                                     TRAIN_BACKUP_DIR_NAME, TRAIN_METRICS_FILE, TRAINED_DIR, stage_code_deps)
 
@@ -61,11 +61,6 @@ def training_inputs_hash(cfg: PipelineConfig, tokenized_dir: Path) -> str:
     return digest.hexdigest()
 
 
-def expected_inputs(cfg: PipelineConfig) -> dict[str, Any]:
-    return {"model.checkpoint": cfg.model.checkpoint, "tokenize.max_length": cfg.tokenize.max_length,
-            "tokenize.stride": cfg.tokenize.stride}
-
-
 def backup_root() -> Path:
     """<repo>/.train_backup ($DVC_ROOT for a queued experiment's temp copy: its backup outlives it)."""
     return tracking.repo_root() / TRAIN_BACKUP_DIR_NAME
@@ -85,7 +80,7 @@ def train(cfg: PipelineConfig, tokenized_dir: Path = TOKENIZED_DIR, out_dir: Pat
 
     if not (tokenized_dir / "dataset_dict.json").is_file():
         raise PipelineError(f"{tokenized_dir}: no tokenized data; run the tokenize stage first")
-    check_built_with(read_built_with(tokenized_dir), expected_inputs(cfg), tokenized_dir)
+    check_built_with(read_built_with(tokenized_dir), tokenized_inputs(cfg), tokenized_dir)
     tokenizer = load_tokenizer(cfg.model.checkpoint)
     train_split = load_from_disk(str(tokenized_dir))["train"]
     table = FeatureTable.from_dataset(train_split, pad_token_id=tokenizer.pad_token_id or 0)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
+from pipeline.runtime.config import PipelineConfig
 from pipeline.runtime.errors import PipelineError
 from pipeline.runtime.files import read_json
 
@@ -32,3 +33,18 @@ def check_built_with(recorded: Mapping[str, Any], expected: Mapping[str, Any], w
 def read_built_with(directory: Path, name: str = BUILT_WITH_FILE_NAME) -> dict[str, Any]:
     path = directory / name
     return read_json(path) if path.is_file() else {}
+
+
+def tokenized_inputs(cfg: PipelineConfig) -> dict[str, Any]:
+    """The settings data/tokenized is built from: tokenize records them, train and evaluate check them."""
+    return {"model.checkpoint": cfg.model.checkpoint, "tokenize.max_length": cfg.tokenize.max_length,
+            "tokenize.stride": cfg.tokenize.stride}
+
+
+def check_model_windows(windows: Mapping[str, Any], cfg: PipelineConfig, model_dir: Path) -> None:
+    """Stop when a trained model's windows record (qa_windows.json) differs from params.yaml."""
+    recorded = {f"tokenize.{k}": windows[k] for k in ("max_length", "stride") if k in windows}
+    if "version_2_with_negative" in windows:
+        recorded["data.version_2_with_negative"] = windows["version_2_with_negative"]
+    check_built_with(recorded, {"tokenize.max_length": cfg.tokenize.max_length, "tokenize.stride": cfg.tokenize.stride,
+                                "data.version_2_with_negative": cfg.data.version_2_with_negative}, model_dir)
