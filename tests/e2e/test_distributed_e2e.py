@@ -106,8 +106,11 @@ class Watched:
         return "".join(self.lines)
 
 
-def stage_process(root_pid: int, needle: str = "pipeline.train") -> int:
-    """The pid of the stage's python process below `root_pid` (DVC runs the stage command in a child)."""
+def stage_process(root_pid: int, module: str = "pipeline.train") -> int:
+    """The pid of the stage's python process below `root_pid`. DVC runs the stage command through
+    $SHELL -c (/bin/sh when SHELL is unset, as in CI): dash does not exec its last command, so the
+    `sh -c "python -m pipeline.train"` between DVC and Python must not be taken for the stage (killing
+    it would orphan a training that goes on and deletes its backup)."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -119,13 +122,13 @@ def stage_process(root_pid: int, needle: str = "pipeline.train") -> int:
     while todo:
         pid = todo.pop()
         try:
-            cmdline = (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            argv = (Path("/proc") / str(pid) / "cmdline").read_bytes().decode().split("\0")
         except OSError:
-            cmdline = ""
-        if needle in cmdline and "python" in cmdline and pid != root_pid:
+            argv = []
+        if argv and Path(argv[0]).name.startswith("python") and module in argv[1:] and pid != root_pid:
             return pid
         todo.extend(children.get(pid, []))
-    raise AssertionError(f"no {needle} process below {root_pid}")
+    raise AssertionError(f"no python -m {module} process below {root_pid}")
 
 
 @pytest.fixture(scope="module")
