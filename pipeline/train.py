@@ -32,16 +32,18 @@ import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads
 from pipeline.qa.backup import TrainingBackup
 from pipeline.qa.batching import FeatureTable
 from pipeline.qa.modeling import load_qa_model, load_tokenizer, write_windows
-from pipeline.qa.training import (MULTI_WORKER, batch_rows, keep_head_in_float32, make_backup_callback,
-                                  make_curves_callback, make_dataset, make_strategy, precision_policy,
-                                  report_loss_sums, resumable_dropout, steps_per_epoch, warmup_steps, workers_agree)
+from pipeline.qa.training import (MULTI_WORKER, batch_rows, dropout_config, keep_head_in_float32, make_backup_callback,
+                                  make_curves_callback, make_dataset, make_snapshot_callback, make_strategy,
+                                  precision_policy, report_loss_sums, resumable_dropout, steps_per_epoch,
+                                  warmup_steps, workers_agree)
 from pipeline.runtime import tracking
 from pipeline.runtime.config import PipelineConfig, flatten, load_config
 from pipeline.runtime.errors import Interrupted, PipelineError, deferred_interrupts, stage_entry_point
 from pipeline.runtime.files import atomic_output_dir, dvc_md5, read_json, write_csv, write_json
 from pipeline.runtime.lineage import check_built_with, read_built_with, tokenized_inputs
-from pipeline.runtime.paths import (EPOCHS_PLOT_FILE, PARAMS_FILE, STEPS_PLOT_FILE, SUMMARY_FILE_NAME, TOKENIZED_DIR,
-                                    TRAIN_BACKUP_DIR_NAME, TRAIN_METRICS_FILE, TRAINED_DIR, stage_code_deps)
+from pipeline.runtime.paths import (EPOCHS_PLOT_FILE, PARAMS_FILE, SNAPSHOT_FILE_NAME, STEPS_PLOT_FILE,
+                                    SUMMARY_FILE_NAME, TOKENIZED_DIR, TRAIN_BACKUP_DIR_NAME, TRAIN_METRICS_FILE,
+                                    TRAINED_DIR, stage_code_deps)
 
 
 def training_inputs_hash(cfg: PipelineConfig, tokenized_dir: Path) -> str:
@@ -67,12 +69,15 @@ def backup_root() -> Path:
 
 
 def train(cfg: PipelineConfig, tokenized_dir: Path = TOKENIZED_DIR, out_dir: Path = TRAINED_DIR,
-          backups: Path | None = None) -> dict[str, Any]:
+          backups: Path | None = None, snapshots: Path | None = None, snapshot_every_steps: int = 0) -> dict[str, Any]:
     # The strategy first: a MultiWorkerMirroredStrategy must exist before any other TensorFlow work.
     placement = make_strategy(cfg.train.strategy, cfg.train.deterministic)
     chief = placement.is_chief
     say = print if chief else (lambda *a, **k: None)
     say(placement.describe(), flush=True)
+    if snapshots is not None and placement.kind == MULTI_WORKER:
+        raise PipelineError("--snapshots: model snapshots are taken by single-process training only (saving is "
+                            "collective across workers); run the stage without --snapshots, or in one process")
 
     import tensorflow as tf
     from datasets import load_from_disk
@@ -138,7 +143,7 @@ def train(cfg: PipelineConfig, tokenized_dir: Path = TOKENIZED_DIR, out_dir: Pat
     tf.keras.utils.set_random_seed(cfg.train.seed)
     with placement.strategy.scope():
         with precision_policy(cfg.train.precision) as policy, resumable_dropout():
-            model = load_qa_model(cfg.model.checkpoint)
+            model = load_qa_model(cfg.model.checkpoint, dropout_config(cfg.train.dropout))
             keep_head_in_float32(model)
         optimizer, schedule = create_optimizer(
             init_lr=cfg.train.learning_rate,
@@ -168,19 +173,38 @@ def train(cfg: PipelineConfig, tokenized_dir: Path = TOKENIZED_DIR, out_dir: Pat
         stop_on_signal=stop_on_signal,
     )
     start = resume.step if resume else 0
+
+    def save_model_dir(directory: Path) -> None:  # the trained model's layout, for the output and the snapshots
+        model.save_pretrained(str(directory))
+        tokenizer.save_pretrained(str(directory))
+        write_windows(directory, cfg.tokenize.max_length, cfg.tokenize.stride, cfg.data.version_2_with_negative,
+                      cfg.model.checkpoint)
+
+    def save_snapshot(step: int, info: dict) -> None:
+        with atomic_output_dir(snapshots / f"step-{step:06d}") as tmp:
+            save_model_dir(tmp)
+            write_json(tmp / SNAPSHOT_FILE_NAME, {**info, "total_steps": total_steps, "resumed_at_step": start})
+        say(f"snapshot of step {step}/{total_steps} in {snapshots / f'step-{step:06d}'}", flush=True)
+
+    callbacks = [curves, backup_callback]
+    snapshot_callback = None
+    if snapshots is not None and chief:
+        snapshot_callback = make_snapshot_callback(save_snapshot, per_epoch, total_steps, snapshot_every_steps,
+                                                   clock=lambda: time.perf_counter() - started)
+        callbacks.append(snapshot_callback)
     dataset = make_dataset(table, cfg, start // per_epoch, start % per_epoch, placement)
     started = time.perf_counter()
     try:
         with deferred_interrupts() if stop_on_signal else contextlib.nullcontext():
             model.fit(dataset, epochs=cfg.train.epochs, steps_per_epoch=per_epoch,
-                      callbacks=[curves, backup_callback], verbose=1 if interactive else 0)
+                      callbacks=callbacks, verbose=1 if interactive else 0)
     except Interrupted as stop:
         if stop.detail is None:  # stopped at once (several workers, or a second signal): the last backup resumes
             last = backup_callback.last_step
             stop.detail = (f"training stopped; the backup of step {last} in {backup.dir} resumes it: run the stage "
                            "again (dvc repro)" if last else "training stopped before any backup: run the stage again")
         raise
-    seconds = time.perf_counter() - started
+    seconds = time.perf_counter() - started - (snapshot_callback.seconds_saving if snapshot_callback else 0.0)
     # features trained by this process (a resumed run trains only what the backup had not)
     trained_rows = sum(int(rows(e)[start % per_epoch if e == start // per_epoch else 0:].sum())
                        for e in range(start // per_epoch, cfg.train.epochs))
@@ -205,10 +229,7 @@ def train(cfg: PipelineConfig, tokenized_dir: Path = TOKENIZED_DIR, out_dir: Pat
               "outputs and the MLflow run", flush=True)
         return summary
     with atomic_output_dir(out_dir) as tmp:
-        model.save_pretrained(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
-        write_windows(tmp, cfg.tokenize.max_length, cfg.tokenize.stride, cfg.data.version_2_with_negative,
-                      cfg.model.checkpoint)
+        save_model_dir(tmp)
         write_json(tmp / tracking.RUN_FILE_NAME, {"run_id": run_id, "tracking_uri": tracking.tracking_uri()})
     write_json(TRAIN_METRICS_FILE, summary)
     write_csv(STEPS_PLOT_FILE, curves.steps)
@@ -231,9 +252,18 @@ def train(cfg: PipelineConfig, tokenized_dir: Path = TOKENIZED_DIR, out_dir: Pat
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default=str(PARAMS_FILE))
+    parser.add_argument("--snapshots", type=Path, metavar="DIR",
+                        help="also save the model at the end of every epoch into DIR/step-NNNNNN/ (with snapshot.json: "
+                             "step, epoch, training seconds so far), for a quality-against-time curve; not a DVC "
+                             "output (benchmarks/quality.py uses it)")
+    parser.add_argument("--snapshot-every-steps", type=int, default=0, metavar="N",
+                        help="with --snapshots: also every N global steps")
     args = parser.parse_args()
+    if args.snapshot_every_steps < 0 or (args.snapshot_every_steps and args.snapshots is None):
+        raise PipelineError(f"--snapshot-every-steps {args.snapshot_every_steps}: use a positive number of steps, "
+                            "together with --snapshots DIR")
     cfg = load_config(args.params)
-    summary = train(cfg)
+    summary = train(cfg, snapshots=args.snapshots, snapshot_every_steps=args.snapshot_every_steps)
     if "resumed_at_step" not in summary:  # a worker other than the chief: it said what it did
         return
     resumed = f" (resumed at step {summary['resumed_at_step']})" if summary["resumed_at_step"] else ""

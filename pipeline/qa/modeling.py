@@ -112,28 +112,36 @@ def _has_tf_weights(path: Path) -> bool:
     return (path / "tf_model.h5").is_file()
 
 
-def load_qa_model(checkpoint: str) -> Any:
-    """A TFAutoModelForQuestionAnswering, converting PyTorch safetensors when needed."""
-    from transformers import TFAutoModelForQuestionAnswering
+def load_qa_model(checkpoint: str, config_overrides: dict[str, Any] | None = None) -> Any:
+    """A TFAutoModelForQuestionAnswering, converting PyTorch safetensors when needed.
+    config_overrides: model config attributes to change (e.g. dropout rates for training); each
+    must exist in the checkpoint's config (a name the architecture does not read would be
+    ignored silently)."""
+    from transformers import AutoConfig, TFAutoModelForQuestionAnswering
 
     path = resolve_checkpoint(checkpoint)
     local = Path(path)
     try:
+        config = AutoConfig.from_pretrained(path)
+        for key, value in (config_overrides or {}).items():
+            if not hasattr(config, key):
+                raise PipelineError(f"model.checkpoint={checkpoint!r}: its {type(config).__name__} has no {key!r}, so "
+                                    f"it cannot be set to {value!r}; leave that setting null for this model")
+            setattr(config, key, value)
         if local.is_dir() and not _has_tf_weights(local) and (local / "model.safetensors").is_file():
-            return _qa_model_from_pytorch_safetensors(local)
-        return TFAutoModelForQuestionAnswering.from_pretrained(path)
+            return _qa_model_from_pytorch_safetensors(local, config)
+        return TFAutoModelForQuestionAnswering.from_pretrained(path, config=config)
     except PipelineError:
         raise
     except (OSError, ValueError) as err:
         raise _load_error(checkpoint, err) from None
 
 
-def _qa_model_from_pytorch_safetensors(path: Path) -> Any:
+def _qa_model_from_pytorch_safetensors(path: Path, config: Any) -> Any:
     from safetensors.numpy import load_file
-    from transformers import AutoConfig, TFAutoModelForQuestionAnswering
+    from transformers import TFAutoModelForQuestionAnswering
     from transformers.modeling_tf_pytorch_utils import load_pytorch_state_dict_in_tf2_model
 
-    config = AutoConfig.from_pretrained(str(path))
     model = TFAutoModelForQuestionAnswering.from_config(config)
     state_dict = load_file(str(path / "model.safetensors"))
     # The QA head is new (missing from an encoder checkpoint); anything else missing is a

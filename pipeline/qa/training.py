@@ -132,25 +132,81 @@ def warmup_steps(total_steps: int, warmup_ratio: float) -> int:
     return int(round(total_steps * warmup_ratio))
 
 
-def cpu_has_bfloat16() -> bool:
+def cpu_flags() -> set[str] | None:
+    """The CPU's feature flags (Linux /proc/cpuinfo), or None where they cannot be read."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return None
+
+
+def cpu_has_bfloat16(flags: set[str] | None = None) -> bool:
     """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX); without it TensorFlow
     emulates bfloat16 and mixed_bfloat16 trains slower than float32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:  # not Linux: cannot tell
+    flags = cpu_flags() if flags is None else flags
+    if flags is None:  # not Linux: cannot tell
         return True
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
-def resolve_precision(precision: str, has_gpu: bool) -> tuple[str, str | None]:
+# A GPU's float16 tensor cores start at compute capability 7.0 (Volta); below it float16 is slow.
+MIN_FLOAT16_GPU_CAPABILITY = (7, 0)
+
+
+def auto_precision(gpu_capability: tuple[int, int] | None, cpu_bf16: bool) -> str:
+    """The fastest policy this machine runs without losing accuracy: mixed_float16 on a GPU with
+    tensor cores (Keras' recommendation; the loss is scaled), mixed_bfloat16 on a CPU with
+    AVX512-BF16/AMX (1.47x per training step on the AVX512-BF16 CPU of the README), else float32.
+    gpu_capability: the first GPU's compute capability, None without a GPU."""
+    if gpu_capability is not None:
+        return "mixed_float16" if tuple(gpu_capability) >= MIN_FLOAT16_GPU_CAPABILITY else "float32"
+    return "mixed_bfloat16" if cpu_bf16 else "float32"
+
+
+def resolve_precision(precision: str, has_gpu: bool, gpu_capability: tuple[int, int] | None = None,
+                      cpu_bf16: bool | None = None) -> tuple[str, str | None]:
     """The Keras policy to train with, and a note for the log when it differs from the ask
-    or is likely slow."""
+    or is likely slow. `auto` picks by auto_precision (a GPU of unknown capability counts
+    as one with tensor cores)."""
+    cpu_bf16 = cpu_has_bfloat16() if cpu_bf16 is None else cpu_bf16
+    if precision == "auto":
+        capability = (gpu_capability or MIN_FLOAT16_GPU_CAPABILITY) if has_gpu else None
+        policy = auto_precision(capability, cpu_bf16)
+        where = f"GPU (compute capability {capability[0]}.{capability[1]})" if capability else (
+            "CPU with AVX512-BF16/AMX" if cpu_bf16 else "CPU without AVX512-BF16/AMX")
+        return policy, f"train.precision=auto: {policy} on this {where}"
     if precision == "mixed_float16" and not has_gpu:
         return "float32", "train.precision=mixed_float16 needs a GPU (float16 is slow on CPUs); training in float32"
-    if precision == "mixed_bfloat16" and not has_gpu and not cpu_has_bfloat16():
+    if precision == "mixed_bfloat16" and not has_gpu and not cpu_bf16:
         return precision, ("train.precision=mixed_bfloat16: this CPU has no AVX512-BF16/AMX, so bfloat16 is "
-                           "emulated and likely slower than float32")
+                           "emulated and likely slower than float32 (train.precision=auto picks float32 here)")
     return precision, None
+
+
+def gpu_capability() -> tuple[int, int] | None:
+    """The first visible GPU's compute capability (None without a GPU or when TF does not say)."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return None
+    try:
+        capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability")
+    except (ValueError, RuntimeError):
+        capability = None
+    return tuple(capability) if capability else None
+
+
+def dropout_config(rate: float | None) -> dict[str, float]:
+    """The model config overrides for train.dropout (BERT-style names; load_qa_model refuses them
+    for a model whose config does not have them). None: the checkpoint's own rates."""
+    if rate is None:
+        return {}
+    return {"hidden_dropout_prob": float(rate), "attention_probs_dropout_prob": float(rate)}
 
 
 @contextlib.contextmanager
@@ -165,7 +221,7 @@ def precision_policy(precision: str, has_gpu: bool | None = None):
 
     if has_gpu is None:
         has_gpu = bool(tf.config.list_physical_devices("GPU"))
-    policy, note = resolve_precision(precision, has_gpu)
+    policy, note = resolve_precision(precision, has_gpu, gpu_capability() if has_gpu else None)
     if note:
         print(f"note: {note}", file=sys.stderr)
     previous = tf.keras.mixed_precision.global_policy()
@@ -426,3 +482,41 @@ def make_backup_callback(backup: TrainingBackup, every: int, steps_per_epoch: in
             raise Interrupted(pending_interrupt(), detail)
 
     return _Backup()
+
+
+def make_snapshot_callback(save: Callable[[int, dict], None], steps_per_epoch: int, total_steps: int,
+                           every_steps: int, clock: Callable[[], float]):
+    """A Keras callback that saves the model being trained at the end of every epoch and, with
+    every_steps > 0, every that many global steps, through `save(step, info)`: the points of a
+    time-to-quality curve, to be evaluated after training. Not at the last step (the trained model
+    is the stage's output). info: step, epoch (fractional) and train_seconds, the training clock
+    (`clock()`, seconds since training began) minus the time spent saving snapshots, which
+    `seconds_saving` holds so the caller can take it out of its own wall time too."""
+    import time
+
+    import tensorflow as tf
+
+    class _Snapshots(tf.keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seconds_saving = 0.0
+            self.saved: list[dict] = []
+            self._epoch = 0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            step = self._epoch * steps_per_epoch + int(batch) + 1
+            at_epoch_end = step % steps_per_epoch == 0
+            if step >= total_steps or not (at_epoch_end or (every_steps and step % every_steps == 0)):
+                return
+            began = time.perf_counter()
+            info = {"step": step, "epoch": round(step / steps_per_epoch, 4),
+                    "train_seconds": round(clock() - self.seconds_saving, 2)}
+            save(step, info)
+            self.saved.append(info)
+            self.seconds_saving += time.perf_counter() - began
+
+    return _Snapshots()
+

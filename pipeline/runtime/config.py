@@ -18,7 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 from pipeline.runtime.errors import PipelineError
 
 DEFAULT_PARAMS = "params.yaml"
-PRECISION_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
+PRECISION_POLICIES = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 BAD_RECORD_POLICIES = ("error", "drop", "repair")
 MIN_BOOTSTRAP_SAMPLES = 100  # fewer resamples make a 95% percentile interval mostly noise
 STRATEGIES = ("auto", "mirrored", "multi_worker")
@@ -76,10 +76,15 @@ class TrainConfig:
     batch_size: int = MISSING
     seed: int = MISSING
     # The Keras dtype policy for training: "float32", "mixed_float16" (GPU only: on a machine
-    # without one it falls back to float32, as float16 is slow on CPUs) or "mixed_bfloat16"
-    # (fast on CPUs with AVX512-BF16 or AMX, and on recent GPUs). The QA head and the loss stay
-    # float32 in both mixed policies.
+    # without one it falls back to float32, as float16 is slow on CPUs), "mixed_bfloat16"
+    # (fast on CPUs with AVX512-BF16 or AMX, and on recent GPUs) or "auto" (the fastest of these
+    # the machine supports: pipeline.qa.training.auto_precision). The QA head and the loss stay
+    # float32 in the mixed policies.
     precision: str = MISSING
+    # Dropout while fine-tuning: null keeps the checkpoint's rates; a number sets the hidden and
+    # attention dropout of the model config (BERT-style `hidden_dropout_prob` and
+    # `attention_probs_dropout_prob`). On a CPU dropout's random numbers cost ~20% of a step.
+    dropout: Optional[float] = MISSING
     # "bucketed": pad each batch to its longest feature (rounded up to pad_to_multiple_of),
     # with batches drawn from length-sorted chunks; "max_length": pad every batch to
     # tokenize.max_length, as the course does.
@@ -188,6 +193,9 @@ def validate(cfg: PipelineConfig, source: str = DEFAULT_PARAMS) -> PipelineConfi
     )
     _require(tr.padding in ("bucketed", "max_length"), "train.padding", tr.padding, "use 'bucketed' or 'max_length'", source)
     _require(tr.pad_to_multiple_of >= 1, "train.pad_to_multiple_of", tr.pad_to_multiple_of, "use at least 1", source)
+    _require(tr.dropout is None or (isinstance(tr.dropout, (int, float)) and not isinstance(tr.dropout, bool)
+                                    and 0 <= tr.dropout < 1),
+             "train.dropout", tr.dropout, "use null (the checkpoint's rates) or a rate in [0, 1)", source)
     _require(tr.log_every_steps >= 1, "train.log_every_steps", tr.log_every_steps, "use at least 1", source)
     _require(tr.strategy in STRATEGIES, "train.strategy", tr.strategy, f"use one of {', '.join(STRATEGIES)}", source)
     _require(tr.backup_every_steps >= 1, "train.backup_every_steps", tr.backup_every_steps,

@@ -41,6 +41,8 @@ TRAIN_BACKUP_DIR_NAME = ".train_backup"
 
 # Written inside the data/raw and data/tokenized outputs: counts per split.
 SUMMARY_FILE_NAME = "summary.json"
+# In each model snapshot of `python -m pipeline.train --snapshots DIR`: step, epoch, training seconds so far.
+SNAPSHOT_FILE_NAME = "snapshot.json"
 # Written inside data/raw: validation contexts and questions that also occur in train.
 OVERLAP_FILE_NAME = "overlap.json"
 

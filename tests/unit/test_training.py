@@ -31,6 +31,48 @@ def test_bfloat16_on_a_cpu_without_native_support_warns(monkeypatch):
     assert resolve_precision("mixed_bfloat16", has_gpu=False) == ("mixed_bfloat16", None)
 
 
+@pytest.mark.parametrize("gpu, cpu_bf16, expected", [
+    (None, True, "mixed_bfloat16"),   # AVX512-BF16 / AMX CPU
+    (None, False, "float32"),         # a CPU that would emulate bfloat16
+    ((8, 0), False, "mixed_float16"),  # tensor cores
+    ((7, 0), True, "mixed_float16"),
+    ((6, 1), False, "float32"),        # no tensor cores: float16 is slow
+])
+def test_auto_precision_picks_the_fastest_policy_the_hardware_supports(gpu, cpu_bf16, expected):
+    from pipeline.qa.training import auto_precision
+
+    assert auto_precision(gpu, cpu_bf16) == expected
+    policy, note = resolve_precision("auto", has_gpu=gpu is not None, gpu_capability=gpu, cpu_bf16=cpu_bf16)
+    assert policy == expected and note.startswith(f"train.precision=auto: {expected} on this ")
+
+
+def test_auto_precision_reads_this_cpus_flags():
+    """On this machine: the flags of /proc/cpuinfo decide, and the policy is one Keras accepts."""
+    import tensorflow as tf
+
+    from pipeline.qa.training import cpu_flags, cpu_has_bfloat16
+
+    flags = cpu_flags()
+    assert cpu_has_bfloat16({"sse2", "avx512_bf16"}) and cpu_has_bfloat16({"amx_bf16"})
+    assert not cpu_has_bfloat16({"sse2", "avx512f"}) and not cpu_has_bfloat16(set())
+    with precision_policy("auto", has_gpu=False) as policy:
+        assert tf.keras.mixed_precision.global_policy().name == policy
+    native = flags is None or bool(flags & {"avx512_bf16", "amx_bf16"})
+    assert policy == ("mixed_bfloat16" if native else "float32")
+
+
+def test_auto_is_a_valid_train_precision_and_a_typo_is_not():
+    import yaml
+
+    from pipeline.runtime.compose import compose_params_text
+    from pipeline.runtime.config import from_dict
+    from pipeline.runtime.errors import PipelineError
+
+    assert from_dict(yaml.safe_load(compose_params_text(["train.precision=auto"]))).train.precision == "auto"
+    with pytest.raises(PipelineError, match="train.precision.*auto"):
+        from_dict(yaml.safe_load(compose_params_text(["train.precision=bf16"])))
+
+
 def test_mixed_bfloat16_model_computes_in_bfloat16_with_a_float32_head_and_loss():
     import tensorflow as tf
 
