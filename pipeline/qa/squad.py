@@ -338,12 +338,18 @@ def read_examples(path: Path, version_2_with_negative: bool, max_samples: Option
 
 
 def write_squad_json(records: list[dict], path: Path) -> None:
-    """Records (this module's layout) back into a SQuAD v1.1 JSON file, one paragraph each."""
+    """Records (this module's layout) back into a SQuAD v1.1 JSON file, one paragraph each
+    (gzip-compressed when the name ends in .gz, as read_squad_json reads it)."""
     data = [{"title": r["title"], "paragraphs": [{"context": r["context"], "qas": [
         {"id": r["id"], "question": r["question"],
          "answers": [{"text": t, "answer_start": s} for t, s in zip(r["answers"]["text"], r["answers"]["answer_start"])]}
     ]}]} for r in records]
-    Path(path).write_text(json.dumps({"version": "1.1", "data": data}), encoding="utf-8")
+    text = json.dumps({"version": "1.1", "data": data})
+    if str(path).endswith(".gz"):
+        with gzip.open(path, "wt", encoding="utf-8") as fh:
+            fh.write(text)
+    else:
+        Path(path).write_text(text, encoding="utf-8")
 
 
 def iter_questions(path: str | Path) -> Iterator[dict]:

@@ -15,10 +15,14 @@ import quickstart  # noqa: E402
 
 
 def test_tuning_slice_round_trips_through_squad_json(tmp_path):
+    import gzip
+
     records = read_squad_json(SAMPLE_DIR / "train.json.gz")[100:160]
-    path = tmp_path / "tuning.json"
-    write_squad_json(records, path)
-    assert read_squad_json(path) == records
+    for name in ("tuning.json", "tuning.json.gz"):  # .gz: compressed, as its name says
+        path = tmp_path / name
+        write_squad_json(records, path)
+        assert read_squad_json(path) == records
+    assert gzip.open(tmp_path / "tuning.json.gz").read(1) == b"{"
 
 
 def test_tuning_slices_lie_beyond_the_8000_training_questions():

@@ -102,3 +102,22 @@ def test_mixed_bfloat16_model_computes_in_bfloat16_with_a_float32_head_and_loss(
     reference.set_weights(model.get_weights())
     expected = reference(batch, training=False).start_logits.numpy()
     np.testing.assert_allclose(out.start_logits.numpy(), expected, atol=0.1)
+
+
+def test_train_dropout_sets_every_dropout_layer_and_an_unknown_config_key_is_refused():
+    import tensorflow as tf
+
+    from pipeline.qa.modeling import load_qa_model
+    from pipeline.qa.training import dropout_config
+    from pipeline.runtime.errors import PipelineError
+
+    def rates(model):
+        return {layer.rate for layer in model.submodules if isinstance(layer, tf.keras.layers.Dropout)}
+
+    assert dropout_config(None) == {}
+    assert rates(load_qa_model(MINILM)) == {0.1}  # the checkpoint's own
+    model = load_qa_model(MINILM, dropout_config(0.0))
+    assert rates(model) == {0.0}  # hidden and attention dropout: Keras skips the random numbers at 0
+    assert model.config.hidden_dropout_prob == model.config.attention_probs_dropout_prob == 0.0  # saved with it
+    with pytest.raises(PipelineError, match="BertConfig has no 'dropout'.*leave that setting null"):
+        load_qa_model(MINILM, {"dropout": 0.0})
