@@ -43,8 +43,7 @@ from pipeline.qa.inference import keras_logits_fn, predict_logits  # noqa: E402
 from pipeline.qa.modeling import load_qa_model, load_tokenizer  # noqa: E402
 from pipeline.qa.postprocess import ContextOffsets, best_spans  # noqa: E402
 from pipeline.qa.squad import COLUMNS, read_squad_json, validate_records  # noqa: E402
-from pipeline.qa.training import (keep_head_in_float32, make_dataset, precision_policy,  # noqa: E402
-                                  resumable_dropout, steps_per_epoch, warmup_steps)
+from pipeline.qa.training import build_training_model, make_dataset, steps_per_epoch  # noqa: E402
 from pipeline.runtime.compose import compose_params_text  # noqa: E402
 from pipeline.runtime.config import TokenizeConfig, from_dict  # noqa: E402
 from tests.reference import course_loop  # noqa: E402  (the course's loop, kept once)
@@ -86,19 +85,12 @@ def train_ours(table: FeatureTable, precision: str) -> dict:
     """One epoch over `table` the train stage's way with `train=quality`'s settings (bucketed, padded
     to a multiple of 8, batch 32), in `precision`, the model built as the train stage builds it."""
     import tensorflow as tf
-    from transformers import create_optimizer
 
     cfg = from_dict(yaml.safe_load(compose_params_text(
         ["train=quality", f"train.precision={precision}", f"tokenize.max_length={COURSE_MAX_LENGTH}"])))
     steps = steps_per_epoch(len(table), cfg.train.batch_size)
     tf.keras.utils.set_random_seed(0)
-    with precision_policy(cfg.train.precision) as policy, resumable_dropout():
-        model = load_qa_model(MINILM)
-        keep_head_in_float32(model)
-    optimizer, _ = create_optimizer(init_lr=cfg.train.learning_rate, num_train_steps=steps,
-                                    num_warmup_steps=warmup_steps(steps, cfg.train.warmup_ratio),
-                                    weight_decay_rate=cfg.train.weight_decay)
-    model.compile(optimizer=optimizer)
+    model, _, policy = build_training_model(cfg.train, MINILM, steps)
     started = time.perf_counter()
     model.fit(make_dataset(table, cfg), epochs=1, steps_per_epoch=steps, verbose=0)
     seconds = time.perf_counter() - started

@@ -31,11 +31,10 @@ from typing import Any
 import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pipeline.qa.backup import TrainingBackup
 from pipeline.qa.batching import FeatureTable
-from pipeline.qa.modeling import load_qa_model, load_tokenizer, write_windows
-from pipeline.qa.training import (MULTI_WORKER, batch_rows, dropout_config, keep_head_in_float32, make_backup_callback,
+from pipeline.qa.modeling import load_tokenizer, write_windows
+from pipeline.qa.training import (MULTI_WORKER, batch_rows, build_training_model, make_backup_callback,
                                   make_curves_callback, make_dataset, make_snapshot_callback, make_strategy,
-                                  precision_policy, report_loss_sums, resumable_dropout, steps_per_epoch,
-                                  warmup_steps, workers_agree)
+                                  report_loss_sums, steps_per_epoch, workers_agree)
 from pipeline.runtime import tracking
 from pipeline.runtime.config import PipelineConfig, flatten, load_config
 from pipeline.runtime.errors import Interrupted, PipelineError, deferred_interrupts, stage_entry_point
@@ -81,7 +80,6 @@ def train(cfg: PipelineConfig, tokenized_dir: Path = TOKENIZED_DIR, out_dir: Pat
 
     import tensorflow as tf
     from datasets import load_from_disk
-    from transformers import create_optimizer
 
     if not (tokenized_dir / "dataset_dict.json").is_file():
         raise PipelineError(f"{tokenized_dir}: no tokenized data; run the tokenize stage first")
@@ -142,18 +140,7 @@ def train(cfg: PipelineConfig, tokenized_dir: Path = TOKENIZED_DIR, out_dir: Pat
 
     tf.keras.utils.set_random_seed(cfg.train.seed)
     with placement.strategy.scope():
-        with precision_policy(cfg.train.precision) as policy, resumable_dropout():
-            model = load_qa_model(cfg.model.checkpoint, dropout_config(cfg.train.dropout))
-            keep_head_in_float32(model)
-        optimizer, schedule = create_optimizer(
-            init_lr=cfg.train.learning_rate,
-            num_train_steps=total_steps,
-            num_warmup_steps=warmup_steps(total_steps, cfg.train.warmup_ratio),
-            weight_decay_rate=cfg.train.weight_decay,
-        )
-        # no loss argument: the HF model computes its own QA loss; under mixed_float16 Keras
-        # wraps the optimizer in a LossScaleOptimizer (the model's policy asks for it)
-        model.compile(optimizer=optimizer, jit_compile=cfg.train.jit_compile)
+        model, schedule, policy = build_training_model(cfg.train, cfg.model.checkpoint, total_steps)
         report_loss_sums(model)
 
     interactive = sys.stdout.isatty() and chief

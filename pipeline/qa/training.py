@@ -17,7 +17,8 @@ import numpy as np
 
 from pipeline.qa.backup import ResumePoint, TrainingBackup
 from pipeline.qa.batching import FeatureTable, epoch_plan, make_train_generator
-from pipeline.runtime.config import PipelineConfig
+from pipeline.qa.modeling import load_qa_model
+from pipeline.runtime.config import PipelineConfig, TrainConfig
 from pipeline.runtime.errors import Interrupted, PipelineError, pending_interrupt
 
 ONE_DEVICE, MIRRORED, MULTI_WORKER = "one_device", "mirrored", "multi_worker"
@@ -230,6 +231,28 @@ def precision_policy(precision: str, has_gpu: bool | None = None):
         yield policy
     finally:
         tf.keras.mixed_precision.set_global_policy(previous)
+
+
+def build_training_model(train: TrainConfig, checkpoint: str, total_steps: int) -> tuple[Any, Any, str]:
+    """The QA model compiled for training as the train stage trains it: built under the precision
+    policy with resumable dropout at train.dropout, its head in float32, `create_optimizer` with
+    warmup and weight decay. Call it inside the strategy's scope. Returns (model, learning-rate
+    schedule, policy name)."""
+    from transformers import create_optimizer
+
+    with precision_policy(train.precision) as policy, resumable_dropout():
+        model = load_qa_model(checkpoint, dropout_config(train.dropout))
+        keep_head_in_float32(model)
+    optimizer, schedule = create_optimizer(
+        init_lr=train.learning_rate,
+        num_train_steps=total_steps,
+        num_warmup_steps=warmup_steps(total_steps, train.warmup_ratio),
+        weight_decay_rate=train.weight_decay,
+    )
+    # no loss argument: the HF model computes its own QA loss; under mixed_float16 Keras
+    # wraps the optimizer in a LossScaleOptimizer (the model's policy asks for it)
+    model.compile(optimizer=optimizer, jit_compile=train.jit_compile)
+    return model, schedule, policy
 
 
 def keep_head_in_float32(model) -> None:

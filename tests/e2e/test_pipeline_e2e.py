@@ -20,8 +20,8 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.qa.exported import ExportedQA
 from pipeline.qa.modeling import resolve_checkpoint
-from tests.helpers.project import (MINILM, STAGES, executed_stages, git, make_repo, restore_baseline, run_cmd,
-                                   set_params)
+from tests.helpers.project import (MINILM, STAGES, executed_stages, failure_lines, git, make_repo, restore_baseline,
+                                   run_cmd, set_params)
 
 # The answer code: the evaluate stage and the export (whose MLflow model answers with it) import it.
 ANSWER_CODE = ["pipeline/qa/answers.py", "pipeline/qa/postprocess.py", "pipeline/qa/predictions.py",
@@ -275,8 +275,7 @@ def test_a_workspace_changed_during_a_run_stops_the_next_stage(repo, stage, reco
                                                    "models/trained/qa_windows.json")}
     set_params(repo, {"tokenize": {"max_length": 96}})
     out = run_cmd([sys.executable, "-m", f"pipeline.{stage}"], repo, check=False)
-    assert out.returncode == 1 and "Traceback" not in out.stderr
-    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    errors = failure_lines(out)
     assert errors == [
         f"error: {recorded_in} was built with tokenize.max_length=128 but params.yaml has tokenize.max_length=96: "
         "the workspace changed during the run (a concurrent `dvc exp run`?); run `dvc repro` again, and run "

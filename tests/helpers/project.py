@@ -73,6 +73,13 @@ def run_cmd(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = No
     return proc
 
 
+def failure_lines(proc: subprocess.CompletedProcess) -> list[str]:
+    """The `error:` lines of a command that must have failed cleanly: exit status 1, no traceback."""
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    return [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+
+
 def executed_stages(proc: subprocess.CompletedProcess) -> set[str]:
     """Stages DVC actually ran (not skipped, not restored from the run-cache)."""
     return set(re.findall(r"Running stage '([\w-]+)'", proc.stdout + proc.stderr))
