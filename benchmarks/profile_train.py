@@ -46,6 +46,22 @@ VARIANTS = {
                                              "config": {"attention_probs_dropout_prob": 0.0}},
     "mixed_bfloat16, inter_op 1": {"precision": "mixed_bfloat16", "inter_op": 1},
     "mixed_bfloat16, oneDNN off": {"precision": "mixed_bfloat16", "env": {"TF_ENABLE_ONEDNN_OPTS": "0"}},
+    "mixed_bfloat16, no dropout, XLA": {"precision": "mixed_bfloat16", "dropout": False, "jit_compile": True},
+    "mixed_bfloat16, no attention dropout, XLA": {"precision": "mixed_bfloat16", "jit_compile": True,
+                                                  "config": {"attention_probs_dropout_prob": 0.0}},
+    "mixed_bfloat16, no dropout, tanh GELU": {"precision": "mixed_bfloat16", "dropout": False,
+                                              "config": {"hidden_act": "gelu_new"}},
+    "mixed_bfloat16, no dropout, frozen word embeddings": {"precision": "mixed_bfloat16", "dropout": False,
+                                                           "freeze_word_embeddings": True},
+    "mixed_bfloat16, no dropout, XLA GELU": {"precision": "mixed_bfloat16", "dropout": False, "xla_gelu": True},
+    "mixed_bfloat16, no dropout, XLA GELU+LayerNorm": {"precision": "mixed_bfloat16", "dropout": False,
+                                                      "xla_gelu": True, "xla_layer_norm": True},
+    "mixed_bfloat16, no attention dropout, XLA GELU": {"precision": "mixed_bfloat16", "xla_gelu": True,
+                                                       "config": {"attention_probs_dropout_prob": 0.0}},
+    "mixed_bfloat16, XLA GELU": {"precision": "mixed_bfloat16", "xla_gelu": True},
+    "mixed_bfloat16, XLA GELU+LayerNorm+Dropout": {"precision": "mixed_bfloat16", "xla_gelu": True,
+                                                   "xla_layer_norm": True, "xla_dropout": True},
+    "float32, no dropout, XLA": {"precision": "float32", "dropout": False, "jit_compile": True},
 }
 
 
@@ -66,8 +82,24 @@ def one_variant(spec: dict, batch: int, width: int, steps: int, trace_dir: str |
         for layer in model.submodules:
             if isinstance(layer, tf.keras.layers.Dropout):
                 layer.rate = 0.0
+    if spec.get("xla_gelu"):  # only the FFN activation compiled (fused elementwise), not the whole step
+        for layer in model.submodules:
+            if hasattr(layer, "intermediate_act_fn"):
+                layer.intermediate_act_fn = tf.function(layer.intermediate_act_fn, jit_compile=True)
+    if spec.get("xla_layer_norm"):
+        for layer in model.submodules:
+            if isinstance(layer, tf.keras.layers.LayerNormalization):
+                layer.call = tf.function(layer.call, jit_compile=True)
+    if spec.get("xla_dropout"):
+        for layer in model.submodules:
+            if isinstance(layer, tf.keras.layers.Dropout):
+                layer.call = tf.function(layer.call, jit_compile=True)
+    if spec.get("freeze_word_embeddings"):
+        emb = model.layers[0].embeddings  # not a train-stage option: measured here first
+        emb._trainable_weights = [w for w in emb._trainable_weights if w is not emb.weight]
+        emb._non_trainable_weights.append(emb.weight)
     optimizer, _ = create_optimizer(init_lr=1e-4, num_train_steps=1000, num_warmup_steps=0, weight_decay_rate=0.01)
-    model.compile(optimizer=optimizer)
+    model.compile(optimizer=optimizer, jit_compile=spec.get("jit_compile", False))
     rng = np.random.default_rng(0)
     x = {"input_ids": rng.integers(1000, 20000, (batch, width), dtype=np.int32),
          "token_type_ids": np.zeros((batch, width), np.int32),
@@ -135,6 +167,8 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=176)
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--trace-variant", default="mixed_bfloat16", choices=list(VARIANTS),
+                        help="the variant traced with the TensorFlow profiler (op time by type)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--trace", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -148,7 +182,7 @@ def main() -> None:
             spec = VARIANTS[name]
             cmd = [sys.executable, __file__, "--child", json.dumps(spec), "--batch", str(args.batch),
                    "--width", str(args.width), "--steps", str(args.steps)]
-            if name == "mixed_bfloat16":
+            if name == args.trace_variant:
                 cmd += ["--trace", str(Path(tmp) / "trace")]
             env = {**os.environ, **spec.get("env", {})}
             done = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -162,7 +196,7 @@ def main() -> None:
     if base:
         for name, r in results.items():
             r["speedup_vs_float32"] = base / r["step_seconds"]
-    for row in results.get("mixed_bfloat16", {}).get("ops", []):
+    for row in results.get(args.trace_variant, {}).get("ops", []):
         print(f"  {row['op']:28s} {row['seconds_per_step'] * 1000:8.1f} ms/step {row['share'] * 100:5.1f}%")
     out = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",

@@ -81,13 +81,14 @@ def bench_tokenization(train_raw, tokenizer, cfg) -> dict:
             "train_features": tokenized["train"]}
 
 
-def train_ours(table: FeatureTable, precision: str) -> dict:
+def train_ours(table: FeatureTable, overrides: list[str]) -> dict:
     """One epoch over `table` the train stage's way with `train=quality`'s settings (bucketed, padded
-    to a multiple of 8, batch 32), in `precision`, the model built as the train stage builds it."""
+    to a multiple of 8, batch 32, elementwise islands fused) changed by `overrides`, the model built
+    as the train stage builds it."""
     import tensorflow as tf
 
     cfg = from_dict(yaml.safe_load(compose_params_text(
-        ["train=quality", f"train.precision={precision}", f"tokenize.max_length={COURSE_MAX_LENGTH}"])))
+        ["train=quality", *overrides, f"tokenize.max_length={COURSE_MAX_LENGTH}"])))
     steps = steps_per_epoch(len(table), cfg.train.batch_size)
     tf.keras.utils.set_random_seed(0)
     model, _, policy = build_training_model(cfg.train, MINILM, steps)
@@ -97,30 +98,27 @@ def train_ours(table: FeatureTable, precision: str) -> dict:
     traces = model.train_function.experimental_get_tracing_count()
     widths = {min(round_up(int(table.lengths[b].max()), cfg.train.pad_to_multiple_of), COURSE_MAX_LENGTH)
               for b in bucketed_batches(table.lengths, cfg.train.batch_size, cfg.train.seed, 0)}
-    return {"precision": precision, "policy": policy, "batch_size": cfg.train.batch_size, "seconds": seconds,
+    return {"precision": cfg.train.precision, "policy": policy, "fuse_elementwise": cfg.train.fuse_elementwise,
+            "batch_size": cfg.train.batch_size, "seconds": seconds,
             "features_per_second": len(table) / seconds, "traces": traces, "distinct_batch_widths": len(widths)}
 
 
 def bench_training(features, n_features: int) -> dict:
     """One epoch over the first n features: the course recipe (pad 384, prepare_tf_dataset, batch 16,
-    float32) against train=quality's settings in float32 and in `auto` precision (this CPU's fastest)."""
+    float32) against train=quality's settings in float32 and in `auto` precision (this CPU's fastest),
+    and in `auto` without fuse_elementwise (what the fusion gives)."""
     subset = features.select(range(min(n_features, features.num_rows))).flatten_indices()
     table = FeatureTable.from_dataset(subset)
     course = measure_course_training(table, MINILM, len(table))
     log(f"train course: {course['features_per_second']:.2f} features/s")
-    ours = {}
-    for precision in ("float32", "auto"):
-        ours[precision] = train_ours(table, precision)
-        log(f"train ours ({ours[precision]['policy']}, batch {ours[precision]['batch_size']}): "
-            f"{ours[precision]['features_per_second']:.2f} features/s ({ours[precision]['traces']} traces, "
-            f"{ours[precision]['distinct_batch_widths']} batch widths)")
-    return {
-        "features": len(table),
-        "mean_feature_length": float(table.lengths.mean()),
-        "baseline": course,
-        "ours": ours["auto"],
-        "ours_float32": ours["float32"],
-    }
+    variants = {"ours_float32": ["train.precision=float32"], "ours": ["train.precision=auto"],
+                "ours_unfused": ["train.precision=auto", "train.fuse_elementwise=false"]}
+    out = {"features": len(table), "mean_feature_length": float(table.lengths.mean()), "baseline": course}
+    for name, overrides in variants.items():
+        r = out[name] = train_ours(table, overrides)
+        log(f"train {name} ({r['policy']}, fused {r['fuse_elementwise']}, batch {r['batch_size']}): "
+            f"{r['features_per_second']:.2f} features/s ({r['traces']} traces, {r['distinct_batch_widths']} batch widths)")
+    return out
 
 
 def bench_prediction(features, n_features: int) -> dict:
@@ -311,6 +309,10 @@ def main() -> None:
         rows.append(("  the same in float32", training["features"], training["baseline"]["features_per_second"],
                      training["ours_float32"]["features_per_second"],
                      training["ours_float32"]["features_per_second"] / training["baseline"]["features_per_second"],
+                     "report"))
+        rows.append((f"  the same without fuse_elementwise", training["features"],
+                     training["baseline"]["features_per_second"], training["ours_unfused"]["features_per_second"],
+                     training["ours_unfused"]["features_per_second"] / training["baseline"]["features_per_second"],
                      "report"))
     if "prediction" in results:
         rows.append(("predict features/s", results["prediction"]["features"],

@@ -17,7 +17,7 @@ import numpy as np
 
 from pipeline.qa.backup import ResumePoint, TrainingBackup
 from pipeline.qa.batching import FeatureTable, epoch_plan, make_train_generator
-from pipeline.qa.modeling import load_qa_model
+from pipeline.qa.modeling import fuse_elementwise, load_qa_model
 from pipeline.runtime.config import PipelineConfig, TrainConfig
 from pipeline.runtime.errors import Interrupted, PipelineError, pending_interrupt
 
@@ -202,12 +202,18 @@ def gpu_capability() -> tuple[int, int] | None:
     return tuple(capability) if capability else None
 
 
-def dropout_config(rate: float | None) -> dict[str, float]:
-    """The model config overrides for train.dropout (BERT-style names; load_qa_model refuses them
-    for a model whose config does not have them). None: the checkpoint's own rates."""
-    if rate is None:
-        return {}
-    return {"hidden_dropout_prob": float(rate), "attention_probs_dropout_prob": float(rate)}
+def dropout_config(rate: float | None, attention_rate: float | None = None) -> dict[str, float]:
+    """The model config overrides for train.dropout and train.attention_dropout (BERT-style names;
+    load_qa_model refuses them for a model whose config does not have them). rate None: the
+    checkpoint's own hidden rate; attention_rate None: the same as rate (so the checkpoint's
+    when rate is None too)."""
+    out = {}
+    if rate is not None:
+        out["hidden_dropout_prob"] = float(rate)
+    attention = rate if attention_rate is None else attention_rate
+    if attention is not None:
+        out["attention_probs_dropout_prob"] = float(attention)
+    return out
 
 
 @contextlib.contextmanager
@@ -241,8 +247,10 @@ def build_training_model(train: TrainConfig, checkpoint: str, total_steps: int) 
     from transformers import create_optimizer
 
     with precision_policy(train.precision) as policy, resumable_dropout():
-        model = load_qa_model(checkpoint, dropout_config(train.dropout))
+        model = load_qa_model(checkpoint, dropout_config(train.dropout, train.attention_dropout))
         keep_head_in_float32(model)
+    if train.fuse_elementwise:
+        fuse_elementwise(model)
     optimizer, schedule = create_optimizer(
         init_lr=train.learning_rate,
         num_train_steps=total_steps,

@@ -85,6 +85,9 @@ class TrainConfig:
     # attention dropout of the model config (BERT-style `hidden_dropout_prob` and
     # `attention_probs_dropout_prob`). On a CPU dropout's random numbers cost ~20% of a step.
     dropout: Optional[float] = MISSING
+    # The attention-probability dropout alone: null is train.dropout's value. Most of dropout's
+    # cost is here (one random number per attention weight, heads x width x width per feature).
+    attention_dropout: Optional[float] = MISSING
     # "bucketed": pad each batch to its longest feature (rounded up to pad_to_multiple_of),
     # with batches drawn from length-sorted chunks; "max_length": pad every batch to
     # tokenize.max_length, as the course does.
@@ -101,6 +104,9 @@ class TrainConfig:
     backup_every_steps: int = MISSING
     # XLA-compile the train step (needs coarse batch widths: see JIT_MAX_WIDTHS).
     jit_compile: bool = MISSING
+    # XLA-compile only the elementwise islands (feed-forward activation, LayerNorm), matmuls left
+    # on oneDNN: pipeline.qa.modeling.fuse_elementwise. Same weights and math, faster steps.
+    fuse_elementwise: bool = MISSING
     # tf.config.experimental.enable_op_determinism(): bit-reproducible runs (slower on GPUs).
     deterministic: bool = MISSING
 
@@ -196,6 +202,11 @@ def validate(cfg: PipelineConfig, source: str = DEFAULT_PARAMS) -> PipelineConfi
     _require(tr.dropout is None or (isinstance(tr.dropout, (int, float)) and not isinstance(tr.dropout, bool)
                                     and 0 <= tr.dropout < 1),
              "train.dropout", tr.dropout, "use null (the checkpoint's rates) or a rate in [0, 1)", source)
+    _require(tr.attention_dropout is None or (isinstance(tr.attention_dropout, (int, float))
+                                              and not isinstance(tr.attention_dropout, bool)
+                                              and 0 <= tr.attention_dropout < 1),
+             "train.attention_dropout", tr.attention_dropout,
+             "use null (the same as train.dropout) or a rate in [0, 1)", source)
     _require(tr.log_every_steps >= 1, "train.log_every_steps", tr.log_every_steps, "use at least 1", source)
     _require(tr.strategy in STRATEGIES, "train.strategy", tr.strategy, f"use one of {', '.join(STRATEGIES)}", source)
     _require(tr.backup_every_steps >= 1, "train.backup_every_steps", tr.backup_every_steps,

@@ -85,6 +85,9 @@ def _params(**section_overrides):
         ({"train__backup_every_steps": 0}, r"train\.backup_every_steps=0 is invalid: use at least 1"),
         ({"train__dropout": 1.0}, r"train\.dropout=1\.0 is invalid: use null \(the checkpoint's rates\) or a rate in \[0, 1\)"),
         ({"train__dropout": "none"}, r"train\.dropout: Value 'none' of type 'str' could not be converted to Float"),
+        ({"train__attention_dropout": -0.1}, r"train\.attention_dropout=-0\.1 is invalid: use null \(the same as "
+                                             r"train\.dropout\) or a rate in \[0, 1\)"),
+        ({"train__fuse_elementwise": "maybe"}, r"train\.fuse_elementwise: Value 'maybe' is not a valid bool"),
         ({"train__jit_compile": True}, r"train\.pad_to_multiple_of=8 is invalid: with train\.jit_compile=true XLA "
                                        r"compiles once per batch width, and tokenize\.max_length=384 leaves 48 widths; "
                                        r"use at least 48"),

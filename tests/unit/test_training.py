@@ -121,3 +121,45 @@ def test_train_dropout_sets_every_dropout_layer_and_an_unknown_config_key_is_ref
     assert model.config.hidden_dropout_prob == model.config.attention_probs_dropout_prob == 0.0  # saved with it
     with pytest.raises(PipelineError, match="BertConfig has no 'dropout'.*leave that setting null"):
         load_qa_model(MINILM, {"dropout": 0.0})
+    # train.attention_dropout alone: null follows train.dropout, a number overrides it
+    assert dropout_config(0.1, 0.0) == {"hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.0}
+    assert dropout_config(None, 0.0) == {"attention_probs_dropout_prob": 0.0}
+    assert dropout_config(0.2, None) == {"hidden_dropout_prob": 0.2, "attention_probs_dropout_prob": 0.2}
+    hidden_only = load_qa_model(MINILM, dropout_config(0.1, 0.0))
+    attention = [layer.dropout.rate for layer in hidden_only.submodules if type(layer).__name__ == "TFBertSelfAttention"]
+    assert attention == [0.0] * 6
+    assert rates(hidden_only) == {0.0, 0.1}
+
+
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
+def test_fuse_elementwise_keeps_the_math_and_the_gradients(precision):
+    """XLA-compiled GELU and LayerNorm islands: same logits and gradients as the unfused model
+    (to the precision's rounding), every layer changed once, and new batch widths still work."""
+    import tensorflow as tf
+
+    from pipeline.qa.modeling import fuse_elementwise, load_qa_model
+
+    with precision_policy(precision):
+        plain = load_qa_model(MINILM, {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0})
+        fused = load_qa_model(MINILM, {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0})
+        keep_head_in_float32(plain)
+        keep_head_in_float32(fused)
+    fused.set_weights(plain.get_weights())
+    assert fuse_elementwise(fused) == 6 + 13  # 6 feed-forward activations, 13 LayerNorms (embeddings + 2 per layer)
+    assert fuse_elementwise(fused) == 6  # the LayerNorms are not wrapped twice; activations already compiled stay
+    tol = 1e-4 if precision == "float32" else 0.15
+    rng = np.random.default_rng(0)
+    for width in (24, 40):
+        batch = {"input_ids": tf.constant(rng.integers(1000, 20000, (2, width)), tf.int32),
+                 "attention_mask": tf.ones((2, width), tf.int32),
+                 "token_type_ids": tf.zeros((2, width), tf.int32)}
+        grads = []
+        for model in (plain, fused):
+            with tf.GradientTape() as tape:
+                out = model(batch, training=True)
+                loss = tf.reduce_sum(out.start_logits * tf.linspace(-1.0, 1.0, width))
+            grads.append((out.start_logits.numpy(), tape.gradient(loss, model.trainable_variables)))
+        np.testing.assert_allclose(grads[1][0], grads[0][0], atol=tol)
+        for a, b in zip(grads[0][1], grads[1][1]):
+            a, b = tf.convert_to_tensor(a).numpy(), tf.convert_to_tensor(b).numpy()
+            np.testing.assert_allclose(b, a, atol=tol * max(1.0, float(np.abs(a).max())))
