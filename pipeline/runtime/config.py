@@ -78,7 +78,7 @@ class TrainConfig:
     # The Keras dtype policy for training: "float32", "mixed_float16" (GPU only: on a machine
     # without one it falls back to float32, as float16 is slow on CPUs), "mixed_bfloat16"
     # (fast on CPUs with AVX512-BF16 or AMX, and on recent GPUs) or "auto" (the fastest of these
-    # the machine supports: pipeline.qa.training.auto_precision). The QA head and the loss stay
+    # the machine supports: pipeline.qa.precision.auto_precision). The QA head and the loss stay
     # float32 in the mixed policies.
     precision: str = MISSING
     # Dropout while fine-tuning: null keeps the checkpoint's rates; a number sets the hidden and

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from pipeline.qa.batching import epoch_plan, round_up
-from pipeline.qa.training import (keep_head_in_float32, make_dataset, precision_policy, report_loss_sums,
-                                  resumable_dropout, steps_per_epoch)
+from pipeline.qa.precision import keep_head_in_float32, precision_policy
+from pipeline.qa.training import make_dataset, report_loss_sums, resumable_dropout, steps_per_epoch
 from pipeline.runtime.config import JIT_MAX_WIDTHS
 from tests.helpers.tiny_model import random_table, tiny_bert, tiny_config
 

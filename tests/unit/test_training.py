@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.qa.training import keep_head_in_float32, precision_policy, resolve_precision
+from pipeline.qa.precision import keep_head_in_float32, precision_policy, resolve_precision
 from tests.conftest import MINILM
 
 
@@ -22,12 +22,12 @@ def test_a_gpu_gets_the_policy_asked_for(precision):
 
 
 def test_bfloat16_on_a_cpu_without_native_support_warns(monkeypatch):
-    import pipeline.qa.training as train_module
+    import pipeline.qa.precision as precision_module
 
-    monkeypatch.setattr(train_module, "cpu_has_bfloat16", lambda: False)
+    monkeypatch.setattr(precision_module, "cpu_has_bfloat16", lambda: False)
     policy, note = resolve_precision("mixed_bfloat16", has_gpu=False)
     assert policy == "mixed_bfloat16" and "emulated" in note
-    monkeypatch.setattr(train_module, "cpu_has_bfloat16", lambda: True)
+    monkeypatch.setattr(precision_module, "cpu_has_bfloat16", lambda: True)
     assert resolve_precision("mixed_bfloat16", has_gpu=False) == ("mixed_bfloat16", None)
 
 
@@ -39,7 +39,7 @@ def test_bfloat16_on_a_cpu_without_native_support_warns(monkeypatch):
     ((6, 1), False, "float32"),        # no tensor cores: float16 is slow
 ])
 def test_auto_precision_picks_the_fastest_policy_the_hardware_supports(gpu, cpu_bf16, expected):
-    from pipeline.qa.training import auto_precision
+    from pipeline.qa.precision import auto_precision
 
     assert auto_precision(gpu, cpu_bf16) == expected
     policy, note = resolve_precision("auto", has_gpu=gpu is not None, gpu_capability=gpu, cpu_bf16=cpu_bf16)
@@ -50,7 +50,7 @@ def test_auto_precision_reads_this_cpus_flags():
     """On this machine: the flags of /proc/cpuinfo decide, and the policy is one Keras accepts."""
     import tensorflow as tf
 
-    from pipeline.qa.training import cpu_flags, cpu_has_bfloat16
+    from pipeline.qa.precision import cpu_flags, cpu_has_bfloat16
 
     flags = cpu_flags()
     assert cpu_has_bfloat16({"sse2", "avx512_bf16"}) and cpu_has_bfloat16({"amx_bf16"})
