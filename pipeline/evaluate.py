@@ -29,8 +29,8 @@ from typing import Any
 
 import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pipeline.qa.analysis import Analysis, analyse, windows_per_example
-from pipeline.qa.inference import keras_logits_fn
-from pipeline.qa.modeling import load_qa_model, load_tokenizer, read_windows
+from pipeline.qa.inference import keras_logits_fn, load_inference_model
+from pipeline.qa.modeling import load_tokenizer, read_windows
 from pipeline.qa.predictions import predict_split, score, write_prediction_files
 from pipeline.runtime import registry, tracking
 from pipeline.runtime.config import PipelineConfig, flatten, load_config
@@ -98,7 +98,7 @@ def evaluate(cfg: PipelineConfig) -> dict[str, Any]:
     examples = load_from_disk(str(RAW_DIR))["validation"]
     features = load_from_disk(str(TOKENIZED_DIR))["validation"]
     tokenizer = load_tokenizer(str(TRAINED_DIR))
-    model = load_qa_model(str(TRAINED_DIR))
+    model = load_inference_model(str(TRAINED_DIR), cfg.evaluate.precision)
 
     version_2 = cfg.data.version_2_with_negative
     predictions = predict_split(keras_logits_fn(model), examples, features, cfg.evaluate, version_2,

@@ -45,7 +45,7 @@ def auto_precision(gpu_capability: tuple[int, int] | None, cpu_bf16: bool) -> st
 
 
 def resolve_precision(precision: str, has_gpu: bool, gpu_capability: tuple[int, int] | None = None,
-                      cpu_bf16: bool | None = None) -> tuple[str, str | None]:
+                      cpu_bf16: bool | None = None, key: str = "train.precision") -> tuple[str, str | None]:
     """The Keras policy to train with, and a note for the log when it differs from the ask
     or is likely slow. `auto` picks by auto_precision (a GPU of unknown capability counts
     as one with tensor cores)."""
@@ -55,12 +55,12 @@ def resolve_precision(precision: str, has_gpu: bool, gpu_capability: tuple[int, 
         policy = auto_precision(capability, cpu_bf16)
         where = f"GPU (compute capability {capability[0]}.{capability[1]})" if capability else (
             "CPU with AVX512-BF16/AMX" if cpu_bf16 else "CPU without AVX512-BF16/AMX")
-        return policy, f"train.precision=auto: {policy} on this {where}"
+        return policy, f"{key}=auto: {policy} on this {where}"
     if precision == "mixed_float16" and not has_gpu:
-        return "float32", "train.precision=mixed_float16 needs a GPU (float16 is slow on CPUs); training in float32"
+        return "float32", f"{key}=mixed_float16 needs a GPU (float16 is slow on CPUs); using float32"
     if precision == "mixed_bfloat16" and not has_gpu and not cpu_bf16:
-        return precision, ("train.precision=mixed_bfloat16: this CPU has no AVX512-BF16/AMX, so bfloat16 is "
-                           "emulated and likely slower than float32 (train.precision=auto picks float32 here)")
+        return precision, (f"{key}=mixed_bfloat16: this CPU has no AVX512-BF16/AMX, so bfloat16 is "
+                           f"emulated and likely slower than float32 ({key}=auto picks float32 here)")
     return precision, None
 
 
@@ -79,18 +79,19 @@ def gpu_capability() -> tuple[int, int] | None:
 
 
 @contextlib.contextmanager
-def precision_policy(precision: str, has_gpu: bool | None = None):
+def precision_policy(precision: str, has_gpu: bool | None = None, key: str = "train.precision"):
     """Build the model inside this block: the Keras policy is set before any layer is built
     (the course sets it after compile, which leaves the model in float32), and the global
     policy is restored afterwards, so a model loaded later in the same process (evaluation)
     gets float32. Built layers keep the policy they were built with; under mixed_float16,
     `compile` wraps the optimizer in a LossScaleOptimizer because the model's policy says so.
-    has_gpu: None to look (tests force True to run the GPU path on a CPU)."""
+    has_gpu: None to look (tests force True to run the GPU path on a CPU). key: the setting the
+    log's note names."""
     import tensorflow as tf
 
     if has_gpu is None:
         has_gpu = bool(tf.config.list_physical_devices("GPU"))
-    policy, note = resolve_precision(precision, has_gpu, gpu_capability() if has_gpu else None)
+    policy, note = resolve_precision(precision, has_gpu, gpu_capability() if has_gpu else None, key=key)
     if note:
         print(f"note: {note}", file=sys.stderr)
     previous = tf.keras.mixed_precision.global_policy()

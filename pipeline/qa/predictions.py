@@ -19,9 +19,9 @@ from pipeline.qa.analysis import Analysis, analyse, windows_per_example
 from pipeline.qa.answers import QAPredictions
 from pipeline.qa.batching import FeatureTable, RaggedColumn
 from pipeline.qa.features import check_windows, prepare_validation_features, tokenize_examples
-from pipeline.qa.inference import LogitsFn, keras_logits_fn, predict_logits
+from pipeline.qa.inference import LogitsFn, keras_logits_fn, load_inference_model, predict_logits
 from pipeline.qa.metrics import load_metric
-from pipeline.qa.modeling import load_qa_model, load_tokenizer
+from pipeline.qa.modeling import load_tokenizer
 from pipeline.qa.postprocess import ContextOffsets, postprocess_predictions
 from pipeline.qa.squad import load_examples
 from pipeline.runtime.config import EvaluateConfig, TokenizeConfig
@@ -172,8 +172,8 @@ class LoadedModel:
     logits_fn: LogitsFn
 
     @classmethod
-    def load(cls, model_dir: Path) -> "LoadedModel":
-        model = load_qa_model(str(model_dir))
+    def load(cls, model_dir: Path, precision: str = "float32", key: str = "evaluate.precision") -> "LoadedModel":
+        model = load_inference_model(str(model_dir), precision, key)
         return cls(load_tokenizer(str(model_dir)), keras_logits_fn(model))
 
 
@@ -208,7 +208,7 @@ def evaluate_file(model_dir: Path, data_file: Path, tokenize_cfg: TokenizeConfig
     """(metrics, QAPredictions) of a save_pretrained model on a SQuAD-format file, every question
     validated and scored."""
     examples = load_examples(data_file, version_2_with_negative, max_samples)
-    evaluation = evaluate_examples(LoadedModel.load(model_dir), examples, tokenize_cfg, evaluate_cfg,
+    evaluation = evaluate_examples(LoadedModel.load(model_dir, evaluate_cfg.precision), examples, tokenize_cfg, evaluate_cfg,
                                    version_2_with_negative, progress)
     return evaluation.metrics, evaluation.predictions
 

@@ -122,6 +122,10 @@ class EvaluateConfig:
     # Percentile-bootstrap resamples for the 95% intervals of EM and F1, and their seed.
     bootstrap_samples: int = MISSING
     bootstrap_seed: int = MISSING
+    # The dtype policy to predict in: "float32" (what the export serves), or "auto" /
+    # "mixed_bfloat16" (faster on a CPU with AVX512-BF16/AMX; logits stay float32):
+    # pipeline.qa.inference.load_inference_model.
+    precision: str = MISSING
 
 
 @dataclass
@@ -220,6 +224,8 @@ def validate(cfg: PipelineConfig, source: str = DEFAULT_PARAMS) -> PipelineConfi
             f"{t.max_length} leaves {widths} widths; use at least {least} (at most {JIT_MAX_WIDTHS} widths) "
             "or train.padding=max_length", source,
         )
+    _require(ev.precision in PRECISION_POLICIES, "evaluate.precision", ev.precision,
+             f"use one of {', '.join(PRECISION_POLICIES)}", source)
     _require(ev.n_best >= 1, "evaluate.n_best", ev.n_best, "use at least 1", source)
     _require(ev.max_answer_length >= 1, "evaluate.max_answer_length", ev.max_answer_length, "use at least 1", source)
     _require(ev.batch_size >= 1, "evaluate.batch_size", ev.batch_size, "use at least 1", source)

@@ -88,6 +88,8 @@ def _params(**section_overrides):
         ({"train__attention_dropout": -0.1}, r"train\.attention_dropout=-0\.1 is invalid: use null \(the same as "
                                              r"train\.dropout\) or a rate in \[0, 1\)"),
         ({"train__fuse_elementwise": "maybe"}, r"train\.fuse_elementwise: Value 'maybe' is not a valid bool"),
+        ({"evaluate__precision": "int8"}, r"evaluate\.precision='int8' is invalid: use one of auto, float32, "
+                                          r"mixed_float16, mixed_bfloat16"),
         ({"train__jit_compile": True}, r"train\.pad_to_multiple_of=8 is invalid: with train\.jit_compile=true XLA "
                                        r"compiles once per batch width, and tokenize\.max_length=384 leaves 48 widths; "
                                        r"use at least 48"),
