@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import pipeline  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before TensorFlow loads; TensorFlow itself loads later)
-from pipeline.qa.modeling import load_qa_model  # noqa: E402
+from pipeline.qa.modeling import fuse_elementwise, load_qa_model  # noqa: E402
 from pipeline.qa.precision import keep_head_in_float32, precision_policy  # noqa: E402
 from pipeline.qa.training import resumable_dropout  # noqa: E402
 
@@ -57,6 +57,8 @@ VARIANTS = {
     "mixed_bfloat16, no dropout, XLA GELU": {"precision": "mixed_bfloat16", "dropout": False, "xla_gelu": True},
     "mixed_bfloat16, no dropout, XLA GELU+LayerNorm": {"precision": "mixed_bfloat16", "dropout": False,
                                                       "xla_gelu": True, "xla_layer_norm": True},
+    "mixed_bfloat16, no dropout, fuse_elementwise": {"precision": "mixed_bfloat16", "dropout": False,
+                                                     "fuse_elementwise": True},
     "mixed_bfloat16, no attention dropout, XLA GELU": {"precision": "mixed_bfloat16", "xla_gelu": True,
                                                        "config": {"attention_probs_dropout_prob": 0.0}},
     "mixed_bfloat16, XLA GELU": {"precision": "mixed_bfloat16", "xla_gelu": True},
@@ -83,7 +85,9 @@ def one_variant(spec: dict, batch: int, width: int, steps: int, trace_dir: str |
         for layer in model.submodules:
             if isinstance(layer, tf.keras.layers.Dropout):
                 layer.rate = 0.0
-    if spec.get("xla_gelu"):  # only the FFN activation compiled (fused elementwise), not the whole step
+    if spec.get("fuse_elementwise"):  # the train stage's train.fuse_elementwise (islands shared by all layers)
+        fuse_elementwise(model)
+    if spec.get("xla_gelu"):  # one layer's FFN activation compiled by its own function (how the fusion was first measured)
         for layer in model.submodules:
             if hasattr(layer, "intermediate_act_fn"):
                 layer.intermediate_act_fn = tf.function(layer.intermediate_act_fn, jit_compile=True)
