@@ -122,11 +122,11 @@ def bench_training(features, n_features: int) -> dict:
 
 
 def bench_prediction(features, n_features: int) -> dict:
-    import numpy as np
-
     """The course's prediction (pad 384, float32) against ours: length-bucketed, in float32 (the
     evaluate stage's default, what the export serves) and in evaluate.precision=auto (bfloat16 on a
     CPU with AVX512-BF16/AMX, GELU/LayerNorm fused: pipeline.qa.inference.load_inference_model)."""
+    import numpy as np
+
     subset = features.select(range(min(n_features, features.num_rows))).flatten_indices()
     table = FeatureTable.from_dataset(subset)
     warm = FeatureTable.from_dataset(subset.select(range(64)))
@@ -142,6 +142,7 @@ def bench_prediction(features, n_features: int) -> dict:
         out[name] = {"padding": padding, "seconds": seconds, "features_per_second": subset.num_rows / seconds,
                      "starts": starts}
         log(f"predict {name} ({padding}): {out[name]['features_per_second']:.2f} features/s")
+
     def max_diff(name):
         return max(float(np.abs(a - b).max()) for a, b in zip(out["baseline"]["starts"], out[name]["starts"]))
     return {
@@ -307,21 +308,19 @@ def main() -> None:
     if "noop_repro" in sections:
         results["noop_repro"] = bench_noop_repro()
 
-    ratio = lambda section, key: results[section]["ours"][key] / results[section]["baseline"][key]  # noqa: E731
+    def ratio(section: str, key: str, ours: str = "ours") -> float:
+        return results[section][ours][key] / results[section]["baseline"][key]
+
     rows = []
     if "training" in results:
         training = results["training"]
         rows.append((f"train features/s ({training['ours']['policy']})", training["features"],
                      training["baseline"]["features_per_second"], training["ours"]["features_per_second"],
                      ratio("training", "features_per_second"), ">= 3.0x"))
-        rows.append(("  the same in float32", training["features"], training["baseline"]["features_per_second"],
-                     training["ours_float32"]["features_per_second"],
-                     training["ours_float32"]["features_per_second"] / training["baseline"]["features_per_second"],
-                     "report"))
-        rows.append((f"  the same without fuse_elementwise", training["features"],
-                     training["baseline"]["features_per_second"], training["ours_unfused"]["features_per_second"],
-                     training["ours_unfused"]["features_per_second"] / training["baseline"]["features_per_second"],
-                     "report"))
+        for label, name in (("  the same in float32", "ours_float32"),
+                            ("  the same without fuse_elementwise", "ours_unfused")):
+            rows.append((label, training["features"], training["baseline"]["features_per_second"],
+                         training[name]["features_per_second"], ratio("training", "features_per_second", name), "report"))
     if "prediction" in results:
         rows.append(("predict features/s (float32)", results["prediction"]["features"],
                      results["prediction"]["baseline"]["features_per_second"],
@@ -330,8 +329,7 @@ def main() -> None:
         rows.append(("  the same, evaluate.precision=auto", results["prediction"]["features"],
                      results["prediction"]["baseline"]["features_per_second"],
                      results["prediction"]["ours_auto"]["features_per_second"],
-                     results["prediction"]["ours_auto"]["features_per_second"]
-                     / results["prediction"]["baseline"]["features_per_second"], ">= 3.0x"))
+                     ratio("prediction", "features_per_second", "ours_auto"), ">= 3.0x"))
     if "postprocessing" in results:
         post = results["postprocessing"]
         for name, base in (("post-processing s", post["baseline"]["seconds"]),

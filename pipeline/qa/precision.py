@@ -46,8 +46,8 @@ def auto_precision(gpu_capability: tuple[int, int] | None, cpu_bf16: bool) -> st
 
 def resolve_precision(precision: str, has_gpu: bool, gpu_capability: tuple[int, int] | None = None,
                       cpu_bf16: bool | None = None, key: str = "train.precision") -> tuple[str, str | None]:
-    """The Keras policy to train with, and a note for the log when it differs from the ask
-    or is likely slow. `auto` picks by auto_precision (a GPU of unknown capability counts
+    """The Keras policy to build the model with, and a note for the log (naming the setting `key`)
+    when it differs from the ask or is likely slow. `auto` picks by auto_precision (a GPU of unknown capability counts
     as one with tensor cores)."""
     cpu_bf16 = cpu_has_bfloat16() if cpu_bf16 is None else cpu_bf16
     if precision == "auto":

@@ -208,8 +208,8 @@ def evaluate_file(model_dir: Path, data_file: Path, tokenize_cfg: TokenizeConfig
     """(metrics, QAPredictions) of a save_pretrained model on a SQuAD-format file, every question
     validated and scored."""
     examples = load_examples(data_file, version_2_with_negative, max_samples)
-    evaluation = evaluate_examples(LoadedModel.load(model_dir, evaluate_cfg.precision), examples, tokenize_cfg, evaluate_cfg,
-                                   version_2_with_negative, progress)
+    loaded = LoadedModel.load(model_dir, evaluate_cfg.precision)
+    evaluation = evaluate_examples(loaded, examples, tokenize_cfg, evaluate_cfg, version_2_with_negative, progress)
     return evaluation.metrics, evaluation.predictions
 
 

@@ -8,9 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -150,8 +148,8 @@ def dropout_config(rate: float | None, attention_rate: float | None = None) -> d
 
 def build_training_model(train: TrainConfig, checkpoint: str, total_steps: int) -> tuple[Any, Any, str]:
     """The QA model compiled for training as the train stage trains it: built under the precision
-    policy with resumable dropout at train.dropout, its head in float32, `create_optimizer` with
-    warmup and weight decay. Call it inside the strategy's scope. Returns (model, learning-rate
+    policy with resumable dropout at train.dropout / train.attention_dropout, its head in float32,
+    GELU/LayerNorm fused when train.fuse_elementwise, `create_optimizer` with warmup and weight decay. Call it inside the strategy's scope. Returns (model, learning-rate
     schedule, policy name)."""
     from transformers import create_optimizer
 
