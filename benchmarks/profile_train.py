@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import pipeline  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before TensorFlow loads; TensorFlow itself loads later)
+from machine import describe_machine  # noqa: E402
 from pipeline.qa.modeling import fuse_elementwise, load_qa_model  # noqa: E402
 from pipeline.qa.precision import keep_head_in_float32, precision_policy  # noqa: E402
 from pipeline.qa.training import resumable_dropout  # noqa: E402
@@ -204,7 +204,7 @@ def main() -> None:
     for row in results.get(args.trace_variant, {}).get("ops", []):
         print(f"  {row['op']:28s} {row['seconds_per_step'] * 1000:8.1f} ms/step {row['share'] * 100:5.1f}%")
     out = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-           "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+           "machine": describe_machine(),
            "batch": args.batch, "width": args.width, "steps": args.steps, "variants": results}
     path = ROOT / "benchmarks/results" / f"profile-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}.json"
     path.parent.mkdir(parents=True, exist_ok=True)

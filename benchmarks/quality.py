@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -69,6 +68,7 @@ from pipeline.runtime.paths import (EVAL_METRICS_FILE, SNAPSHOT_FILE_NAME, TOKEN
                                     TRAIN_METRICS_FILE, TRAINED_DIR)
 
 from course_recipe import course_epoch_seconds, measure_course_training  # noqa: E402
+from machine import describe_machine  # noqa: E402
 
 # 0-based slices of train. Settings are chosen on the 3,000 questions 8,001-11,000: the first
 # runs used only 8,001-9,000, and that slice (about ten articles, questions cluster by article)
@@ -226,7 +226,7 @@ def main() -> None:
 
     result = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "machine": describe_machine(),
         "overrides": args.overrides,
         "train_questions": cfg.data.max_train_samples,
         "train": dict(params["train"]),

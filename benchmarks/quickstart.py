@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import pipeline  # noqa: E402,F401
+from machine import describe_machine  # noqa: E402
 from pipeline.qa.predictions import evaluate_file  # noqa: E402
 from pipeline.qa.squad import read_squad_json, write_squad_json  # noqa: E402
 from pipeline.runtime.compose import compose_params_text  # noqa: E402
@@ -72,7 +72,7 @@ def main() -> None:
 
     result = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "machine": describe_machine(),
         "overrides": args.overrides,
         "train": params["train"],
         "tokenize": params["tokenize"],

@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import pipeline  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
+from machine import describe_machine  # noqa: E402
 from pipeline import mlflow_model  # noqa: E402
 from pipeline.qa.metrics import load_metric  # noqa: E402
 from pipeline.qa.predictions import COURSE_MAX_ANSWER_LENGTH, COURSE_N_BEST  # noqa: E402
@@ -236,7 +237,7 @@ def main() -> None:
                           Path(tmp) / "serve.log")
     result = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "cpu": describe_machine()},
         "model": str(args.model), "settings": read_settings(args.model), "questions": len(records),
         "batch": {"pyfunc": ours, "transformers_pipeline": theirs,
                   "speedup": ours["questions_per_second"] / theirs["questions_per_second"],
