@@ -112,12 +112,13 @@ def train_ours(table: FeatureTable, overrides: list[str]) -> dict:
             "traces": traces, "distinct_batch_widths": len(widths)}
 
 
-def bench_training(features, n_features: int) -> dict:
+def bench_training(features, n_features: int, extra_variants: dict[str, list[str]] | None = None) -> dict:
     """The first n features: the course recipe (pad 384, prepare_tf_dataset, batch 16, float32) for
     one pass, against train=quality's settings in `auto` precision (this CPU's fastest), in float32,
     and in `auto` without fuse_elementwise, two epochs each. `features_per_second` is the steady rate
     (the course's steps after its first, our second epoch); `cold_features_per_second` counts the
-    course's first step and our first epoch, warm-up and compiles included."""
+    course's first step and our first epoch, warm-up and compiles included. `extra_variants`
+    (name -> overrides of train=quality) are trained the same way after those three."""
     subset = features.select(range(min(n_features, features.num_rows))).flatten_indices()
     table = FeatureTable.from_dataset(subset)
     course = measure_course_training(table, MINILM, len(table))
@@ -126,7 +127,7 @@ def bench_training(features, n_features: int) -> dict:
     log(f"train course: {course['features_per_second']:.2f} features/s steady, "
         f"{course['cold_features_per_second']:.2f} with its first step")
     variants = {"ours": ["train.precision=auto"], "ours_float32": ["train.precision=float32"],
-                "ours_unfused": ["train.precision=auto", "train.fuse_elementwise=false"]}
+                "ours_unfused": ["train.precision=auto", "train.fuse_elementwise=false"], **(extra_variants or {})}
     out = {"features": len(table), "mean_feature_length": float(table.lengths.mean()), "baseline": course}
     for name, overrides in variants.items():
         r = out[name] = train_ours(table, overrides)
@@ -288,15 +289,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--squad-dir", type=Path, default=ROOT.parent / "shared/data/squad-v1.1")
     parser.add_argument("--train-features", type=int, default=1000)
+    parser.add_argument("--train-variant", action="append", default=[], metavar="NAME=OVERRIDE[,OVERRIDE...]",
+                        help="also train train=quality changed by these overrides (repeatable), e.g. "
+                             "pad16=train.pad_to_multiple_of=16")
     parser.add_argument("--predict-features", type=int, default=2000)
     parser.add_argument("--evaluate-questions", type=int, default=0, help="0: the whole dev set")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results")
     parser.add_argument("--only", nargs="+", choices=SECTIONS, help="run these figures only (default: all)")
     args = parser.parse_args()
+    extra_variants = {}
+    for spec in args.train_variant:
+        name, sep, overrides = spec.partition("=")
+        if not sep or not name or not overrides or name in ("ours", "ours_float32", "ours_unfused", "baseline"):
+            parser.error(f"--train-variant {spec!r}: expected NAME=OVERRIDE[,OVERRIDE...] with a new NAME, "
+                         "e.g. pad16=train.pad_to_multiple_of=16")
+        extra_variants[name] = overrides.split(",")
     train_path = args.squad_dir / "train-v1.1.reconstructed.json.gz"
     dev_path = args.squad_dir / "dev-v1.1.json.gz"
     if not train_path.is_file() or not dev_path.is_file():
-        sys.exit(f"error: SQuAD v1.1 not found in {args.squad_dir}; pass --squad-dir (see benchmarks/README.md)")
+        sys.exit(f"error: SQuAD v1.1 not found in {args.squad_dir}; pass --squad-dir (docs/benchmarks.md says what it needs)")
 
     tokenizer = load_tokenizer(MINILM)
     cfg = TokenizeConfig(max_length=COURSE_MAX_LENGTH, stride=COURSE_STRIDE)
@@ -317,7 +328,7 @@ def main() -> None:
     if "prediction" in sections:
         results["prediction"] = bench_prediction(dev_features, args.predict_features)
     if "training" in sections:
-        results["training"] = bench_training(train_features, args.train_features)
+        results["training"] = bench_training(train_features, args.train_features, extra_variants)
     if "evaluate_memory" in sections:
         results["evaluate_memory"] = bench_evaluate_rss(dev_path, args.evaluate_questions or None)
     if "noop_repro" in sections:
@@ -338,6 +349,10 @@ def main() -> None:
                                  ("  the same, cold", "ours_unfused", "cold_features_per_second")):
             rows.append((label, training["features"], training["baseline"][key], training[name][key],
                          ratio("training", key, name), "report"))
+        for name in extra_variants:
+            rows.append((f"  {name}", training["features"], training["baseline"]["features_per_second"],
+                         training[name]["features_per_second"], ratio("training", "features_per_second", name),
+                         "report"))
     if "prediction" in results:
         rows.append(("predict features/s (float32)", results["prediction"]["features"],
                      results["prediction"]["baseline"]["features_per_second"],
