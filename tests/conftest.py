@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.project import MINILM, sample_data_config
+from tests.helpers.project import (MINILM, TINY_CHECKPOINT_NAME, copy_project, git, make_repo, run_cmd,
+                                   sample_data_config, save_tiny_checkpoint, tiny_conf)
 
 
 _ISOLATED = Path(tempfile.mkdtemp(prefix="squad-pipeline-tests-"))
@@ -59,12 +60,12 @@ def sample_raw():
     return dataset
 
 
-@pytest.fixture(autouse=True, scope="module")
+@pytest.fixture(autouse=True)
 def _no_tracking_uri_leaks():
     """mlflow.set_tracking_uri/set_registry_uri (ours in tracking.client_for, or a test's) also
     set the MLFLOW_TRACKING_URI/MLFLOW_REGISTRY_URI environment variables, which every later
-    subprocess inherits: a `dvc repro` in the next module's repo would log to this module's
-    store. Undo them when each test module ends."""
+    subprocess inherits: a `dvc repro` in the next test's repo would log to this test's store.
+    Undo them when each test ends."""
     names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
     before = {name: os.environ.get(name) for name in names}
     yield
@@ -77,3 +78,51 @@ def _no_tracking_uri_leaks():
                               ("mlflow.tracking._model_registry.utils", "_registry_uri")):
         if sys.modules.get(module) is not None and hasattr(sys.modules[module], attribute):
             setattr(sys.modules[module], attribute, None)  # mlflow's process-wide defaults
+
+
+# --- built once per pytest run, copied per test ------------------------------------------
+
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """A folder that `build(folder)` fills once per pytest run, shared read-only by every test and
+    every xdist worker (the first to need it builds it under a file lock; the others wait)."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / name
+    with FileLock(f"{root}.lock"):
+        if not (root / ".built").is_file():
+            shutil.rmtree(root, ignore_errors=True)
+            root.mkdir(parents=True)
+            build(root)
+            (root / ".built").touch()
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """tests.helpers.project.save_tiny_checkpoint's model, saved once."""
+    return built_once(tmp_path_factory, "checkpoint", lambda root: save_tiny_checkpoint(root / TINY_CHECKPOINT_NAME)
+                      ) / TINY_CHECKPOINT_NAME
+
+
+@pytest.fixture(scope="session")
+def baseline_project(tmp_path_factory, tiny_checkpoint) -> Path:
+    """The project on the tiny config and checkpoint after its first `dvc repro`, committed with
+    dvc.lock: the folder holding `repo/` (and `first_repro.log`). Never changed: tests copy it."""
+    def build(root: Path) -> None:
+        repo = make_repo(root, tiny_conf(tiny_checkpoint))
+        first = run_cmd(["dvc", "repro"], repo)
+        (root / "first_repro.log").write_text(first.stdout + first.stderr)
+        git(repo, "add", "-A")
+        git(repo, "commit", "-qm", "baseline")
+
+    return built_once(tmp_path_factory, "baseline", build)
+
+
+@pytest.fixture()
+def project(baseline_project, tmp_path) -> Path:
+    """This test's own copy of the baseline project (repo, DVC cache and run-cache, MLflow store,
+    DVC remote): nothing it changes reaches another test. Returns the repo; removed afterwards."""
+    folder = copy_project(baseline_project, tmp_path / "project")
+    yield folder / "repo"
+    shutil.rmtree(folder, ignore_errors=True)

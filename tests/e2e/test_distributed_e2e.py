@@ -1,10 +1,11 @@
-"""Real processes on the tiny config in a temporary repo: resume after SIGKILL through `dvc repro`,
-SIGTERM's clean stop with a backup, a stale backup ignored, and two workers on localhost
+"""Real processes on the tiny config: resume after SIGKILL through `dvc repro`, SIGTERM's clean
+stop with a backup, a stale backup ignored, and two workers on localhost
 (MultiWorkerMirroredStrategy over TF_CONFIG on 127.0.0.1) against one process.
 
-The module fixture tokenizes once and trains once uninterrupted with `python -m pipeline.train`
-(outside DVC, so that DVC's run-cache cannot restore that result in place of a resumed run):
-the reference the other tests compare with.
+The module's project is a copy of the session's baseline with a learning rate and backups of its
+own and no training outputs; each test trains in its own copy of it. The reference is one
+uninterrupted `python -m pipeline.train` in another copy (outside DVC, so that DVC's run-cache
+cannot restore that result in place of a resumed run).
 """
 
 from __future__ import annotations
@@ -26,12 +27,13 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.helpers.project import TINY_CONF, git, make_repo, run_cmd
+from tests.helpers.project import copy_project, git, run_cmd, update_conf
 
+# One xdist worker (`--dist loadgroup`) runs the module, so its reference trains once.
+pytestmark = pytest.mark.xdist_group("distributed-e2e")
 # The tiny config at a learning rate at which 13 steps visibly lower the loss, with a backup every
 # 2 steps (13 steps: 100 features of the 48 questions, batch 8).
-CONF = {**TINY_CONF, "train/cpu.yaml": {**TINY_CONF["train/cpu.yaml"], "learning_rate": 5.0e-4,
-                                        "backup_every_steps": 2}}
+CONF = {"train/cpu.yaml": {"learning_rate": 5.0e-4, "backup_every_steps": 2}}
 TOTAL_STEPS = 13
 OUTPUTS = ["models/trained", "metrics/train.json", "plots/train"]
 
@@ -132,31 +134,34 @@ def stage_process(root_pid: int, module: str = "pipeline.train") -> int:
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    repo = make_repo(tmp_path_factory.mktemp("distributed"), CONF)
-    run_cmd(["dvc", "repro", "tokenize"], repo)
+def prepared(baseline_project, tmp_path_factory) -> Path:
+    folder = copy_project(baseline_project, tmp_path_factory.mktemp("distributed") / "project")
+    repo = folder / "repo"
+    update_conf(repo, CONF)
     git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "tokenized")
-    return repo
+    git(repo, "commit", "-qm", "lr 5e-4, a backup every 2 steps")
+    clean(repo)
+    return folder
 
 
 @pytest.fixture(scope="module")
-def reference(repo, tmp_path_factory):
+def reference(prepared, tmp_path_factory):
     """One uninterrupted single-process training, kept aside."""
+    repo = copy_project(prepared, tmp_path_factory.mktemp("reference") / "project") / "repo"
     out = run_cmd([sys.executable, "-m", "pipeline.train"], repo)
     assert "resuming" not in out.stdout and not (repo / ".train_backup").exists()  # deleted after success
     keep = tmp_path_factory.mktemp("reference")
     for path in OUTPUTS:
         (shutil.copytree if (repo / path).is_dir() else shutil.copy)(repo / path, keep / Path(path).name)
-    clean(repo)
     return keep
 
 
 @pytest.fixture()
-def clean_repo(repo):
-    clean(repo)
-    yield repo
-    clean(repo)
+def clean_repo(prepared, tmp_path):
+    """This test's own copy of the module's project (no training outputs)."""
+    folder = copy_project(prepared, tmp_path / "project")
+    yield folder / "repo"
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_a_train_stage_killed_mid_epoch_resumes_at_its_backup_and_ends_as_if_never_stopped(clean_repo, reference):
@@ -210,6 +215,7 @@ def test_a_train_stage_killed_mid_epoch_resumes_at_its_backup_and_ends_as_if_nev
 
 def test_sigterm_stops_after_a_backup_with_one_line_and_a_stale_backup_is_ignored(clean_repo):
     repo = clean_repo
+    _, before = train_runs(repo)
     stage = Watched([sys.executable, "-m", "pipeline.train"], repo)
     stage.wait_for(r"backup of step 2/13")
     stage.proc.send_signal(signal.SIGTERM)
@@ -225,7 +231,8 @@ def test_sigterm_stops_after_a_backup_with_one_line_and_a_stale_backup_is_ignore
     assert (backup_dir / "chief" / "checkpoint").is_file()
     assert f'"{stopped}"' in (backup_dir / "resume_state.json").read_text()
     _, runs = train_runs(repo)
-    assert sorted(r.info.status for r in runs.values()).count("KILLED") >= 1
+    interrupted = [runs[i] for i in set(runs) - set(before)]
+    assert [r.info.status for r in interrupted] == ["KILLED"]  # the run SIGTERM stopped, closed as such
 
     # other training inputs: the backup is stale, ignored with a line saying so, and removed
     params = (repo / "params.yaml").read_text()

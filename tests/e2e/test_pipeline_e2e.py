@@ -1,10 +1,10 @@
-"""End to end: a real `dvc repro` in a temporary git repo copied from the project, on a tiny config.
+"""End to end: a real `dvc repro` in a temporary git repo copied from the project, on the tiny
+config and checkpoint.
 
-The module's fixture runs the first repro and commits it (dvc.lock included). Every test then
-starts from that commit (`restore_baseline`: git checkout + dvc checkout), makes its one
-change and reads from DVC's own output which stages executed. So any one test runs alone
-(`-k`) or in any order. Tests that expect a stage to execute change params to values no other
-test uses (DVC's run-cache would otherwise restore the other test's result).
+The session's baseline project (tests/conftest.py) ran the first repro and committed it
+(dvc.lock included). Every test gets its own copy of it (repo, DVC cache and run-cache, MLflow
+store), makes its one change and reads from DVC's own output which stages executed. So any test
+runs alone or in any order, and no test's run-cache entry can stand in for another's run.
 """
 
 from __future__ import annotations
@@ -12,36 +12,25 @@ from __future__ import annotations
 import gzip
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from datasets import load_from_disk
 from mlflow.tracking import MlflowClient
 
 from pipeline.qa.exported import ExportedQA
-from pipeline.qa.modeling import resolve_checkpoint
-from tests.helpers.project import (MINILM, STAGES, executed_stages, failure_lines, git, make_repo, restore_baseline,
-                                   run_cmd, set_params)
+from tests.helpers.project import STAGES, executed_stages, failure_lines, git, run_cmd, set_params
 
 # The answer code: the evaluate stage and the export (whose MLflow model answers with it) import it.
 ANSWER_CODE = ["pipeline/qa/answers.py", "pipeline/qa/postprocess.py", "pipeline/qa/predictions.py",
                "pipeline/qa/inference.py"]
 
 
-@pytest.fixture(scope="module")
-def baseline(tmp_path_factory):
-    repo = make_repo(tmp_path_factory.mktemp("e2e"))
-    first = run_cmd(["dvc", "repro"], repo)
-    (repo.parent / "first_repro.log").write_text(first.stdout + first.stderr)
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "baseline")
-    return repo
-
-
 @pytest.fixture()
-def repo(baseline):
-    restore_baseline(baseline)
-    return baseline
+def repo(project):
+    return project
 
 
 def repro(repo) -> set[str]:
@@ -155,6 +144,13 @@ def change_data_file_content(repo) -> None:
         json.dump(squad, fh)
 
 
+def same_checkpoint_by_another_name(repo) -> None:
+    checkpoint = Path(yaml.safe_load((repo / "params.yaml").read_text())["model"]["checkpoint"])
+    link = repo.parent / "checkpoint-by-another-name"
+    link.symlink_to(checkpoint, target_is_directory=True)
+    set_params(repo, {"model": {"checkpoint": str(link)}})
+
+
 CACHING_ROWS = {
     "train param": (lambda r: set_params(r, {"train": {"learning_rate": 5e-5}}), {"train", "evaluate", "export"}),
     "evaluate param": (lambda r: set_params(r, {"evaluate": {"n_best": 10}}), {"evaluate"}),
@@ -163,8 +159,7 @@ CACHING_ROWS = {
     "tokenize param": (lambda r: set_params(r, {"tokenize": {"max_length": 96}}),
                        {"tokenize", "train", "evaluate", "export"}),
     # the same model by another name: tokenize records the checkpoint, so training follows
-    "model.checkpoint": (lambda r: set_params(r, {"model": {"checkpoint": resolve_checkpoint(MINILM)}}),
-                         {"tokenize", "train", "evaluate", "export"}),
+    "model.checkpoint": (same_checkpoint_by_another_name, {"tokenize", "train", "evaluate", "export"}),
     "data subset": (lambda r: set_params(r, {"data": {"max_eval_samples": 20}}), set(STAGES)),
     "data file content": (change_data_file_content, set(STAGES)),
     # code: the stage whose code changed runs; later stages run only if its output changed
@@ -180,19 +175,35 @@ CACHING_ROWS = {
 }
 
 
+# Rows whose change reaches training: DVC runs the stages up to train (`dvc repro train`) and its
+# own status then names the stages past it that would run (evaluate and export read the new
+# models/trained). One row, "train param", runs the whole `dvc repro`, so the propagation past
+# train is also seen running; the others save its two stages (half of each row's time).
+FULL_REPRO_ROWS = {"train param"}
+
+
+def changed_stages(repo) -> set[str]:
+    """The stages `dvc status` says would run now."""
+    return set(json.loads(run_cmd(["dvc", "status", "--json"], repo).stdout))
+
+
 @pytest.mark.parametrize("change", list(CACHING_ROWS))
 def test_a_change_reruns_exactly_the_stages_it_affects(repo, change):
     make_change, expected = CACHING_ROWS[change]
     make_change(repo)
-    assert repro(repo) == expected
+    if "train" in expected and change not in FULL_REPRO_ROWS:
+        assert executed_stages(run_cmd(["dvc", "repro", "train"], repo)) == expected - {"evaluate", "export"}
+        assert changed_stages(repo) == expected & {"evaluate", "export"}
+    else:
+        assert repro(repo) == expected
+        assert changed_stages(repo) == set()
     if change == "data subset":
-        assert read_json(repo / "metrics/eval.json")["examples"] == 20
+        assert load_from_disk(str(repo / "data/raw"))["validation"].num_rows == 20
     if change == "null threshold":
         assert read_json(repo / "models/export/inference.json")["null_score_diff_threshold"] == 1.5
 
 
 def test_evaluation_of_a_reused_model_is_a_new_run_linked_to_the_training_run(repo):
-    # a value no other test uses: the run-cache would otherwise restore the evaluation
     set_params(repo, {"evaluate": {"n_best": 7}})
     assert repro(repo) == {"evaluate"}
     client, trained = training_run(repo)
@@ -205,14 +216,16 @@ def test_evaluation_of_a_reused_model_is_a_new_run_linked_to_the_training_run(re
 
 
 def test_going_back_to_an_earlier_parameter_set_restores_from_the_run_cache(repo):
-    first_eval = (repo / "metrics/eval.json").read_text()
+    first = {p: (repo / p).read_bytes() for p in ("models/trained/tf_model.h5", "metrics/train.json")}
     set_params(repo, {"train": {"learning_rate": 1.5e-4}})
-    assert repro(repo) == {"train", "evaluate", "export"}
+    assert executed_stages(run_cmd(["dvc", "repro", "train"], repo)) == {"train"}
+    assert (repo / "metrics/train.json").read_bytes() != first["metrics/train.json"]
     git(repo, "checkout", "--", "params.yaml")
     proc = run_cmd(["dvc", "repro"], repo)
     assert executed_stages(proc) == set()
-    assert "is cached - skipping run, checking out outputs" in proc.stdout
-    assert (repo / "metrics/eval.json").read_text() == first_eval
+    assert "Stage 'train' is cached - skipping run, checking out outputs" in proc.stdout
+    assert {p: (repo / p).read_bytes() for p in first} == first
+    assert changed_stages(repo) == set()
 
 
 def test_bad_stride_fails_with_one_clear_line_and_earlier_outputs_survive(repo):

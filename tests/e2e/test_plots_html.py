@@ -1,8 +1,7 @@
-"""Slow: the `dvc plots show` HTML renders in headless Chromium without errors.
+"""The `dvc plots show` HTML renders every plot in headless Chromium without errors.
 
-Needs Debian's chromium (`apt-get install chromium`) and npm (for the vega scripts: DVC's
-page loads them from a CDN, which this offline check replaces with local copies).
-Run with `make test-slow`.
+Needs Debian's chromium (`.ci/run` installs it) and npm (for the vega scripts: DVC's page loads
+them from a CDN, which this offline check replaces with local copies).
 """
 
 from __future__ import annotations
@@ -12,11 +11,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 
-from tests.helpers.project import make_repo, run_cmd
-
-pytestmark = pytest.mark.slow
+from tests.helpers.project import run_cmd
 
 VEGA_PACKAGES = {  # the versions DVC's page asks for
     "vega": ("5.20.2", "build/vega.min.js"),
@@ -42,11 +38,10 @@ def local_scripts(page: Path, workdir: Path) -> str:
     return html
 
 
-def test_plots_page_renders_every_plot_in_headless_chromium(tmp_path):
+def test_plots_page_renders_every_plot_in_headless_chromium(project, tmp_path):
     chromium = shutil.which("chromium")
     assert chromium, "install Debian's chromium package (apt-get install chromium) for this check"
-    repo = make_repo(tmp_path)
-    run_cmd(["dvc", "repro"], repo)
+    repo = project
     run_cmd(["dvc", "plots", "show", "--out", "dvc_plots"], repo)
     page = tmp_path / "offline.html"
     page.write_text(local_scripts(repo / "dvc_plots/index.html", tmp_path))

@@ -1,6 +1,9 @@
-"""Team workflows on one tiny repo: share through a DVC remote, share experiments through git,
-sweep with queued experiments (two workers), compare in MLflow (client and a real server),
-and the faults a team meets (missing/unreachable remote, MLflow server down).
+"""Team workflows: share through a DVC remote, share experiments through git, sweep with queued
+experiments (two workers), compare in MLflow (client and a real server), and the faults a team
+meets (missing/unreachable remote, MLflow server down).
+
+Each test has its own copy of the session's baseline project (tests/conftest.py): the repo with
+its results committed, and beside it the folder where its default DVC remote lands.
 """
 
 from __future__ import annotations
@@ -15,17 +18,12 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.servers import free_port, serving
-from tests.helpers.project import executed_stages, git, make_repo, restore_baseline, run_cmd
+from tests.helpers.project import executed_stages, git, run_cmd
 
 
-@pytest.fixture(scope="module")
-def team(tmp_path_factory):
-    root = tmp_path_factory.mktemp("team")
-    repo = make_repo(root)
-    run_cmd(["dvc", "repro"], repo)
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "baseline results")
-    return root, repo
+@pytest.fixture()
+def team(project):
+    return project.parent, project
 
 
 def tree_digest(path: Path) -> dict[str, bytes]:
@@ -63,7 +61,6 @@ def test_teammate_with_an_experiments_params_restores_it_from_the_remote_run_cac
     outputs = {p: (repo / p).read_bytes() for p in ("metrics/eval.json", "metrics/train.json",
                                                     "predictions/predictions.json", "plots/train/steps.csv")}
     run_cmd(["dvc", "push", "--run-cache"], repo)
-    restore_baseline(repo)
 
     clone = root / "teammate-exp"
     run_cmd(["git", "clone", "-q", str(repo), str(clone)], root)

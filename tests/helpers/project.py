@@ -3,6 +3,7 @@ end-to-end tests, and commands run with the test venv first on PATH."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -53,6 +54,30 @@ TINY_CONF = {
     "config.yaml": {"tokenize": {"max_length": 128, "stride": 32}, "evaluate": {"batch_size": 32}},
     "train/cpu.yaml": {"batch_size": 8, "epochs": 1, "log_every_steps": 2},
 }
+# The packaged MiniLM cut to its first layers (same tokenizer, vocabulary and width): a real
+# pretrained checkpoint whose stages run in seconds, for the tests of the pipeline's plumbing
+# (caching, sharing, registry, serving, resume). Tests of what a model learns use the real one.
+TINY_LAYERS = 2
+TINY_CHECKPOINT_NAME = "tiny_minilm"
+
+
+def save_tiny_checkpoint(path: Path) -> Path:
+    """A save_pretrained directory of the packaged MiniLM's first TINY_LAYERS layers."""
+    from pipeline.qa.modeling import load_qa_model, load_tokenizer
+
+    load_qa_model(MINILM, {"num_hidden_layers": TINY_LAYERS}).save_pretrained(str(path))
+    load_tokenizer(MINILM).save_pretrained(str(path))
+    return path
+
+
+def tiny_conf(checkpoint: Path | str, **updates: dict) -> dict:
+    """TINY_CONF on the given checkpoint, with further per-file updates."""
+    conf = {**TINY_CONF, "model/minilm.yaml": {"checkpoint": str(checkpoint)}}
+    for name, values in updates.items():
+        conf[name] = {**conf.get(name, {}), **values}
+    return conf
+
+
 STAGES = ["download", "tokenize", "train", "evaluate", "export"]
 
 
@@ -114,7 +139,7 @@ def git(repo: Path, *args: str) -> str:
     return run_cmd(["git", "-c", "user.name=test", "-c", "user.email=test@example.com", *args], repo).stdout
 
 
-def make_repo(root: Path, conf_updates: dict = TINY_CONF) -> Path:
+def make_repo(root: Path, conf_updates: dict) -> Path:
     """A git repo holding the project's files (as a fresh clone would), on the tiny config.
 
     Its default DVC remote (../squad-pipeline-dvc-remote, a sibling dir) lands in `root`.
@@ -131,10 +156,24 @@ def make_repo(root: Path, conf_updates: dict = TINY_CONF) -> Path:
     return repo
 
 
-def restore_baseline(repo: Path) -> None:
-    """Put a repo back at its last commit: tracked files from git, outputs from DVC's cache
-    (what a user does with `git checkout . && dvc checkout`), so tests do not depend on order."""
-    git(repo, "checkout", "-q", "--", ".")
-    git(repo, "clean", "-qfd")
-    run_cmd(["dvc", "checkout", "--force"], repo)
-    assert "up to date" in run_cmd(["dvc", "status"], repo).stdout
+def copy_project(source: Path, target: Path) -> Path:
+    """A private copy of a project folder made by make_repo (the repo with its git history, DVC
+    cache and run-cache, its MLflow store and artifacts, and whatever lies beside it, such as the
+    default DVC remote): `cp -a`, then the MLflow store's absolute artifact locations moved to the
+    copy, so that nothing the copy logs or reads reaches the source. Returns the copy's folder."""
+    subprocess.run(["cp", "-a", str(source), str(target)], check=True)
+    for store in target.glob("*/mlflow.db"):
+        _replace_in_sqlite(store, str(source), str(target))
+    return target
+
+
+def _replace_in_sqlite(path: Path, old: str, new: str) -> None:
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        for table in tables:
+            for _, column, kind, *_ in db.execute(f'PRAGMA table_info("{table}")').fetchall():
+                if any(t in kind.upper() for t in ("CHAR", "TEXT", "CLOB")):
+                    db.execute(f'UPDATE "{table}" SET "{column}" = replace("{column}", ?, ?) WHERE instr("{column}", ?)',
+                               (old, new, old))

