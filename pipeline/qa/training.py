@@ -155,6 +155,10 @@ def build_training_model(train: TrainConfig, checkpoint: str, total_steps: int) 
 
     with precision_policy(train.precision) as policy, resumable_dropout():
         model = load_qa_model(checkpoint, dropout_config(train.dropout, train.attention_dropout))
+        # Build every layer now: a checkpoint with TF weights is loaded by building the weights
+        # only, and its dropout layers would create their generators at the first training step,
+        # after a resumed run restores their states (it would find none). Draws no random number.
+        model(model.dummy_inputs, training=False)
         keep_head_in_float32(model)
     if train.fuse_elementwise:
         fuse_elementwise(model)

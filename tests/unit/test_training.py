@@ -163,3 +163,19 @@ def test_fuse_elementwise_keeps_the_math_and_the_gradients(precision):
         for a, b in zip(grads[0][1], grads[1][1]):
             a, b = tf.convert_to_tensor(a).numpy(), tf.convert_to_tensor(b).numpy()
             np.testing.assert_allclose(b, a, atol=tol * max(1.0, float(np.abs(a).max())))
+
+
+def test_a_checkpoint_with_tf_weights_has_its_dropout_generators_before_the_first_step(tmp_path):
+    """A save_pretrained directory (TF weights: a hub BERT, a model trained here) is loaded by
+    building its weights only; its dropout generators must exist when a resumed run restores
+    their states, before any training step."""
+    import tensorflow as tf
+
+    from pipeline.qa.training import build_training_model, dropout_generators
+    from tests.helpers.tiny_model import tiny_bert, tiny_config
+
+    tiny_bert().save_pretrained(str(tmp_path))
+    model, _, _ = build_training_model(tiny_config().train, str(tmp_path), total_steps=4)
+    dropouts = [layer for layer in model.submodules if isinstance(layer, tf.keras.layers.Dropout)]
+    assert len(dropouts) == 7  # embeddings, and per layer: attention probabilities, attention output, output
+    assert len(dropout_generators(model)) == len(dropouts)
