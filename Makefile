@@ -35,8 +35,11 @@ repro: install
 	$(BIN)/dvc repro
 	@$(BIN)/dvc metrics show
 
+# Two xdist workers, random order (the seed is in the header; PYTEST_ARGS=--randomly-seed=N repeats
+# an order). docs/testing.md says how the suite is built.
+PYTEST_ARGS ?=
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 # Rewrite params.yaml as the composition of conf/ (what `dvc exp run` does).
 params: install

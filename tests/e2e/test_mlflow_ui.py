@@ -29,6 +29,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 def page_text(chromium: str, url: str, profile: Path) -> str:
     proc = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=30000",
                            "--dump-dom", url], capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0 and proc.stdout, f"chromium failed ({proc.returncode}): {proc.stderr[-3000:]}"
     text = re.sub(r"<script.*?</script>|<style.*?</style>", "", proc.stdout, flags=re.S)
     return html.unescape(re.sub(r"\s*(<[^>]+>\s*)+", " | ", text))
 

@@ -51,6 +51,7 @@ def test_plots_page_renders_every_plot_in_headless_chromium(project, tmp_path):
         capture_output=True, text=True, timeout=180,
     )
     dom = proc.stdout
+    assert proc.returncode == 0 and dom, f"chromium failed ({proc.returncode}): {proc.stderr[-3000:]}"
     expected = len(re.findall(r"vegaEmbed\(", page.read_text()))
     assert expected >= 3  # loss per step, loss per epoch, EM/F1
     assert dom.count('class="marks"') >= expected, dom[-2000:]  # vega drew every chart

@@ -108,9 +108,13 @@ def test_experiments_are_shared_through_a_git_remote(team):
 
 
 def test_queued_sweep_with_two_workers_and_mlflow_comparison(team):
+    """A sweep of two evaluate settings (each experiment reuses the trained model) and one queued
+    experiment that trains, run by two queue workers in temporary copies: `dvc exp show` has the
+    three, and each one's MLflow run in the repo's store holds the same scores."""
     root, repo = team
-    # neither is the baseline's own rate (3e-4): DVC would restore that from the run-cache, not train it
-    run_cmd(["dvc", "exp", "run", "--queue", "-S", "train.learning_rate=3e-5,2e-4"], repo)
+    run_cmd(["dvc", "exp", "run", "--queue", "-S", "evaluate.n_best=5,10"], repo)
+    # not the baseline's own rate (3e-4): DVC would restore that from the run-cache, not train it
+    run_cmd(["dvc", "exp", "run", "--queue", "-S", "train.learning_rate=2e-4"], repo)
     run_cmd(["dvc", "queue", "start", "-j", "2"], repo, capture=False)
     try:
         deadline = time.time() + 900
@@ -121,32 +125,34 @@ def test_queued_sweep_with_two_workers_and_mlflow_comparison(team):
             time.sleep(5)
     finally:
         run_cmd(["dvc", "queue", "stop"], repo, check=False, capture=False)  # let the idle workers go
-    assert "Failed" not in status and "Success" in status, status
+    assert "Failed" not in status and status.count("Success") == 3, status
     shown = json.loads(run_cmd(["dvc", "exp", "show", "--json"], repo).stdout)
     results = {}
     for baseline in shown:
         for exp in baseline.get("experiments") or []:
             for rev in exp["revs"]:
                 data = rev.get("data") or {}
-                lr = data.get("params", {}).get("params.yaml", {}).get("data", {}).get("train", {}).get("learning_rate")
+                params = data.get("params", {}).get("params.yaml", {}).get("data", {})
                 metrics = data.get("metrics", {}).get("metrics/eval.json", {}).get("data", {})
-                if lr in (3e-5, 2e-4) and "f1" in metrics:
-                    results[lr] = metrics
-    assert set(results) == {3e-5, 2e-4}, shown
+                key = (params.get("train", {}).get("learning_rate"), params.get("evaluate", {}).get("n_best"))
+                if "f1" in metrics:
+                    results[key] = metrics
+    assert set(results) == {(3e-4, 5), (3e-4, 10), (2e-4, 20)}, shown
 
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
     experiment_id = client.get_experiment_by_name("squad-pipeline").experiment_id
     sweep_runs = client.search_runs([experiment_id], filter_string="tags.dvc_exp_name != ''")
-    # the sweep's two runs trained; an earlier evaluate-only experiment run is tagged training_reused
-    by_lr = {float(r.data.params["train.learning_rate"]): r for r in sweep_runs
-             if r.data.params.get("train.learning_rate") in ("3e-05", "0.0002") and "training_reused" not in r.data.tags}
-    assert set(by_lr) == {3e-5, 2e-4}
-    for lr, run_ in by_lr.items():
-        assert run_.data.metrics["f1"] == pytest.approx(results[lr]["f1"])
-        assert run_.data.metrics["exact_match"] == pytest.approx(results[lr]["exact_match"])
+    by_key = {(float(r.data.params["train.learning_rate"]), int(r.data.params["evaluate.n_best"])): r
+              for r in sweep_runs}
+    assert set(by_key) == set(results)
+    for key, run_ in by_key.items():
+        assert run_.data.metrics["f1"] == pytest.approx(results[key]["f1"])
+        assert run_.data.metrics["exact_match"] == pytest.approx(results[key]["exact_match"])
         assert run_.data.tags["dvc_exp_name"]
+        # the evaluate-only experiments reused the baseline's training; the other one trained
+        assert run_.data.tags.get("training_reused") == ("true" if key[0] == 3e-4 else None), key
 
     # the same runs through a real MLflow server's REST API
     port = free_port()
@@ -159,7 +165,7 @@ def test_queued_sweep_with_two_workers_and_mlflow_comparison(team):
         with urllib.request.urlopen(request, timeout=30) as response:
             runs = json.loads(response.read())["runs"]
         served = {r["info"]["run_id"] for r in runs}
-        assert {r.info.run_id for r in by_lr.values()} <= served
+        assert {r.info.run_id for r in by_key.values()} <= served
 
 
 def test_missing_and_unreachable_remotes_give_clear_messages(team):
