@@ -1,5 +1,6 @@
 """The MLflow UI's runs page, rendered in headless Chromium, shows two runs by their names, with
-their dataset, source and model, and the model registry's version.
+their dataset, source and model; the registered model's page shows both versions, the newest
+with its alias and F1.
 
 The first run is the baseline project's (`dvc repro`, logged to the sqlite store directly), the
 second goes through a real `mlflow server` on a copy of that store (`dvc exp run -n ...`), so
@@ -75,3 +76,10 @@ def test_runs_page_shows_both_run_names_the_dataset_and_the_model(server, tmp_pa
     for expected in ("Run Name", "Dataset", "Source", "Models", *names, "sample-train", "squad-qa"):
         assert expected in columns, f"{expected!r} not on the runs page: {columns[:1500]}"
     assert " | train | " not in columns  # no run is named after its stage
+
+    # the registered model's page: both versions, the newest with the candidate alias and its F1 tag
+    registry = page_text(chromium, f"{url}/#/models/squad-qa?workflowType=machine_learning", tmp_path / "profile")
+    assert " | Version 2 | " in registry and " | Version 1 | " in registry, registry[:1500]
+    newest = registry[registry.find(" | Version 2 | "):registry.find(" | Version 1 | ")]
+    f1 = client.get_model_version("squad-qa", "2").tags["f1"]
+    assert "@ candidate" in newest and f"| f1 | : {f1} |" in newest, newest

@@ -79,17 +79,3 @@ def test_validation_features_keep_example_ids_and_only_context_offsets(sample_ra
         assert all(o is None for o in offsets[: sep + 1])  # question tokens are masked
         assert offsets[-1] is None  # final SEP
         assert any(o is not None for o in offsets)
-
-
-def test_tokenized_bytes_do_not_depend_on_num_proc(sample_raw, tokenizer, tmp_path):
-    from datasets import DatasetDict
-
-    from pipeline.runtime.files import save_dataset_dict
-
-    raw = DatasetDict({"train": sample_raw["train"].select(range(300)), "validation": sample_raw["validation"].select(range(100))})
-    for num_proc in (1, 2):
-        save_dataset_dict(tokenize_dataset_dict(raw, tokenizer, CFG, num_proc=num_proc), tmp_path / str(num_proc))
-    files = sorted(p.relative_to(tmp_path / "1") for p in (tmp_path / "1").rglob("*") if p.is_file())
-    assert len(files) >= 6
-    for f in files:
-        assert (tmp_path / "1" / f).read_bytes() == (tmp_path / "2" / f).read_bytes(), f
