@@ -43,10 +43,17 @@ def tf_config(addresses: list[str], index: int) -> str:
     return json.dumps({"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}})
 
 
+_OUTPUT = threading.Lock()
+
+
 def _relay(stream, prefix: str) -> None:
+    """Copy a worker's output to ours a whole line at a time, so that two workers' lines never
+    mix within a line (a Python program writes a line and its newline in two writes when
+    unbuffered, and another process could write in between)."""
     for line in iter(stream.readline, ""):
-        sys.stdout.write(f"{prefix}{line}")
-        sys.stdout.flush()
+        with _OUTPUT:
+            sys.stdout.write(f"{prefix}{line}")
+            sys.stdout.flush()
     stream.close()
 
 
@@ -73,12 +80,14 @@ def launch(workers: int, command: list[str], host: str = "127.0.0.1") -> int:
     procs: list[subprocess.Popen] = []
     relays = []
     for index in range(workers):
-        env = {**os.environ, "TF_CONFIG": tf_config(addresses, index)}
-        if index == 0:
-            procs.append(subprocess.Popen(command, env=env))
-            continue
-        proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        relay = threading.Thread(target=_relay, args=(proc.stdout, f"[worker {index}] "), daemon=True)
+        # PYTHONUNBUFFERED: a Python worker writing to our pipe sends each line as it prints it
+        env = {**os.environ, "TF_CONFIG": tf_config(addresses, index), "PYTHONUNBUFFERED": "1"}
+        # the chief's stdout passes through unprefixed and its stderr as is; the others' are
+        # merged and prefixed with their index
+        stderr = None if index == 0 else subprocess.STDOUT
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
+        prefix = "" if index == 0 else f"[worker {index}] "
+        relay = threading.Thread(target=_relay, args=(proc.stdout, prefix), daemon=True)
         relay.start()
         procs.append(proc)
         relays.append(relay)

@@ -15,7 +15,12 @@ from tests.helpers.project import (MINILM, TINY_CHECKPOINT_NAME, copy_project, g
                                    sample_data_config, save_tiny_checkpoint, tiny_conf)
 
 
-_ISOLATED = Path(tempfile.mkdtemp(prefix="squad-pipeline-tests-"))
+# xdist workers inherit the controller's environment (TMPDIR included): each worker's folder sits
+# directly in the controller's, not in its TMPDIR, which keeps paths short (Chromium refuses a
+# singleton socket path over 107 characters).
+_PARENT = os.environ.get("SQUAD_PIPELINE_TESTS_ROOT")
+_ISOLATED = Path(tempfile.mkdtemp(prefix="worker-" if _PARENT else "squad-pipeline-tests-", dir=_PARENT))
+os.environ.setdefault("SQUAD_PIPELINE_TESTS_ROOT", str(_ISOLATED))
 
 
 def pytest_configure(config):

@@ -32,7 +32,7 @@ def page_text(chromium: str, url: str, profile: Path) -> str:
                            "--dump-dom", url], capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0 and proc.stdout, f"chromium failed ({proc.returncode}): {proc.stderr[-3000:]}"
     text = re.sub(r"<script.*?</script>|<style.*?</style>", "", proc.stdout, flags=re.S)
-    return html.unescape(re.sub(r"\s*(<[^>]+>\s*)+", " | ", text))
+    return html.unescape(re.sub(r"\s*(<[^>]+>\s*)+", " | ", text)).replace("\xa0", " ")  # "@\xa0candidate"
 
 
 @pytest.fixture()
