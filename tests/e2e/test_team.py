@@ -18,16 +18,12 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.servers import free_port, serving
-from tests.helpers.project import executed_stages, git, run_cmd
+from tests.helpers.project import executed_stages, git, run_cmd, tree_digest
 
 
 @pytest.fixture()
 def team(project):
     return project.parent, project
-
-
-def tree_digest(path: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
 
 
 def test_default_remote_is_a_local_directory_beside_the_repo(team):

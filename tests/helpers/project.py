@@ -70,12 +70,9 @@ def save_tiny_checkpoint(path: Path) -> Path:
     return path
 
 
-def tiny_conf(checkpoint: Path | str, **updates: dict) -> dict:
-    """TINY_CONF on the given checkpoint, with further per-file updates."""
-    conf = {**TINY_CONF, "model/minilm.yaml": {"checkpoint": str(checkpoint)}}
-    for name, values in updates.items():
-        conf[name] = {**conf.get(name, {}), **values}
-    return conf
+def tiny_conf(checkpoint: Path | str) -> dict:
+    """TINY_CONF on the given checkpoint."""
+    return {**TINY_CONF, "model/minilm.yaml": {"checkpoint": str(checkpoint)}}
 
 
 STAGES = ["download", "tokenize", "train", "evaluate", "export"]
@@ -140,7 +137,8 @@ def git(repo: Path, *args: str) -> str:
 
 
 def make_repo(root: Path, conf_updates: dict) -> Path:
-    """A git repo holding the project's files (as a fresh clone would), on the tiny config.
+    """A git repo holding the project's files (as a fresh clone would), with conf/ updated by
+    `conf_updates` (see update_conf) and params.yaml composed from it.
 
     Its default DVC remote (../squad-pipeline-dvc-remote, a sibling dir) lands in `root`.
     """
@@ -154,6 +152,11 @@ def make_repo(root: Path, conf_updates: dict) -> Path:
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "init")
     return repo
+
+
+def tree_digest(path: Path) -> dict[str, bytes]:
+    """Every file below `path` (relative name -> bytes): two trees compare equal byte for byte."""
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
 
 
 def copy_project(source: Path, target: Path) -> Path:

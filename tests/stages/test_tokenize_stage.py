@@ -6,17 +6,13 @@ from __future__ import annotations
 
 import sys
 
-from tests.helpers.project import run_cmd
-
-
-def tree(path):
-    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+from tests.helpers.project import run_cmd, tree_digest
 
 
 def test_tokenized_bytes_do_not_depend_on_num_proc(project):
     written = {}
     for num_proc in (1, 3):
         run_cmd([sys.executable, "-m", "pipeline.tokenize", "--num-proc", str(num_proc)], project)
-        written[num_proc] = tree(project / "data/tokenized")
+        written[num_proc] = tree_digest(project / "data/tokenized")
     assert len(written[1]) >= 6
     assert written[1] == written[3]
