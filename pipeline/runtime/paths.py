@@ -2,7 +2,7 @@
 
 Output paths are relative to the working directory, the repo root when DVC runs a stage
 (the stage's wdir). dvc.yaml names the same paths; tests/stages checks that the
-two agree and that each stage's code deps are exactly the modules it imports.
+two agree, and `make deps` (pipeline.dvc_deps) writes each stage's code deps there.
 """
 
 from __future__ import annotations

@@ -1,24 +1,81 @@
 """dvc.yaml declares exactly what each stage reads: its code (every project module it imports,
-directly or not, read from the source with ast), and the paths named in pipeline.runtime.paths."""
+directly or not, read from the source with ast and written by `make deps`), and the paths named
+in pipeline.runtime.paths."""
 
 from __future__ import annotations
 
-import pytest
+import subprocess
+import sys
+from pathlib import Path
+
 import yaml
 
 from pipeline.runtime import paths
-from pipeline.runtime.paths import PROJECT_ROOT, stage_code_deps
-from tests.helpers.imports import closure
+from pipeline.runtime.imports import closure
+from pipeline.runtime.paths import DVC_FILE, PROJECT_ROOT, stage_code_deps
 
 STAGES = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]
 
 
-@pytest.mark.parametrize("stage", list(STAGES))
-def test_code_deps_are_exactly_the_modules_the_stage_imports(stage):
-    declared = {d for d in STAGES[stage]["deps"] if d.startswith("pipeline/")}
-    imported = closure(f"pipeline.{stage}")
-    assert not imported - declared, f"{stage}: imports but does not declare {sorted(imported - declared)}"
-    assert not declared - imported, f"{stage}: declares but does not import {sorted(declared - imported)}"
+def dvc_deps(*args: str) -> subprocess.CompletedProcess:
+    """`python -m pipeline.dvc_deps` as `make deps` runs it (a fresh process: no TensorFlow, ~0.3 s)."""
+    return subprocess.run([sys.executable, "-m", "pipeline.dvc_deps", *args], cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_code_deps_are_the_modules_each_stage_imports_as_make_deps_writes_them():
+    proc = dvc_deps("--check")
+    assert proc.returncode == 0, proc.stderr.strip()  # its error line names the stages and `make deps`
+
+
+def fresh_copy(tmp_path: Path) -> Path:
+    """dvc.yaml with its code deps regenerated (the same file when it is fresh), in tmp_path."""
+    copy = tmp_path / "dvc.yaml"
+    copy.write_bytes(DVC_FILE.read_bytes())
+    assert dvc_deps("--dvc-yaml", str(copy)).returncode == 0
+    return copy
+
+
+def test_make_deps_puts_back_a_deleted_dep_and_leaves_every_other_byte(tmp_path):
+    copy = fresh_copy(tmp_path)
+    fresh = copy.read_bytes()
+    lines = fresh.decode().splitlines(keepends=True)
+    gone = lines.index("      - pipeline/runtime/errors.py\n", lines.index("  tokenize:\n"))
+    copy.write_text("".join(lines[:gone] + lines[gone + 1:]))
+
+    check = dvc_deps("--check", "--dvc-yaml", str(copy))
+    assert check.returncode == 1
+    assert check.stderr.splitlines() == [
+        f"error: {copy}: the code deps of tokenize are not the modules it imports; "
+        "run `make deps` (python -m pipeline.dvc_deps) to rewrite them"]
+    proc = dvc_deps("--dvc-yaml", str(copy))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"{copy}: rewrote the code deps of tokenize\n"
+    assert copy.read_bytes() == fresh
+
+
+def test_make_deps_rewrites_only_code_deps_and_keeps_other_deps_and_comments_in_order(tmp_path):
+    copy = fresh_copy(tmp_path)
+    fresh = copy.read_text()
+    deps = yaml.safe_load(fresh)["stages"]["download"]["deps"]
+    block = "".join(f"      - {d}\n" for d in deps if d.startswith("pipeline/"))
+    assert block in fresh
+    scrambled = ("      - pipeline/predict.py\n"  # not imported by download
+                 "      - ${data.train_file}\n"  # a templated dep
+                 "      # why the next dep is here\n"
+                 "      - pipeline/runtime/config.py  # a comment on a code dep\n")
+    copy.write_text(fresh.replace(block, scrambled, 1))
+
+    assert dvc_deps("--dvc-yaml", str(copy)).returncode == 0
+    kept = block.replace("config.py\n", "config.py  # a comment on a code dep\n")
+    assert copy.read_text() == fresh.replace(block, kept + "      - ${data.train_file}\n"
+                                             "      # why the next dep is here\n", 1)
+
+
+def test_the_generator_is_a_dev_command_that_no_stage_runs_or_imports():
+    assert "dvc_deps" not in STAGES
+    for stage in STAGES:
+        assert not {"pipeline/dvc_deps.py", "pipeline/runtime/imports.py"} & closure(f"pipeline.{stage}"), stage
 
 
 def test_every_stage_runs_its_own_module():

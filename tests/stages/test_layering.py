@@ -10,11 +10,11 @@ import sys
 
 import pytest
 
+from pipeline.runtime.imports import function_level_imports, imported_modules
 from pipeline.runtime.paths import PROJECT_ROOT
-from tests.helpers.imports import function_level_imports, imported_modules
 
 STAGES = ("download", "tokenize", "train", "evaluate", "export")
-COMMANDS = ("predict", "evaluate_model", "promote", "launch")
+COMMANDS = ("predict", "evaluate_model", "promote", "launch", "dvc_deps")
 # The pyfunc PythonModel over the library: the export stage logs it, MLflow loads it.
 ADAPTERS = {"pipeline.mlflow_model"}
 ENTRY_POINTS = {f"pipeline.{name}" for name in STAGES + COMMANDS}

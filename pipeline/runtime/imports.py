@@ -1,7 +1,9 @@
 """The project modules a module imports, directly or not, read from the source with ast.
 
-Used by the layering tests (imports point down; dvc.yaml's code deps are exact). Importing a
-submodule imports its packages' __init__.py too, so those count as well.
+One rule shared by `python -m pipeline.dvc_deps` (which writes each stage's code deps into
+dvc.yaml) and the tests (dvc.yaml is fresh, imports point down). Importing a submodule imports
+its packages' __init__.py too, so those count as well. Standard library only: the generator
+must not pull in what it describes.
 """
 
 from __future__ import annotations
@@ -9,37 +11,42 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from pipeline.qa import metrics
-from pipeline.runtime.paths import PROJECT_ROOT
-
-# Files a module loads without importing them: the metric scripts evaluate.load() reads.
-LOADED_FILES = {
-    "pipeline/qa/metrics/__init__.py": sorted(
-        str(p.relative_to(PROJECT_ROOT)) for p in Path(metrics.__file__).parent.glob("*/*.py")
-    ),
-}
+# The checkout these files belong to (pipeline.runtime.paths.PROJECT_ROOT, without its imports).
+ROOT = Path(__file__).resolve().parents[2]
+# A package that loads files without importing them (evaluate.load() reads the metric scripts
+# beside pipeline/qa/metrics/__init__.py): those files are part of what it runs.
+LOADING_PACKAGES = {"pipeline/qa/metrics/__init__.py": "*/*.py"}
 
 
 def module_file(module: str) -> str | None:
     """Repo-relative path of a pipeline module (or package __init__), None when not ours."""
     if module != "pipeline" and not module.startswith("pipeline."):
         return None
-    base = PROJECT_ROOT / Path(*module.split("."))
+    base = ROOT / Path(*module.split("."))
     for candidate in (base.with_suffix(".py"), base / "__init__.py"):
         if candidate.is_file():
-            return str(candidate.relative_to(PROJECT_ROOT))
+            return candidate.relative_to(ROOT).as_posix()
     return None
 
 
 def packages_of(module: str) -> list[str]:
+    """The packages Python imports before `module`: a.b.c -> [a, a.b]."""
     parts = module.split(".")
     return [".".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def loaded_files(path: str) -> list[str]:
+    """Files the module at `path` loads without importing them (see LOADING_PACKAGES)."""
+    pattern = LOADING_PACKAGES.get(path)
+    if pattern is None:
+        return []
+    return sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / path).parent.glob(pattern))
 
 
 def imported_modules(path: str, top_level_only: bool = False) -> set[str]:
     """Project modules named in one file's import statements (with `from X import y`, y when
     it is a module). top_level_only: only imports at module level, not inside functions."""
-    tree = ast.parse((PROJECT_ROOT / path).read_text(encoding="utf-8"))
+    tree = ast.parse((ROOT / path).read_text(encoding="utf-8"))
     nodes = tree.body if top_level_only else list(ast.walk(tree))
     found: set[str] = set()
     for node in nodes:
@@ -62,7 +69,7 @@ def function_level_imports(path: str) -> list[str]:
 
 def closure(module: str) -> set[str]:
     """Repo-relative files of `module` and everything it imports, directly or not (plus the
-    packages' __init__ files and the files LOADED_FILES adds)."""
+    packages' __init__ files and the files loaded_files adds)."""
     seen: set[str] = set()
     todo = [module]
     while todo:
@@ -74,5 +81,5 @@ def closure(module: str) -> set[str]:
             seen.add(path)
             todo.extend(imported_modules(path))
     for path in list(seen):
-        seen.update(LOADED_FILES.get(path, []))
+        seen.update(loaded_files(path))
     return seen
