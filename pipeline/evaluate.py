@@ -10,6 +10,9 @@ transformers' examples (utils_qa), which the official SQuAD evaluation scripts r
   nbest_predictions.json  id -> the n_best candidates: text, probability, start_logit, end_logit
   null_odds.json          id -> null score minus best span score (SQuAD v2.0 only)
 
+and predictions/evaluation.json: EM, F1, the evaluation data's digest, the MLflow run and the
+answer settings they were scored with, which the export stage registers with the model.
+
 SQuAD v1.1 (data.version_2_with_negative false): eval.json holds exact_match and f1 (the
 local `squad` metric). SQuAD v2.0: the `squad_v2` metric's exact, f1, total, HasAns_*,
 NoAns_*, best_exact(_thresh), best_f1(_thresh), plus exact_match (= exact) so every run has
@@ -32,11 +35,12 @@ from pipeline.qa.analysis import Analysis, analyse, windows_per_example
 from pipeline.qa.inference import keras_logits_fn, load_inference_model
 from pipeline.qa.modeling import load_tokenizer, read_windows
 from pipeline.qa.predictions import predict_split, score, write_prediction_files
-from pipeline.runtime import registry, tracking
+from pipeline.runtime import tracking
 from pipeline.runtime.config import PipelineConfig, flatten, load_config
 from pipeline.runtime.errors import PipelineError, stage_entry_point
 from pipeline.runtime.files import atomic_output_dir, dvc_md5, read_json, write_csv, write_json
-from pipeline.runtime.lineage import check_built_with, check_model_windows, read_built_with, tokenized_inputs
+from pipeline.runtime.lineage import (EVALUATION_FILE_NAME, answer_settings, check_built_with, check_model_windows,
+                                      read_built_with, tokenized_inputs)
 from pipeline.runtime.paths import (EVAL_METRICS_FILE, OVERLAP_FILE_NAME, PARAMS_FILE, PREDICTIONS_DIR, RAW_DIR,
                                     RISK_COVERAGE_PLOT_FILE, SCORES_PLOT_FILE, SLICES_METRICS_FILE, SLICES_PLOT_FILE,
                                     TOKENIZED_DIR, TRAINED_DIR)
@@ -47,7 +51,7 @@ def log_to_mlflow(cfg: PipelineConfig, trained_dir: Path, metrics: dict, predict
     """Log the metrics to the training run on its first evaluation, else to a new linked run:
     scores and intervals as metrics, the slices as a table (evaluation/slices.json), the
     risk-coverage curve and reliability table as JSON, the data overlap as overlap.* metrics;
-    the evaluation data as a run input; the scores on the registered versions of the model."""
+    the evaluation data as a run input."""
     client, _ = tracking.client_for(cfg.mlflow.experiment_name)
     run_file = trained_dir / tracking.RUN_FILE_NAME
     training_run_id = read_json(run_file)["run_id"] if run_file.is_file() else None
@@ -74,11 +78,7 @@ def log_to_mlflow(cfg: PipelineConfig, trained_dir: Path, metrics: dict, predict
                          "eval", {"questions": metrics["examples"], "features": metrics["features"]})
     client.set_tag(run_id, tracking.EVAL_DATA_DIGEST_TAG, eval_digest)
     if training_run is not None:
-        # The model's latest evaluation, for the export stage (which may run after us) and
-        # for the versions it already registered (if it ran first).
-        client.set_tag(training_run_id, tracking.LATEST_EVAL_TAG, run_id)
-        registry.tag_versions(client, cfg.mlflow.registered_model_name, training_run_id,
-                              registry.evaluation_tags(client.get_run(run_id)))
+        client.set_tag(training_run_id, tracking.LATEST_EVAL_TAG, run_id)  # the model's latest evaluation
     if run_id != training_run_id:
         tracking.end_run(client, run_id)
     return run_id
@@ -113,8 +113,6 @@ def evaluate(cfg: PipelineConfig) -> dict[str, Any]:
         "features": features.num_rows,
     }
 
-    with atomic_output_dir(PREDICTIONS_DIR) as tmp:
-        write_prediction_files(tmp, predictions)
     write_json(EVAL_METRICS_FILE, metrics)
     write_json(SLICES_METRICS_FILE, analysis.slices)
     # The scores as lists of rows, the shape `dvc plots` needs to compare experiments.
@@ -126,8 +124,16 @@ def evaluate(cfg: PipelineConfig) -> dict[str, Any]:
     # The DVC-style md5 of the validation questions: F1s are comparable when it is equal
     # (pipeline.promote compares it).
     eval_digest = dvc_md5(RAW_DIR / "validation")
-    metrics["mlflow_run_id"] = log_to_mlflow(cfg, TRAINED_DIR, metrics, PREDICTIONS_DIR, analysis, overlap,
-                                             eval_digest)
+    with atomic_output_dir(PREDICTIONS_DIR) as tmp:
+        write_prediction_files(tmp, predictions)
+        # What the export stage registers with the model: the scores of these answers and the
+        # settings that gave them (pipeline.runtime.registry.evaluation_tags). No run id: the
+        # file is an input of the export, which must not rerun when only a record changed.
+        write_json(tmp / EVALUATION_FILE_NAME, {
+            "exact_match": metrics["exact_match"], "f1": metrics["f1"], "eval_data_digest": eval_digest,
+            "answer_settings": answer_settings(cfg, model.dtype_policy.name)})
+    run_id = log_to_mlflow(cfg, TRAINED_DIR, metrics, PREDICTIONS_DIR, analysis, overlap, eval_digest)
+    metrics["mlflow_run_id"] = run_id
     return metrics
 
 

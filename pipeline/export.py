@@ -3,15 +3,16 @@
     python -m pipeline.export [--params params.yaml]
 
 The layout is pipeline.qa.serving's. The windows come from the trained model's own record
-(qa_windows.json), checked against params.yaml. Post-processing knobs (n_best,
-max_answer_length) are options of pipeline.predict, so that an evaluate-only change does
-not re-export the model; the SQuAD v2.0 null threshold is recorded, so predict answers ""
-by the same rule as the evaluate stage.
+(qa_windows.json), checked against params.yaml; the SQuAD v2.0 null threshold is recorded, so
+pipeline.predict answers "" by the same rule as the evaluate stage.
 
 MLflow (a record, not a DVC output: nothing is written into the workspace): the export is
-logged as a pyfunc model (pipeline.mlflow_model) on the training run, and registered as a
-new version of mlflow.registered_model_name with the alias `candidate`, tagged with the git
-commit, the DVC experiment name and the model's latest evaluation (pipeline.runtime.registry).
+logged as a pyfunc model (pipeline.mlflow_model) on the training run, with the evaluate
+stage's answer settings (n_best, max_answer_length, the null threshold) as its defaults, and
+registered as a new version of mlflow.registered_model_name with the alias `candidate`,
+tagged with the git commit, the DVC experiment name and the evaluation of its own answers:
+the stage depends on predictions/ and on those params, so an evaluate-only change registers
+a new version whose F1 is the F1 of what it serves (pipeline.runtime.registry).
 """
 
 from __future__ import annotations
@@ -30,11 +31,15 @@ from pipeline.runtime import registry, tracking
 from pipeline.runtime.config import PipelineConfig, load_config
 from pipeline.runtime.errors import PipelineError, stage_entry_point
 from pipeline.runtime.files import atomic_output_dir, read_json
-from pipeline.runtime.lineage import check_model_windows
-from pipeline.runtime.paths import EXPORT_DIR, PARAMS_FILE, TRAINED_DIR
+from pipeline.runtime.lineage import (EVALUATION_FILE_NAME, answer_settings, check_built_with, check_model_windows,
+                                      read_evaluation)
+from pipeline.runtime.paths import EXPORT_DIR, PARAMS_FILE, PREDICTIONS_DIR, TRAINED_DIR
+
+SERVED_PRECISION = "float32"  # the SavedModel holds the trained float32 weights
 
 
-def export(cfg: PipelineConfig, trained_dir: Path = TRAINED_DIR, out_dir: Path = EXPORT_DIR) -> dict[str, Any]:
+def export(cfg: PipelineConfig, trained_dir: Path = TRAINED_DIR, out_dir: Path = EXPORT_DIR,
+           predictions_dir: Path = PREDICTIONS_DIR) -> dict[str, Any]:
     if not (trained_dir / "config.json").is_file():
         raise PipelineError(f"{trained_dir}: no trained model; run the train stage first")
     windows = read_windows(trained_dir)
@@ -42,6 +47,12 @@ def export(cfg: PipelineConfig, trained_dir: Path = TRAINED_DIR, out_dir: Path =
         raise PipelineError(f"{trained_dir}: no qa_windows.json (trained before windows were recorded); "
                             "rerun training with `dvc repro -f train`")
     check_model_windows(windows, cfg, trained_dir)
+    evaluation = read_evaluation(predictions_dir)
+    served = answer_settings(cfg, SERVED_PRECISION)
+    # A concurrent change of params.yaml since the evaluate stage ran (its precision may differ:
+    # registry.evaluation_tags then leaves the version without scores).
+    check_built_with({k: v for k, v in evaluation["answer_settings"].items() if k != "precision"}, served,
+                     predictions_dir / EVALUATION_FILE_NAME)
     tracking.check_server(tracking.tracking_uri())  # a down server stops us before any work
     tokenizer = load_tokenizer(str(trained_dir))
     model = load_qa_model(str(trained_dir))
@@ -58,11 +69,11 @@ def export(cfg: PipelineConfig, trained_dir: Path = TRAINED_DIR, out_dir: Path =
         save_export(model, tokenizer, settings, tmp)
     run_file = trained_dir / tracking.RUN_FILE_NAME
     if run_file.is_file():
-        log_export(cfg, read_json(run_file)["run_id"], out_dir)
+        log_export(cfg, read_json(run_file)["run_id"], out_dir, registry.evaluation_tags(evaluation, served))
     return settings
 
 
-def log_export(cfg: PipelineConfig, run_id: str, export_dir: Path) -> str | None:
+def log_export(cfg: PipelineConfig, run_id: str, export_dir: Path, evaluation_tags: dict[str, str]) -> str | None:
     """Log the export as a pyfunc model on the training run and register it; returns the
     registered version (None when the run is not in this store)."""
     import mlflow
@@ -81,10 +92,12 @@ def log_export(cfg: PipelineConfig, run_id: str, export_dir: Path) -> str | None
     client.set_tag(run_id, "exported", "true")
     tags = {k: v for k, v in tracking.git_tags().items() if k in ("git_commit", "git_dirty")}
     tags.update({"dvc_exp_name": os.environ.get("DVC_EXP_NAME", ""), registry.TRAINING_RUN_TAG: run_id,
-                 "model_id": info.model_id})
+                 "model_id": info.model_id, **evaluation_tags})
+    # The run holding the evaluation, when it is in this store (a record, not an input).
     latest_eval = tracking.find_run(client, run.data.tags.get(tracking.LATEST_EVAL_TAG) or run_id)
-    if latest_eval is not None:
-        tags.update(registry.evaluation_tags(latest_eval))
+    if latest_eval is not None and latest_eval.data.tags.get(tracking.EVAL_DATA_DIGEST_TAG) == evaluation_tags.get(
+            registry.EVAL_DIGEST_TAG):
+        tags[registry.EVAL_RUN_TAG] = latest_eval.info.run_id
     version = registry.register(client, info.model_uri, cfg.mlflow.registered_model_name, tags)
     print(f"MLflow model {info.model_uri} logged on run {run_id}; registered as "
           f"{cfg.mlflow.registered_model_name} version {version.version} (alias {registry.CANDIDATE})")

@@ -17,6 +17,10 @@ from pipeline.runtime.errors import PipelineError
 from pipeline.runtime.files import read_json
 
 BUILT_WITH_FILE_NAME = "built_with.json"
+# Written inside predictions/ by the evaluate stage: the scores, the evaluation data's digest,
+# the MLflow run holding them and the answer settings they were scored with. The export stage
+# depends on predictions/, so the model it registers carries the scores of its own answers.
+EVALUATION_FILE_NAME = "evaluation.json"
 
 
 def check_built_with(recorded: Mapping[str, Any], expected: Mapping[str, Any], where: Path) -> None:
@@ -48,3 +52,27 @@ def check_model_windows(windows: Mapping[str, Any], cfg: PipelineConfig, model_d
         recorded["data.version_2_with_negative"] = windows["version_2_with_negative"]
     check_built_with(recorded, {"tokenize.max_length": cfg.tokenize.max_length, "tokenize.stride": cfg.tokenize.stride,
                                 "data.version_2_with_negative": cfg.data.version_2_with_negative}, model_dir)
+
+
+def answer_settings(cfg: PipelineConfig, precision: str) -> dict[str, Any]:
+    """Everything that shapes a model's answer to a question, beside its weights: the windows,
+    the post-processing knobs and the dtype policy it predicts in. The evaluate stage records
+    the settings it scored with; the export stage compares them with the settings it serves."""
+    return {
+        "tokenize.max_length": cfg.tokenize.max_length,
+        "tokenize.stride": cfg.tokenize.stride,
+        "data.version_2_with_negative": cfg.data.version_2_with_negative,
+        "evaluate.n_best": cfg.evaluate.n_best,
+        "evaluate.max_answer_length": cfg.evaluate.max_answer_length,
+        "evaluate.null_score_diff_threshold": cfg.evaluate.null_score_diff_threshold,
+        "precision": precision,
+    }
+
+
+def read_evaluation(predictions_dir: Path) -> dict[str, Any]:
+    """The evaluate stage's record in predictions_dir (PipelineError when there is none)."""
+    path = predictions_dir / EVALUATION_FILE_NAME
+    if not path.is_file():
+        raise PipelineError(f"{path}: no evaluation record (predictions built before it was written, or the "
+                            "evaluate stage did not run); run `dvc repro -f evaluate`")
+    return read_json(path)

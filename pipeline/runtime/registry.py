@@ -2,15 +2,16 @@
 aliased `candidate`; pipeline.promote moves `champion` to a better one.
 
 A version is tagged with what it was built from (git commit, DVC experiment name, training
-run) and, once its model has been evaluated, with that evaluation: exact_match, f1, the
-digest of the evaluation data and the run holding it. The export and evaluate stages both
-depend on train only, so either may run first: whichever runs second completes the tags
-(the export copies the training run's latest evaluation; the evaluate stage tags the
-versions registered from the training run).
+run), the answer settings it serves, and the evaluation of those answers: the export stage
+depends on the evaluate stage's predictions/, so the scores are those of the same weights and
+settings (exact_match, f1, the digest of the evaluation data, the run holding them). A
+version whose evaluation used other settings (e.g. evaluate.precision=auto, while the export
+serves float32) gets no scores, and promote refuses it.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -22,6 +23,9 @@ F1_TAG = "f1"
 EM_TAG = "exact_match"
 EVAL_DIGEST_TAG = "eval_data_digest"
 EVAL_RUN_TAG = "eval_run_id"
+ANSWER_SETTINGS_TAG = "answer_settings"  # what the version serves
+EVAL_ANSWER_SETTINGS_TAG = "eval_answer_settings"  # what its scores were measured with
+EVAL_NOTE_TAG = "eval_note"
 TRAINING_RUN_TAG = "training_run_id"
 
 
@@ -34,35 +38,24 @@ def register(client: Any, model_uri: str, name: str, tags: dict[str, str]) -> An
     return version
 
 
-def evaluation_tags(eval_run: Any) -> dict[str, str]:
-    """exact_match, f1, the evaluation data's digest and the run, from an evaluation run
-    ({} when it holds no evaluation)."""
-    metrics, tags = eval_run.data.metrics, eval_run.data.tags
-    if "f1" not in metrics:
-        return {}
-    out = {F1_TAG: repr(float(metrics["f1"])), EM_TAG: repr(float(metrics.get("exact_match", float("nan")))),
-           EVAL_RUN_TAG: eval_run.info.run_id}
-    if tags.get(EVAL_DIGEST_TAG):
-        out[EVAL_DIGEST_TAG] = tags[EVAL_DIGEST_TAG]
-    return out
+def settings_tag(settings: dict[str, Any]) -> str:
+    return json.dumps(settings, sort_keys=True)
 
 
-def versions_of_run(client: Any, name: str, run_id: str) -> list[Any]:
-    """The versions of `name` registered from models logged by run_id."""
-    try:
-        return list(client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'"))
-    except Exception:  # the registered model does not exist yet
-        return []
-
-
-def tag_versions(client: Any, name: str, run_id: str, tags: dict[str, str]) -> list[str]:
-    """Set tags on every version of `name` registered from run_id; returns their numbers."""
-    numbers = []
-    for version in versions_of_run(client, name, run_id):
-        for key, value in tags.items():
-            client.set_model_version_tag(name, version.version, key, value)
-        numbers.append(version.version)
-    return numbers
+def evaluation_tags(evaluation: dict[str, Any], served: dict[str, Any]) -> dict[str, str]:
+    """The tags of a version serving `served` answer settings, from the evaluate stage's
+    record (pipeline.runtime.lineage.EVALUATION_FILE_NAME): the scores only when they were
+    measured with the settings the version serves, else a note saying what differs."""
+    tags = {ANSWER_SETTINGS_TAG: settings_tag(served), EVAL_ANSWER_SETTINGS_TAG: settings_tag(evaluation["answer_settings"]),
+            EVAL_DIGEST_TAG: evaluation["eval_data_digest"]}
+    differ = {k: (evaluation["answer_settings"].get(k), v) for k, v in served.items()
+              if evaluation["answer_settings"].get(k) != v}
+    if differ:
+        tags[EVAL_NOTE_TAG] = ("no scores: evaluated with " + ", ".join(f"{k}={a!r}" for k, (a, _) in differ.items())
+                               + " but serves " + ", ".join(f"{k}={b!r}" for k, (_, b) in differ.items()))
+        return tags
+    tags.update({F1_TAG: repr(float(evaluation["f1"])), EM_TAG: repr(float(evaluation["exact_match"]))})
+    return tags
 
 
 @dataclass
@@ -83,14 +76,21 @@ def _version(client: Any, name: str, alias_or_number: str | int) -> Any:
 
 
 def _f1(version: Any) -> Optional[float]:
-    value = version.tags.get(F1_TAG)
-    return float(value) if value not in (None, "") else None
+    """The F1 of the version's own answers: None when it has none, or when it was measured with
+    other answer settings than the version serves (or a version registered before the settings
+    were recorded)."""
+    value, tags = version.tags.get(F1_TAG), version.tags
+    if value in (None, "") or not tags.get(ANSWER_SETTINGS_TAG) or tags.get(ANSWER_SETTINGS_TAG) != tags.get(
+            EVAL_ANSWER_SETTINGS_TAG):
+        return None
+    return float(value)
 
 
 def promote(client: Any, name: str, candidate: str = CANDIDATE, force: bool = False) -> Decision:
     """Move `champion` to version `candidate` (a number or an alias) only if its F1 beats the
-    champion's on the same evaluation data (equal eval_data_digest tags); `force` moves it
-    anyway (say, when the evaluation data changed), saying what it overrode."""
+    champion's on the same evaluation data (equal eval_data_digest tags), each F1 measured with
+    the answer settings its version serves; `force` moves it anyway (say, when the evaluation
+    data changed), saying what it overrode."""
     new = _version(client, name, candidate)
     if new is None:
         raise PipelineError(f"registered model {name!r} has no version {candidate!r}; run the export stage "
@@ -107,8 +107,9 @@ def promote(client: Any, name: str, candidate: str = CANDIDATE, force: bool = Fa
         return Decision(True, f"promoted (forced): {name} version {new.version} is now the champion; without --force: "
                               + decision.message)
     if new_f1 is None:
-        return Decision(False, f"not promoted: {name} version {new.version} has no F1 yet (its model was not "
-                               "evaluated); run `dvc repro` so the evaluate stage scores it", refused=True)
+        why = new.tags.get(EVAL_NOTE_TAG) or "its answers were not evaluated with the settings it serves"
+        return Decision(False, f"not promoted: {name} version {new.version} has no F1 of its own answers ({why}); "
+                               "run `dvc repro` so the evaluate stage scores what the export serves", refused=True)
     if champion is None:
         client.set_registered_model_alias(name, CHAMPION, new.version)
         return Decision(True, f"promoted: {name} version {new.version} (F1 {new_f1:.2f}) is the first champion")
@@ -116,7 +117,11 @@ def promote(client: Any, name: str, candidate: str = CANDIDATE, force: bool = Fa
         return Decision(False, f"not promoted: {name} version {new.version} is already the champion")
     old_f1 = _f1(champion)
     new_digest, old_digest = new.tags.get(EVAL_DIGEST_TAG), champion.tags.get(EVAL_DIGEST_TAG)
-    if old_f1 is None or not new_digest or new_digest != old_digest:
+    if old_f1 is None:
+        return Decision(False, f"not promoted: champion version {champion.version} has no F1 of its own answers "
+                               "(registered before answer settings were recorded, or evaluated with other settings "
+                               "than it serves); F1s are not comparable (--force overrides)", refused=True)
+    if not new_digest or new_digest != old_digest:
         return Decision(False, f"not promoted: {name} version {new.version} was evaluated on other data than "
                                f"champion version {champion.version} (eval_data_digest {new_digest or 'none'} vs "
                                f"{old_digest or 'none'}); F1s are not comparable (--force overrides)", refused=True)

@@ -24,7 +24,7 @@ from pipeline.qa.exported import ExportedQA
 from pipeline.runtime import registry
 from pipeline.runtime.files import dvc_md5
 from tests.helpers.servers import free_port, serving
-from tests.helpers.project import copy_project, executed_stages, git, run_cmd
+from tests.helpers.project import copy_project, executed_stages, git, run_cmd, set_params
 
 NAME = "squad-qa"
 SHORT = {"question": "What is the capital of France?",
@@ -178,16 +178,37 @@ def test_runs_show_what_they_are_in_the_mlflow_ui(repo, client):
     assert json.loads(inputs["eval"].source)["uri"].endswith("data/raw/validation")
 
 
-def test_export_after_evaluate_and_evaluate_after_export_both_tag_the_version(repo, client):
-    """The two stages depend on train only: either order leaves every version with the scores."""
-    run_cmd(["dvc", "repro", "-f", "-s", "export"], repo)
+def test_an_evaluate_only_change_registers_a_version_that_answers_as_its_evaluation(repo, client):
+    """The served model is the evaluated model: after `evaluate.max_answer_length` 30 -> 3, the
+    export reruns, and the new version answers every sample question as predictions.json and is
+    tagged with the F1 of those answers; version 1 keeps the F1 of its own answers."""
+    import mlflow
+    import pandas as pd
+
+    first_f1 = client.get_model_version(NAME, "1").tags["f1"]
+    set_params(repo, {"evaluate": {"max_answer_length": 3}})
+    assert executed_stages(run_cmd(["dvc", "repro"], repo)) == {"evaluate", "export"}
     newest = client.get_model_version_by_alias(NAME, registry.CANDIDATE)
-    assert int(newest.version) >= 2 and newest.tags["f1"] == client.get_model_version(NAME, "1").tags["f1"]
-    run_cmd(["dvc", "repro", "-f", "-s", "evaluate"], repo)  # a new evaluation run: training was reused
-    eval_run = training_run(repo, client).data.tags["latest_eval_run_id"]
-    assert client.get_run(eval_run).data.tags["training_reused"] == "true"
-    for number in ("1", newest.version):
-        assert client.get_model_version(NAME, number).tags["eval_run_id"] == eval_run
+    assert str(newest.version) == "2"
+    metrics = read_json(repo / "metrics/eval.json")
+    assert float(newest.tags["f1"]) == pytest.approx(metrics["f1"]) != pytest.approx(float(first_f1))
+    assert json.loads(newest.tags["answer_settings"])["evaluate.max_answer_length"] == 3
+    assert client.get_model_version(NAME, "1").tags["f1"] == first_f1
+    ids, questions, contexts = sample_questions(repo)
+    model = mlflow.pyfunc.load_model(f"models:/{NAME}/2")
+    out = model.predict(pd.DataFrame({"question": questions, "context": contexts, "id": ids}))
+    assert dict(zip(ids, out["answer"])) == read_json(repo / "predictions/predictions.json")
+    assert newest.tags["eval_run_id"] == training_run(repo, client).data.tags["latest_eval_run_id"]
+
+
+def test_a_version_scored_in_another_precision_gets_no_f1_and_promote_refuses_it(repo, client):
+    set_params(repo, {"evaluate": {"precision": "mixed_bfloat16"}})
+    run_cmd(["dvc", "repro"], repo)
+    newest = client.get_model_version_by_alias(NAME, registry.CANDIDATE)
+    assert "f1" not in newest.tags
+    assert newest.tags["eval_note"] == "no scores: evaluated with precision='mixed_bfloat16' but serves precision='float32'"
+    proc = run_cmd([sys.executable, "-m", "pipeline.promote"], repo, check=False)
+    assert proc.returncode == 1 and f"version {newest.version} has no F1 of its own answers (no scores: " in proc.stderr
 
 
 def test_promote_moves_champion_only_to_a_better_version(repo, client):
@@ -195,8 +216,11 @@ def test_promote_moves_champion_only_to_a_better_version(repo, client):
     source = client.get_model_version(NAME, "1").source
     digest = "0" * 32 + ".dir"
 
-    def register(f1, data_digest=digest):
-        return registry.register(client, source, name, {"f1": str(f1), "exact_match": "0", "eval_data_digest": data_digest})
+    settings = registry.settings_tag({"evaluate.n_best": 20})
+
+    def register(f1, data_digest=digest, scored_with=settings):
+        return registry.register(client, source, name, {"f1": str(f1), "exact_match": "0", "eval_data_digest": data_digest,
+                                                        "answer_settings": settings, "eval_answer_settings": scored_with})
 
     def promote(*args):
         return run_cmd([sys.executable, "-m", "pipeline.promote", "--name", name, *args], repo, check=False)
@@ -212,6 +236,9 @@ def test_promote_moves_champion_only_to_a_better_version(repo, client):
     other_data = register(50.0, "f" * 32 + ".dir")
     proc = promote()
     assert proc.returncode == 1 and "evaluated on other data" in proc.stderr
+    scored_otherwise = register(60.0, scored_with=registry.settings_tag({"evaluate.n_best": 5}))
+    proc = promote()
+    assert proc.returncode == 1 and f"version {scored_otherwise.version} has no F1 of its own answers" in proc.stderr
     assert client.get_model_version_by_alias(name, registry.CHAMPION).version == first.version
     better = register(12.25)
     proc = promote()
