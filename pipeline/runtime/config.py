@@ -37,8 +37,10 @@ class DataConfig:
     source: str = MISSING
     name: Optional[str] = MISSING
     config_name: Optional[str] = MISSING
-    train_file: Optional[str] = MISSING
-    validation_file: Optional[str] = MISSING
+    # SQuAD-format .json/.json.gz files (source json); dvc.yaml names both as the download
+    # stage's deps, so they are always paths: a hub dataset names its config file (conf/data/squad.yaml).
+    train_file: str = MISSING
+    validation_file: str = MISSING
     max_train_samples: Optional[int] = MISSING
     max_eval_samples: Optional[int] = MISSING
     # "error": stop on the first bad record; "drop": drop bad records and report how many;

@@ -135,9 +135,10 @@ def test_predict_rejects_an_empty_question_before_loading_a_model(repo):
 
 # --- what reruns when: one row of the README's caching table per case -------------------
 
-def change_data_file_content(repo) -> None:
-    """Edit the first training question of the shipped sample file (within the tiny subset)."""
-    path = repo / "data/sample/train.json.gz"
+def change_data_file_content(repo, path: Path | None = None) -> None:
+    """Edit the first training question of a SQuAD file (the shipped sample's by default: within
+    the tiny subset)."""
+    path = path or repo / "data/sample/train.json.gz"
     squad = json.load(gzip.open(path, "rt", encoding="utf-8"))
     squad["data"][0]["paragraphs"][0]["qas"][0]["question"] += " (edited)"
     with gzip.open(path, "wt", encoding="utf-8") as fh:
@@ -202,6 +203,28 @@ def test_a_change_reruns_exactly_the_stages_it_affects(repo, change):
         assert load_from_disk(str(repo / "data/raw"))["validation"].num_rows == 20
     if change == "null threshold":
         assert read_json(repo / "models/export/inference.json")["null_score_diff_threshold"] == 1.5
+
+
+def test_a_data_file_outside_the_repo_is_a_dependency_by_content(repo):
+    """data.train_file may point anywhere (README: Configuration): its content is a DVC dep, so
+    editing it reruns download, and going back to the earlier content restores from the run-cache."""
+    outside = repo.parent / "external-data"
+    outside.mkdir()
+    for name in ("train.json.gz", "validation.json.gz"):
+        (outside / name).write_bytes((repo / "data/sample" / name).read_bytes())
+    set_params(repo, {"data": {"train_file": str(outside / "train.json.gz"),
+                               "validation_file": str(outside / "validation.json.gz")}})
+    assert executed_stages(run_cmd(["dvc", "repro", "download"], repo)) == {"download"}
+    before = (outside / "train.json.gz").read_bytes()
+    change_data_file_content(repo, outside / "train.json.gz")
+    assert str(outside / "train.json.gz") in run_cmd(["dvc", "status", "download"], repo).stdout
+    assert executed_stages(run_cmd(["dvc", "repro", "download"], repo)) == {"download"}
+    assert "(edited)" in load_from_disk(str(repo / "data/raw"))["train"][0]["question"]
+    (outside / "train.json.gz").write_bytes(before)
+    proc = run_cmd(["dvc", "repro", "download"], repo)
+    assert executed_stages(proc) == set()
+    assert "Stage 'download' is cached - skipping run, checking out outputs" in proc.stdout
+    assert "(edited)" not in load_from_disk(str(repo / "data/raw"))["train"][0]["question"]
 
 
 def test_evaluation_of_a_reused_model_is_a_new_run_linked_to_the_training_run(repo):

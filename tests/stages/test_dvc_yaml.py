@@ -104,9 +104,9 @@ def test_data_and_output_paths_are_the_ones_pipeline_runtime_paths_names():
     assert names("export", "outs") == {str(paths.EXPORT_DIR)}
     data_deps = {stage: {d for d in s["deps"] if not d.startswith("pipeline/")} for stage, s in STAGES.items()}
     assert data_deps == {
-        "download": {"data/sample"},
+        "download": {"${data.train_file}", "${data.validation_file}"},  # the data files by content
         "tokenize": {str(paths.RAW_DIR)},
         "train": {str(paths.TOKENIZED_DIR)},
         "evaluate": {str(paths.RAW_DIR), str(paths.TOKENIZED_DIR), str(paths.TRAINED_DIR)},
-        "export": {str(paths.TRAINED_DIR)},
+        "export": {str(paths.TRAINED_DIR), str(paths.PREDICTIONS_DIR)},  # serves what evaluate scored
     }
