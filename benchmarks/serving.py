@@ -51,6 +51,17 @@ from pipeline.qa.predictions import COURSE_MAX_ANSWER_LENGTH, COURSE_N_BEST  # n
 from pipeline.qa.serving import HF_DIR, read_settings  # noqa: E402
 from pipeline.qa.squad import read_squad_json, validate_records  # noqa: E402
 
+# What each figure times of the pipeline's own code: figure -> (the function that runs it, the
+# production functions it times). Not a stage's function but the export stage's product: the
+# MLflow model it logs, built here with the export's own mlflow_model.model_kwargs, whose pyfunc
+# predict MLflow calls (in-process for the batch figure, behind `mlflow models serve` for HTTP).
+# tests/stages/test_benchmarks_time_production_code.py checks the export stage creates that model
+# class and that each function loads or serves it.
+TIMED_PRODUCTION_CODE = {
+    "batch": ("bench_pyfunc", ("pipeline.mlflow_model.QAModel.predict",)),
+    "http": ("bench_http", ("pipeline.mlflow_model.QAModel.predict",)),
+}
+
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
