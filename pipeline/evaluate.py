@@ -92,8 +92,13 @@ def evaluate(cfg: PipelineConfig) -> dict[str, Any]:
             raise PipelineError(f"{path}: no saved dataset; run `dvc repro` to build it")
     if not (TRAINED_DIR / "config.json").is_file():
         raise PipelineError(f"{TRAINED_DIR}: no trained model; run the train stage first")
-    check_built_with(read_built_with(TOKENIZED_DIR), tokenized_inputs(cfg), TOKENIZED_DIR)
-    check_model_windows(read_windows(TRAINED_DIR) or {}, cfg, TRAINED_DIR)
+    windows = read_windows(TRAINED_DIR) or {}
+    # data/tokenized and the model must come from the same checkpoint (a concurrent run may
+    # have rebuilt one of them): compare the content md5 each recorded.
+    expected = tokenized_inputs(cfg, windows.get("checkpoint_md5"))
+    check_built_with(read_built_with(TOKENIZED_DIR), {k: v for k, v in expected.items() if v is not None},
+                     TOKENIZED_DIR)
+    check_model_windows(windows, cfg, TRAINED_DIR)
     tracking.check_server(tracking.tracking_uri())  # a down server stops us before any work
     examples = load_from_disk(str(RAW_DIR))["validation"]
     features = load_from_disk(str(TOKENIZED_DIR))["validation"]

@@ -4,7 +4,8 @@
 
 The course's preprocessing (pipeline.qa.features); features are stored unpadded.
 --num-proc only changes speed, never the bytes written, so it is not a DVC param.
-data/tokenized/built_with.json records the tokenizer and windows, which train checks.
+data/tokenized/built_with.json records the tokenizer (name and content md5) and windows,
+which train and evaluate check.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 from pathlib import Path
 
 from pipeline.qa.features import check_windows, tokenize_dataset_dict
-from pipeline.qa.modeling import load_tokenizer
+from pipeline.qa.modeling import checkpoint_fingerprint, load_tokenizer
 from pipeline.runtime.config import PipelineConfig, load_config
 from pipeline.runtime.errors import PipelineError, stage_entry_point
 from pipeline.runtime.files import atomic_output_dir, read_json, save_dataset_dict, write_json
@@ -35,6 +36,7 @@ def load_raw(raw_dir: Path = RAW_DIR):
 def run(cfg: PipelineConfig, raw_dir: Path = RAW_DIR, out_dir: Path = TOKENIZED_DIR,
         num_proc: int | None = None) -> dict:
     tokenizer = load_tokenizer(cfg.model.checkpoint)
+    checkpoint_md5 = checkpoint_fingerprint(cfg.model.checkpoint)["md5"]
     raw = load_raw(raw_dir)
     capped = {}
     for split in list(raw):
@@ -67,7 +69,7 @@ def run(cfg: PipelineConfig, raw_dir: Path = RAW_DIR, out_dir: Path = TOKENIZED_
     with atomic_output_dir(out_dir) as tmp:
         save_dataset_dict(tokenized, tmp)
         write_json(tmp / SUMMARY_FILE_NAME, summary)
-        write_json(tmp / BUILT_WITH_FILE_NAME, tokenized_inputs(cfg))
+        write_json(tmp / BUILT_WITH_FILE_NAME, tokenized_inputs(cfg, checkpoint_md5))
     return summary
 
 

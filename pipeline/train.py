@@ -31,7 +31,7 @@ from typing import Any
 import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pipeline.qa.backup import TrainingBackup
 from pipeline.qa.batching import FeatureTable
-from pipeline.qa.modeling import load_tokenizer, write_windows
+from pipeline.qa.modeling import checkpoint_fingerprint, load_tokenizer, write_windows
 from pipeline.qa.training import (MULTI_WORKER, batch_rows, build_training_model, make_backup_callback,
                                   make_curves_callback, make_dataset, make_snapshot_callback, make_strategy,
                                   report_loss_sums, steps_per_epoch, workers_agree)
@@ -45,13 +45,13 @@ from pipeline.runtime.paths import (EPOCHS_PLOT_FILE, PARAMS_FILE, SNAPSHOT_FILE
                                     TRAINED_DIR, stage_code_deps)
 
 
-def training_inputs_hash(cfg: PipelineConfig, tokenized_dir: Path) -> str:
-    """sha256 over everything the train stage depends on: its params, the tokenized train
-    split and its code (the .py deps dvc.yaml declares for it). Equal hashes mean equal
-    training inputs, across runs and machines."""
+def training_inputs_hash(cfg: PipelineConfig, tokenized_dir: Path, checkpoint_md5: str) -> str:
+    """sha256 over everything the train stage depends on: its params, the checkpoint's content,
+    the tokenized train split and its code (the .py deps dvc.yaml declares for it). Equal
+    hashes mean equal training inputs, across runs and machines."""
     digest = hashlib.sha256()
-    params = {"model.checkpoint": cfg.model.checkpoint, "tokenize.max_length": cfg.tokenize.max_length,
-              "train": asdict(cfg.train)}
+    params = {"model.checkpoint": cfg.model.checkpoint, "checkpoint_md5": checkpoint_md5,
+              "tokenize.max_length": cfg.tokenize.max_length, "train": asdict(cfg.train)}
     digest.update(json.dumps(params, sort_keys=True).encode())
     for path in sorted((tokenized_dir / "train").rglob("*")):
         if path.is_file():
@@ -83,7 +83,8 @@ def train(cfg: PipelineConfig, tokenized_dir: Path = TOKENIZED_DIR, out_dir: Pat
 
     if not (tokenized_dir / "dataset_dict.json").is_file():
         raise PipelineError(f"{tokenized_dir}: no tokenized data; run the tokenize stage first")
-    check_built_with(read_built_with(tokenized_dir), tokenized_inputs(cfg), tokenized_dir)
+    checkpoint_md5 = checkpoint_fingerprint(cfg.model.checkpoint)["md5"]
+    check_built_with(read_built_with(tokenized_dir), tokenized_inputs(cfg, checkpoint_md5), tokenized_dir)
     tokenizer = load_tokenizer(cfg.model.checkpoint)
     train_split = load_from_disk(str(tokenized_dir))["train"]
     table = FeatureTable.from_dataset(train_split, pad_token_id=tokenizer.pad_token_id or 0)
@@ -93,7 +94,7 @@ def train(cfg: PipelineConfig, tokenized_dir: Path = TOKENIZED_DIR, out_dir: Pat
     rows = batch_rows(table, cfg)
 
     # A backup of other training inputs is never resumed (and is removed); one of these inputs is.
-    inputs_hash = training_inputs_hash(cfg, tokenized_dir)
+    inputs_hash = training_inputs_hash(cfg, tokenized_dir, checkpoint_md5)
     backup = TrainingBackup(backups or backup_root(), inputs_hash)
     if chief:
         for note in backup.remove_stale():
@@ -165,7 +166,7 @@ def train(cfg: PipelineConfig, tokenized_dir: Path = TOKENIZED_DIR, out_dir: Pat
         model.save_pretrained(str(directory))
         tokenizer.save_pretrained(str(directory))
         write_windows(directory, cfg.tokenize.max_length, cfg.tokenize.stride, cfg.data.version_2_with_negative,
-                      cfg.model.checkpoint)
+                      cfg.model.checkpoint, checkpoint_md5)
 
     def save_snapshot(step: int, info: dict) -> None:
         with atomic_output_dir(snapshots / f"step-{step:06d}") as tmp:

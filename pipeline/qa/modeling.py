@@ -21,12 +21,17 @@ from typing import Any
 from urllib.parse import urlparse
 
 from pipeline.runtime.errors import PipelineError
-from pipeline.runtime.files import read_json, write_json
+from pipeline.runtime.files import dvc_md5, file_md5, read_json, write_json
 
 PACKAGE_SCHEME = "package://"
 # Written next to a trained model's weights: the windows it was trained on (and whether it
 # may answer "no answer"), so that every later use tokenizes the way training did.
 WINDOWS_FILE_NAME = "qa_windows.json"
+
+
+# The files of a checkpoint that loading reads (config, tokenizer, TF or safetensors weights):
+# its content identity is their DVC-style md5 (checkpoint_fingerprint).
+CHECKPOINT_FILE_PATTERNS = ("*.json", "*.txt", "*.model", "tf_model.h5", "model.safetensors")
 
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
@@ -52,6 +57,28 @@ def resolve_checkpoint(checkpoint: str) -> str:
         )
     _check_hub(checkpoint)
     return checkpoint
+
+
+def checkpoint_fingerprint(checkpoint: str) -> dict[str, Any]:
+    """What model.checkpoint is, by content: the md5 (DVC's directory form) and size of the files
+    loading reads, each file's md5, and for a hub model the resolved revision (the snapshot's
+    commit). A checkpoint whose files change under the same name gets another md5."""
+    path = resolve_checkpoint(checkpoint)
+    revision = None
+    if not Path(path).is_dir():  # a hub name, reachable (resolve_checkpoint checked)
+        from huggingface_hub import snapshot_download
+
+        try:
+            path = snapshot_download(checkpoint, allow_patterns=list(CHECKPOINT_FILE_PATTERNS))
+        except Exception as err:  # network, auth and not-found errors have many types
+            raise _load_error(checkpoint, err) from None
+        revision = Path(path).name  # snapshots/<commit>
+    root = Path(path)
+    files = sorted({f for pattern in CHECKPOINT_FILE_PATTERNS for f in root.glob(pattern) if f.is_file()})
+    if not files:
+        raise PipelineError(f"model.checkpoint={checkpoint!r}: no model files in {root}")
+    return {"md5": dvc_md5(root, files), "size": sum(f.stat().st_size for f in files), "revision": revision,
+            "files": {f.name: file_md5(f) for f in files}}
 
 
 def _package_path(checkpoint: str) -> str:
@@ -157,14 +184,15 @@ def _qa_model_from_pytorch_safetensors(path: Path, config: Any) -> Any:
 
 
 def write_windows(model_dir: Path, max_length: int, stride: int, version_2_with_negative: bool,
-                  checkpoint: str) -> None:
+                  checkpoint: str, checkpoint_md5: str | None = None) -> None:
     write_json(Path(model_dir) / WINDOWS_FILE_NAME, {"max_length": max_length, "stride": stride,
                                                       "version_2_with_negative": version_2_with_negative,
-                                                      "checkpoint": checkpoint})
+                                                      "checkpoint": checkpoint, "checkpoint_md5": checkpoint_md5})
 
 
 def read_windows(model_dir: Path) -> dict | None:
-    """The windows a model was trained on ({max_length, stride, version_2_with_negative, checkpoint}), or None
+    """The windows a model was trained on ({max_length, stride, version_2_with_negative, checkpoint,
+    checkpoint_md5}), or None
     for a model this pipeline did not train."""
     path = Path(model_dir) / WINDOWS_FILE_NAME
     return read_json(path) if path.is_file() else None

@@ -10,7 +10,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 
 @contextlib.contextmanager
@@ -80,20 +80,22 @@ def write_csv(path: str | Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
-def dvc_md5(path: str | Path) -> str:
+def file_md5(file: str | Path) -> str:
+    digest = hashlib.md5()
+    with Path(file).open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def dvc_md5(path: str | Path, files: Iterable[Path] | None = None) -> str:
     """The md5 DVC records for a file or directory in dvc.lock (DVC 3: a file's plain md5; a
-    directory's is the md5 of its sorted [{"md5", "relpath"}] listing, plus ".dir")."""
-
-    def file_md5(file: Path) -> str:
-        digest = hashlib.md5()
-        with file.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-        return digest.hexdigest()
-
+    directory's is the md5 of its sorted [{"md5", "relpath"}] listing, plus ".dir"). `files`:
+    hash only these files of the directory (as if it held nothing else)."""
     path = Path(path)
     if path.is_file():
         return file_md5(path)
-    entries = sorted(({"md5": file_md5(f), "relpath": f.relative_to(path).as_posix()}
-                      for f in path.rglob("*") if f.is_file()), key=lambda e: e["relpath"])
+    chosen = [f for f in path.rglob("*") if f.is_file()] if files is None else list(files)
+    entries = sorted(({"md5": file_md5(f), "relpath": f.relative_to(path).as_posix()} for f in chosen),
+                     key=lambda e: e["relpath"])
     return hashlib.md5(json.dumps(entries, sort_keys=True).encode("utf-8")).hexdigest() + ".dir"

@@ -27,6 +27,11 @@ def check_built_with(recorded: Mapping[str, Any], expected: Mapping[str, Any], w
     """Stop when a recorded setting differs from params.yaml (only keys present in both count)."""
     for key, value in expected.items():
         if key in recorded and recorded[key] != value:
+            if key.endswith(" md5"):
+                raise PipelineError(
+                    f"{where} was built from {key.removesuffix(' md5')} with content md5 {recorded[key]} but it now has "
+                    f"md5 {value}: its files changed since (another installed version, an edited directory, or a "
+                    "concurrent `dvc exp run`); run `dvc repro` again, which rebuilds what was built from it")
             raise PipelineError(
                 f"{where} was built with {key}={recorded[key]!r} but params.yaml has {key}={value!r}: "
                 "the workspace changed during the run (a concurrent `dvc exp run`?); run `dvc repro` again, "
@@ -39,10 +44,11 @@ def read_built_with(directory: Path, name: str = BUILT_WITH_FILE_NAME) -> dict[s
     return read_json(path) if path.is_file() else {}
 
 
-def tokenized_inputs(cfg: PipelineConfig) -> dict[str, Any]:
-    """The settings data/tokenized is built from: tokenize records them, train and evaluate check them."""
-    return {"model.checkpoint": cfg.model.checkpoint, "tokenize.max_length": cfg.tokenize.max_length,
-            "tokenize.stride": cfg.tokenize.stride}
+def tokenized_inputs(cfg: PipelineConfig, checkpoint_md5: str) -> dict[str, Any]:
+    """What data/tokenized is built from: the settings, and the checkpoint's content (the md5 of
+    pipeline.qa.modeling.checkpoint_fingerprint). Tokenize records them, train and evaluate check them."""
+    return {"model.checkpoint": cfg.model.checkpoint, "model.checkpoint md5": checkpoint_md5,
+            "tokenize.max_length": cfg.tokenize.max_length, "tokenize.stride": cfg.tokenize.stride}
 
 
 def check_model_windows(windows: Mapping[str, Any], cfg: PipelineConfig, model_dir: Path) -> None:

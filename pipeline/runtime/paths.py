@@ -23,6 +23,8 @@ TOKENIZED_DIR = Path("data/tokenized")
 TRAINED_DIR = Path("models/trained")
 EXPORT_DIR = Path("models/export")
 PREDICTIONS_DIR = Path("predictions")
+# The checkpoint stage's record of model.checkpoint's content (tokenize and train depend on it).
+CHECKPOINT_FILE = Path("models/checkpoint.json")
 
 TRAIN_METRICS_FILE = Path("metrics/train.json")
 EVAL_METRICS_FILE = Path("metrics/eval.json")

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.servers import free_port, serving
-from tests.helpers.project import executed_stages, git, run_cmd, tree_digest
+from tests.helpers.project import executed_stages, git, run_cmd, stale_stages, tree_digest
 
 
 @pytest.fixture()
@@ -67,7 +67,7 @@ def test_teammate_with_an_experiments_params_restores_it_from_the_remote_run_cac
     assert executed_stages(proc) == set(), proc.stdout
     for path, content in outputs.items():
         assert (clone / path).read_bytes() == content, path
-    assert "up to date" in run_cmd(["dvc", "status"], clone).stdout
+    assert stale_stages(clone) == set()
 
 
 def test_make_push_refuses_an_uncommitted_dvc_lock_and_make_pull_works_on_a_clean_clone(team):

@@ -4,6 +4,7 @@ end-to-end tests, and commands run with the test venv first on PATH."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -75,7 +76,11 @@ def tiny_conf(checkpoint: Path | str) -> dict:
     return {**TINY_CONF, "model/minilm.yaml": {"checkpoint": str(checkpoint)}}
 
 
-STAGES = ["download", "tokenize", "train", "evaluate", "export"]
+STAGES = ["checkpoint", "download", "tokenize", "train", "evaluate", "export"]
+# always_changed in dvc.yaml: it fingerprints model.checkpoint on every repro, and later stages
+# rerun only if its record changed. executed_stages and stale_stages leave it out, so that a
+# test states what a change reruns; test_pipeline_e2e checks the stage itself.
+ALWAYS_RUNS = {"checkpoint"}
 
 
 def run_cmd(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None,
@@ -103,8 +108,13 @@ def failure_lines(proc: subprocess.CompletedProcess) -> list[str]:
 
 
 def executed_stages(proc: subprocess.CompletedProcess) -> set[str]:
-    """Stages DVC actually ran (not skipped, not restored from the run-cache)."""
-    return set(re.findall(r"Running stage '([\w-]+)'", proc.stdout + proc.stderr))
+    """Stages DVC actually ran (not skipped, not restored from the run-cache), but ALWAYS_RUNS."""
+    return set(re.findall(r"Running stage '([\w-]+)'", proc.stdout + proc.stderr)) - ALWAYS_RUNS
+
+
+def stale_stages(repo: Path, *targets: str) -> set[str]:
+    """The stages `dvc status` says would run now, but ALWAYS_RUNS."""
+    return set(json.loads(run_cmd(["dvc", "status", "--json", *targets], repo).stdout)) - ALWAYS_RUNS
 
 
 def _deep_update(target: dict, updates: dict) -> None:

@@ -23,11 +23,12 @@ import sys
 import textwrap
 
 import pytest
+import yaml
 
-from pipeline.runtime.paths import PROJECT_ROOT
+from pipeline.runtime.paths import DVC_FILE, PROJECT_ROOT
 from tests.helpers.call_graph import PYFUNC_PREDICT, Benchmark, Project, timed_regions
 
-STAGES = ("download", "tokenize", "train", "evaluate", "export")
+STAGES = tuple(yaml.safe_load(DVC_FILE.read_text())["stages"])  # dvc.yaml names the stages
 STAGE_MAINS = tuple(f"pipeline.{stage}.main" for stage in STAGES)
 BENCHMARK_MODULES = sorted(p.stem for p in (PROJECT_ROOT / "benchmarks").glob("*.py"))
 # Benchmark modules that time no pipeline code, and why; (c) checks that they do not.

@@ -92,6 +92,7 @@ def test_data_and_output_paths_are_the_ones_pipeline_runtime_paths_names():
     def names(stage, kind):
         return {next(iter(e)) if isinstance(e, dict) else e for e in STAGES[stage].get(kind) or []}
 
+    assert names("checkpoint", "outs") == {str(paths.CHECKPOINT_FILE)}
     assert names("download", "outs") == {str(paths.RAW_DIR)}
     assert names("tokenize", "outs") == {str(paths.TOKENIZED_DIR)}
     assert names("train", "outs") == {str(paths.TRAINED_DIR)}
@@ -104,9 +105,10 @@ def test_data_and_output_paths_are_the_ones_pipeline_runtime_paths_names():
     assert names("export", "outs") == {str(paths.EXPORT_DIR)}
     data_deps = {stage: {d for d in s["deps"] if not d.startswith("pipeline/")} for stage, s in STAGES.items()}
     assert data_deps == {
+        "checkpoint": set(),  # model.checkpoint is a param; the stage records its content
         "download": {"${data.train_file}", "${data.validation_file}"},  # the data files by content
-        "tokenize": {str(paths.RAW_DIR)},
-        "train": {str(paths.TOKENIZED_DIR)},
+        "tokenize": {str(paths.RAW_DIR), str(paths.CHECKPOINT_FILE)},
+        "train": {str(paths.TOKENIZED_DIR), str(paths.CHECKPOINT_FILE)},
         "evaluate": {str(paths.RAW_DIR), str(paths.TOKENIZED_DIR), str(paths.TRAINED_DIR)},
         "export": {str(paths.TRAINED_DIR), str(paths.PREDICTIONS_DIR)},  # serves what evaluate scored
     }
