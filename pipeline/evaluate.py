@@ -39,8 +39,8 @@ from pipeline.runtime import tracking
 from pipeline.runtime.config import PipelineConfig, flatten, load_config
 from pipeline.runtime.errors import PipelineError, stage_entry_point
 from pipeline.runtime.files import atomic_output_dir, dvc_md5, read_json, write_csv, write_json
-from pipeline.runtime.lineage import (EVALUATION_FILE_NAME, answer_settings, check_built_with, check_model_windows,
-                                      read_built_with, tokenized_inputs)
+from pipeline.runtime.lineage import (EVALUATION_FILE_NAME, answer_settings, check_built_with, check_content_inputs,
+                                      check_model_windows, content_inputs, read_built_with, tokenized_inputs)
 from pipeline.runtime.paths import (EVAL_METRICS_FILE, OVERLAP_FILE_NAME, PARAMS_FILE, PREDICTIONS_DIR, RAW_DIR,
                                     RISK_COVERAGE_PLOT_FILE, SCORES_PLOT_FILE, SLICES_METRICS_FILE, SLICES_PLOT_FILE,
                                     TOKENIZED_DIR, TRAINED_DIR)
@@ -99,6 +99,10 @@ def evaluate(cfg: PipelineConfig) -> dict[str, Any]:
     check_built_with(read_built_with(TOKENIZED_DIR), {k: v for k, v in expected.items() if v is not None},
                      TOKENIZED_DIR)
     check_model_windows(windows, cfg, TRAINED_DIR)
+    # ... and the features, the model and the questions must be the ones each was built from.
+    check_content_inputs(read_built_with(TOKENIZED_DIR), TOKENIZED_DIR, RAW_DIR)
+    check_content_inputs(read_built_with(TRAINED_DIR), TRAINED_DIR, TOKENIZED_DIR)
+    read = content_inputs(TRAINED_DIR)
     tracking.check_server(tracking.tracking_uri())  # a down server stops us before any work
     examples = load_from_disk(str(RAW_DIR))["validation"]
     features = load_from_disk(str(TOKENIZED_DIR))["validation"]
@@ -136,7 +140,7 @@ def evaluate(cfg: PipelineConfig) -> dict[str, Any]:
         # file is an input of the export, which must not rerun when only a record changed.
         write_json(tmp / EVALUATION_FILE_NAME, {
             "exact_match": metrics["exact_match"], "f1": metrics["f1"], "eval_data_digest": eval_digest,
-            "answer_settings": answer_settings(cfg, model.dtype_policy.name)})
+            "answer_settings": answer_settings(cfg, model.dtype_policy.name), **read})
     run_id = log_to_mlflow(cfg, TRAINED_DIR, metrics, PREDICTIONS_DIR, analysis, overlap, eval_digest)
     metrics["mlflow_run_id"] = run_id
     return metrics

@@ -31,8 +31,8 @@ from pipeline.runtime import registry, tracking
 from pipeline.runtime.config import PipelineConfig, load_config
 from pipeline.runtime.errors import PipelineError, stage_entry_point
 from pipeline.runtime.files import atomic_output_dir, read_json
-from pipeline.runtime.lineage import (EVALUATION_FILE_NAME, answer_settings, check_built_with, check_model_windows,
-                                      read_evaluation)
+from pipeline.runtime.lineage import (EVALUATION_FILE_NAME, answer_settings, check_built_with, check_content_inputs,
+                                      check_model_windows, read_evaluation)
 from pipeline.runtime.paths import EXPORT_DIR, PARAMS_FILE, PREDICTIONS_DIR, TRAINED_DIR
 
 SERVED_PRECISION = "float32"  # the SavedModel holds the trained float32 weights
@@ -53,6 +53,7 @@ def export(cfg: PipelineConfig, trained_dir: Path = TRAINED_DIR, out_dir: Path =
     # registry.evaluation_tags then leaves the version without scores).
     check_built_with({k: v for k, v in evaluation["answer_settings"].items() if k != "precision"}, served,
                      predictions_dir / EVALUATION_FILE_NAME)
+    check_content_inputs(evaluation, predictions_dir / EVALUATION_FILE_NAME, trained_dir)  # scored = exported
     tracking.check_server(tracking.tracking_uri())  # a down server stops us before any work
     tokenizer = load_tokenizer(str(trained_dir))
     model = load_qa_model(str(trained_dir))

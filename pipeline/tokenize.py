@@ -4,8 +4,8 @@
 
 The course's preprocessing (pipeline.qa.features); features are stored unpadded.
 --num-proc only changes speed, never the bytes written, so it is not a DVC param.
-data/tokenized/built_with.json records the tokenizer (name and content md5) and windows,
-which train and evaluate check.
+data/tokenized/built_with.json records the tokenizer (name and content md5), the windows and
+the md5 of data/raw, which train and evaluate check (pipeline.runtime.lineage).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pipeline.qa.modeling import checkpoint_fingerprint, load_tokenizer
 from pipeline.runtime.config import PipelineConfig, load_config
 from pipeline.runtime.errors import PipelineError, stage_entry_point
 from pipeline.runtime.files import atomic_output_dir, read_json, save_dataset_dict, write_json
-from pipeline.runtime.lineage import BUILT_WITH_FILE_NAME, tokenized_inputs
+from pipeline.runtime.lineage import BUILT_WITH_FILE_NAME, content_inputs, tokenized_inputs
 from pipeline.runtime.paths import PARAMS_FILE, RAW_DIR, SUMMARY_FILE_NAME, TOKENIZED_DIR
 
 
@@ -38,6 +38,7 @@ def run(cfg: PipelineConfig, raw_dir: Path = RAW_DIR, out_dir: Path = TOKENIZED_
     tokenizer = load_tokenizer(cfg.model.checkpoint)
     checkpoint_md5 = checkpoint_fingerprint(cfg.model.checkpoint)["md5"]
     raw = load_raw(raw_dir)
+    read = content_inputs(raw_dir)
     capped = {}
     for split in list(raw):
         report = check_windows(raw[split]["id"], raw[split]["question"], raw[split]["context"], tokenizer,
@@ -69,7 +70,7 @@ def run(cfg: PipelineConfig, raw_dir: Path = RAW_DIR, out_dir: Path = TOKENIZED_
     with atomic_output_dir(out_dir) as tmp:
         save_dataset_dict(tokenized, tmp)
         write_json(tmp / SUMMARY_FILE_NAME, summary)
-        write_json(tmp / BUILT_WITH_FILE_NAME, tokenized_inputs(cfg, checkpoint_md5))
+        write_json(tmp / BUILT_WITH_FILE_NAME, {**tokenized_inputs(cfg, checkpoint_md5), **read})
     return summary
 
 

@@ -39,7 +39,8 @@ from pipeline.runtime import tracking
 from pipeline.runtime.config import PipelineConfig, flatten, load_config
 from pipeline.runtime.errors import Interrupted, PipelineError, deferred_interrupts, stage_entry_point
 from pipeline.runtime.files import atomic_output_dir, dvc_md5, read_json, write_csv, write_json
-from pipeline.runtime.lineage import check_built_with, read_built_with, tokenized_inputs
+from pipeline.runtime.lineage import (BUILT_WITH_FILE_NAME, MD5_SUFFIX, check_built_with, content_inputs,
+                                      read_built_with, tokenized_inputs)
 from pipeline.runtime.paths import (EPOCHS_PLOT_FILE, PARAMS_FILE, SNAPSHOT_FILE_NAME, STEPS_PLOT_FILE,
                                     SUMMARY_FILE_NAME, TOKENIZED_DIR, TRAIN_BACKUP_DIR_NAME, TRAIN_METRICS_FILE,
                                     TRAINED_DIR, stage_code_deps)
@@ -86,6 +87,7 @@ def train(cfg: PipelineConfig, tokenized_dir: Path = TOKENIZED_DIR, out_dir: Pat
     checkpoint_md5 = checkpoint_fingerprint(cfg.model.checkpoint)["md5"]
     check_built_with(read_built_with(tokenized_dir), tokenized_inputs(cfg, checkpoint_md5), tokenized_dir)
     tokenizer = load_tokenizer(cfg.model.checkpoint)
+    read = {**content_inputs(tokenized_dir), f"model.checkpoint{MD5_SUFFIX}": checkpoint_md5}
     train_split = load_from_disk(str(tokenized_dir))["train"]
     table = FeatureTable.from_dataset(train_split, pad_token_id=tokenizer.pad_token_id or 0)
     n_features = len(table)
@@ -167,6 +169,7 @@ def train(cfg: PipelineConfig, tokenized_dir: Path = TOKENIZED_DIR, out_dir: Pat
         tokenizer.save_pretrained(str(directory))
         write_windows(directory, cfg.tokenize.max_length, cfg.tokenize.stride, cfg.data.version_2_with_negative,
                       cfg.model.checkpoint, checkpoint_md5)
+        write_json(directory / BUILT_WITH_FILE_NAME, read)  # the evaluate stage checks it
 
     def save_snapshot(step: int, info: dict) -> None:
         with atomic_output_dir(snapshots / f"step-{step:06d}") as tmp:

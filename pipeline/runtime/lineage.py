@@ -1,10 +1,16 @@
 """What each stage output was built from, recorded beside it and checked by the next stage.
 
-`dvc repro` runs stages one after another while the workspace can change under it (a
-concurrent `dvc exp run` rewrites params.yaml). A stage that records the settings it built
-with lets the next stage notice that its input does not match params.yaml, and stop with
-one line instead of producing, say, metrics for one window size from a model trained on
-another.
+`dvc repro` runs stages one after another while the workspace can change under it: DVC
+releases its lock while a stage's command runs, so a concurrent `dvc exp run` in the same
+workspace rewrites params.yaml and rebuilds data/raw or data/tokenized between two stages.
+Each stage records the settings it built with and the content md5 (DVC's form: files.dvc_md5)
+of every stage output it read; the next stage compares them with params.yaml and with the
+outputs it reads, and stops with one line instead of producing, say, metrics for a model
+trained on other features than the ones it is scored on.
+
+  data/tokenized/built_with.json   settings, model.checkpoint md5, data/raw md5
+  models/trained/built_with.json   model.checkpoint md5, data/tokenized md5
+  predictions/evaluation.json      answer settings, models/trained md5 (and the scores)
 """
 
 from __future__ import annotations
@@ -14,29 +20,42 @@ from typing import Any, Mapping
 
 from pipeline.runtime.config import PipelineConfig
 from pipeline.runtime.errors import PipelineError
-from pipeline.runtime.files import read_json
+from pipeline.runtime.files import dvc_md5, read_json
 
 BUILT_WITH_FILE_NAME = "built_with.json"
 # Written inside predictions/ by the evaluate stage: the scores, the evaluation data's digest,
 # the MLflow run holding them and the answer settings they were scored with. The export stage
 # depends on predictions/, so the model it registers carries the scores of its own answers.
 EVALUATION_FILE_NAME = "evaluation.json"
+MD5_SUFFIX = " md5"  # "data/raw md5": the content md5 of an input, beside the settings
 
 
 def check_built_with(recorded: Mapping[str, Any], expected: Mapping[str, Any], where: Path) -> None:
     """Stop when a recorded setting differs from params.yaml (only keys present in both count)."""
     for key, value in expected.items():
         if key in recorded and recorded[key] != value:
-            if key.endswith(" md5"):
+            if key.endswith(MD5_SUFFIX):
+                name = key.removesuffix(MD5_SUFFIX)
                 raise PipelineError(
-                    f"{where} was built from {key.removesuffix(' md5')} with content md5 {recorded[key]} but it now has "
-                    f"md5 {value}: its files changed since (another installed version, an edited directory, or a "
-                    "concurrent `dvc exp run`); run `dvc repro` again, which rebuilds what was built from it")
+                    f"{where} was built from {name} with content md5 {recorded[key]}, but {name} now has md5 {value}: "
+                    "it changed since (a concurrent `dvc exp run` in this workspace, files changed by hand, or "
+                    "another installed version of a checkpoint); run `dvc repro` again, and run experiments with "
+                    "`dvc exp run --queue` or `--temp` while a repro runs")
             raise PipelineError(
                 f"{where} was built with {key}={recorded[key]!r} but params.yaml has {key}={value!r}: "
                 "the workspace changed during the run (a concurrent `dvc exp run`?); run `dvc repro` again, "
                 "and run experiments with `dvc exp run --queue` or `--temp` while a repro runs"
             )
+
+
+def content_inputs(*paths: Path) -> dict[str, str]:
+    """{"<path> md5": md5} of stage outputs a stage reads: recorded with what it builds."""
+    return {f"{path}{MD5_SUFFIX}": dvc_md5(path) for path in paths}
+
+
+def check_content_inputs(recorded: Mapping[str, Any], where: Path, *paths: Path) -> None:
+    """Stop when one of `paths` is not the content `where` was built from."""
+    check_built_with(recorded, content_inputs(*paths), where)
 
 
 def read_built_with(directory: Path, name: str = BUILT_WITH_FILE_NAME) -> dict[str, Any]:
@@ -47,7 +66,7 @@ def read_built_with(directory: Path, name: str = BUILT_WITH_FILE_NAME) -> dict[s
 def tokenized_inputs(cfg: PipelineConfig, checkpoint_md5: str) -> dict[str, Any]:
     """What data/tokenized is built from: the settings, and the checkpoint's content (the md5 of
     pipeline.qa.modeling.checkpoint_fingerprint). Tokenize records them, train and evaluate check them."""
-    return {"model.checkpoint": cfg.model.checkpoint, "model.checkpoint md5": checkpoint_md5,
+    return {"model.checkpoint": cfg.model.checkpoint, f"model.checkpoint{MD5_SUFFIX}": checkpoint_md5,
             "tokenize.max_length": cfg.tokenize.max_length, "tokenize.stride": cfg.tokenize.stride}
 
 

@@ -12,18 +12,21 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import yaml
 from datasets import load_from_disk
 from mlflow.tracking import MlflowClient
 
 from pipeline.qa.exported import ExportedQA
-from tests.helpers.project import (ALWAYS_RUNS, STAGES, executed_stages, failure_lines, git, run_cmd, set_params,
-                                   stale_stages)
+from tests.helpers.project import (ALWAYS_RUNS, STAGES, cmd_env, executed_stages, failure_lines, git, run_cmd,
+                                   set_params, stale_stages)
 
 # The answer code: the evaluate stage and the export (whose MLflow model answers with it) import it.
 ANSWER_CODE = ["pipeline/qa/answers.py", "pipeline/qa/postprocess.py", "pipeline/qa/predictions.py",
@@ -244,11 +247,49 @@ def test_a_checkpoint_that_changes_under_its_name_retokenizes_and_retrains(repo)
     lines = failure_lines(run_cmd([sys.executable, "-m", "pipeline.train"], repo, check=False))
     assert len(lines) == 1 and lines[0].startswith(
         "error: data/tokenized was built from model.checkpoint with content md5 "), lines
-    assert "its files changed since" in lines[0] and "run `dvc repro` again" in lines[0]
+    assert "another installed version of a checkpoint" in lines[0] and "run `dvc repro` again" in lines[0]
     assert executed_stages(run_cmd(["dvc", "repro", "train"], repo)) == {"tokenize", "train"}
     record = read_json(repo / "models/checkpoint.json")
     assert read_json(repo / "models/trained/qa_windows.json")["checkpoint_md5"] == record["md5"]
     assert read_json(repo / "data/tokenized/built_with.json")["model.checkpoint md5"] == record["md5"]
+
+
+def test_a_concurrent_experiment_that_changes_the_data_mid_repro_stops_the_repro_with_one_line(repo):
+    """DVC releases its repo lock while a stage's command runs and locks only that stage's own
+    deps and outs: a `dvc exp run` in the same workspace can then rebuild data/raw under a
+    running `dvc repro`. The repro's train is held (SIGSTOP) after it read the features while a
+    real concurrent experiment with another data subset rebuilds data/raw; when it resumes, the
+    evaluate stage finds questions that are not the ones the features were built from (the
+    "627 examples, 32 features" case), and stops with one line."""
+    set_params(repo, {"train": {"learning_rate": 2e-4}})  # the repro trains
+    repro_proc = subprocess.Popen(["dvc", "repro"], cwd=repo, env=cmd_env({"PYTHONUNBUFFERED": "1"}), text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    held = []
+    try:
+        output = []
+        for line in repro_proc.stdout:  # the train stage prints its MLflow run once it has read its data
+            output.append(line)
+            if line.startswith("MLflow run "):
+                break
+        else:
+            pytest.fail("the repro ended before training started:\n" + "".join(output))
+        held = [p for p in psutil.Process(repro_proc.pid).children(recursive=True)
+                if "pipeline.train" in " ".join(p.cmdline())]
+        assert held, "no train process under the repro"
+        for process in held:
+            process.send_signal(signal.SIGSTOP)
+        run_cmd(["dvc", "exp", "run", "-S", "data.max_eval_samples=10", "download"], repo)
+    finally:
+        for process in held:
+            process.send_signal(signal.SIGCONT)
+    rest, _ = repro_proc.communicate(timeout=600)
+    assert repro_proc.returncode != 0, rest
+    errors = [line for line in rest.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(
+        "error: data/tokenized was built from data/raw with content md5 "), rest
+    assert "a concurrent `dvc exp run` in this workspace" in errors[0]
+    # no scores of mismatched inputs (DVC removed the stage's earlier outputs before running it)
+    assert not (repo / "metrics/eval.json").exists()
 
 
 def test_evaluation_of_a_reused_model_is_a_new_run_linked_to_the_training_run(repo):

@@ -83,6 +83,14 @@ STAGES = ["checkpoint", "download", "tokenize", "train", "evaluate", "export"]
 ALWAYS_RUNS = {"checkpoint"}
 
 
+def cmd_env(env: dict | None = None) -> dict:
+    """The environment commands run in: ours, with the test venv first on PATH, plus `env`."""
+    full_env = dict(os.environ)
+    full_env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{full_env['PATH']}"
+    full_env.update(env or {})
+    return full_env
+
+
 def run_cmd(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None,
             timeout: int = 1200, capture: bool = True) -> subprocess.CompletedProcess:
     """Run a command with the test venv first on PATH (DVC stages call `python`).
@@ -90,9 +98,7 @@ def run_cmd(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = No
     capture=False for commands that leave a daemon behind (`dvc queue start`): a daemon
     holding our pipes would keep us waiting for its end.
     """
-    full_env = dict(os.environ)
-    full_env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{full_env['PATH']}"
-    full_env.update(env or {})
+    full_env = cmd_env(env)
     output = {"capture_output": True} if capture else {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     proc = subprocess.run(cmd, cwd=cwd, env=full_env, text=True, timeout=timeout, **output)
     if check and proc.returncode != 0:
