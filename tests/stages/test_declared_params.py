@@ -1,0 +1,57 @@
+"""Each stage reads exactly the params it declares in dvc.yaml: run on the sample with a config
+that records every key read (tests/helpers/record_params.py), no key is read but undeclared (a
+change DVC would not rerun it for) and none declared but unread (a rerun for nothing).
+
+One pass over the stages in pipeline order (tests.helpers.project.STAGES), in one project copy:
+a copy per stage would cost more than the stages (~60 s in all)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import typing
+from dataclasses import fields
+
+import yaml
+
+from pipeline.runtime.config import PipelineConfig
+from tests.helpers.project import STAGES, run_cmd
+
+SECTIONS = typing.get_type_hints(PipelineConfig)
+# Where a stage's MLflow records go, not what it computes (dvc.yaml's header): never declared.
+MLFLOW_DESTINATION = {"mlflow.experiment_name", "mlflow.registered_model_name"}
+# Declared keys a stage reads only under settings the sample does not use, so this run cannot
+# see them read.
+READ_UNDER_OTHER_SETTINGS = {
+    "download": {"data.name", "data.config_name"},  # data.source=hub; the sample is local JSON
+}
+
+
+def declared_keys(params: list) -> set[str]:
+    """A stage's dvc.yaml params as keys of params.yaml: a section stands for each of its keys."""
+    keys: set[str] = set()
+    for entry in params:
+        assert isinstance(entry, str), f"a params entry this test cannot read: {entry!r}"
+        section, _, key = entry.partition(".")
+        keys |= {entry} if key else {f"{section}.{f.name}" for f in fields(SECTIONS[section])}
+    return keys
+
+
+def test_declared_keys_expand_a_section_to_its_keys():
+    assert declared_keys(["model", "train.seed"]) == {"model.checkpoint", "train.seed"}
+
+
+def test_each_stage_reads_exactly_the_params_it_declares(project, tmp_path):
+    stages = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}"}  # the copy's own store
+    mismatches = []
+    for stage in STAGES:
+        out = tmp_path / f"{stage}.json"
+        run_cmd([sys.executable, "-m", "tests.helpers.record_params", stage, str(out)], project, env=env)
+        read = set(json.loads(out.read_text())) - MLFLOW_DESTINATION
+        declared = declared_keys(stages[stage].get("params") or []) - MLFLOW_DESTINATION
+        undeclared = sorted(read - declared)
+        unread = sorted(declared - read - READ_UNDER_OTHER_SETTINGS.get(stage, set()))
+        if undeclared or unread:
+            mismatches.append(f"{stage}: read but undeclared {undeclared}, declared but unread {unread}")
+    assert not mismatches, "dvc.yaml params differ from the keys the stages read:\n" + "\n".join(mismatches)
