@@ -47,11 +47,11 @@ from pipeline.runtime.paths import (EVAL_METRICS_FILE, OVERLAP_FILE_NAME, PARAMS
 
 
 def log_to_mlflow(cfg: PipelineConfig, trained_dir: Path, metrics: dict, predictions_dir: Path,
-                  analysis: Analysis, overlap: dict, eval_digest: str) -> str:
+                  analysis: Analysis, overlap: dict, eval_digest: str, model_read: dict[str, str]) -> str:
     """Log the metrics to the training run on its first evaluation, else to a new linked run:
     scores and intervals as metrics, the slices as a table (evaluation/slices.json), the
     risk-coverage curve and reliability table as JSON, the data overlap as overlap.* metrics;
-    the evaluation data as a run input."""
+    the evaluation data and its features as run inputs; the model's md5 and DVC's stage hash as tags."""
     client, _ = tracking.client_for(cfg.mlflow.experiment_name)
     run_file = trained_dir / tracking.RUN_FILE_NAME
     training_run_id = read_json(run_file)["run_id"] if run_file.is_file() else None
@@ -76,6 +76,11 @@ def log_to_mlflow(cfg: PipelineConfig, trained_dir: Path, metrics: dict, predict
     validation_dir = RAW_DIR / "validation"
     tracking.log_dataset(client, run_id, f"{tracking.data_label(cfg)}-validation", eval_digest, validation_dir,
                          "eval", {"questions": metrics["examples"], "features": metrics["features"]})
+    features_dir = TOKENIZED_DIR / "validation"
+    tracking.log_dataset(client, run_id, f"{tracking.data_label(cfg)}-validation-features", dvc_md5(features_dir),
+                         features_dir, "eval-features", {"features": metrics["features"]})
+    for key, value in {**tracking.dvc_stage_tags(), **model_read}.items():
+        client.set_tag(run_id, key, value)
     client.set_tag(run_id, tracking.EVAL_DATA_DIGEST_TAG, eval_digest)
     if training_run is not None:
         client.set_tag(training_run_id, tracking.LATEST_EVAL_TAG, run_id)  # the model's latest evaluation
@@ -141,7 +146,7 @@ def evaluate(cfg: PipelineConfig) -> dict[str, Any]:
         write_json(tmp / EVALUATION_FILE_NAME, {
             "exact_match": metrics["exact_match"], "f1": metrics["f1"], "eval_data_digest": eval_digest,
             "answer_settings": answer_settings(cfg, model.dtype_policy.name), **read})
-    run_id = log_to_mlflow(cfg, TRAINED_DIR, metrics, PREDICTIONS_DIR, analysis, overlap, eval_digest)
+    run_id = log_to_mlflow(cfg, TRAINED_DIR, metrics, PREDICTIONS_DIR, analysis, overlap, eval_digest, read)
     metrics["mlflow_run_id"] = run_id
     return metrics
 

@@ -93,7 +93,7 @@ def log_export(cfg: PipelineConfig, run_id: str, export_dir: Path, evaluation_ta
     client.set_tag(run_id, "exported", "true")
     tags = {k: v for k, v in tracking.git_tags().items() if k in ("git_commit", "git_dirty")}
     tags.update({"dvc_exp_name": os.environ.get("DVC_EXP_NAME", ""), registry.TRAINING_RUN_TAG: run_id,
-                 "model_id": info.model_id, **evaluation_tags})
+                 "model_id": info.model_id, **evaluation_tags, **tracking.dvc_stage_tags()})
     # The run holding the evaluation, when it is in this store (a record, not an input).
     latest_eval = tracking.find_run(client, run.data.tags.get(tracking.LATEST_EVAL_TAG) or run_id)
     if latest_eval is not None and latest_eval.data.tags.get(tracking.EVAL_DATA_DIGEST_TAG) == evaluation_tags.get(

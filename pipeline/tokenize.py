@@ -66,7 +66,8 @@ def run(cfg: PipelineConfig, raw_dir: Path = RAW_DIR, out_dir: Path = TOKENIZED_
     raw_summary = raw_dir / SUMMARY_FILE_NAME
     if raw_summary.is_file():
         for split, info in read_json(raw_summary).items():
-            summary.setdefault(split, {}).update(dropped=info.get("dropped", 0), source=info.get("source"))
+            summary.setdefault(split, {}).update(dropped=info.get("dropped", 0), source=info.get("source"),
+                                                 **{k: info[k] for k in ("revision", "fingerprint") if k in info})
     with atomic_output_dir(out_dir) as tmp:
         save_dataset_dict(tokenized, tmp)
         write_json(tmp / SUMMARY_FILE_NAME, summary)

@@ -31,7 +31,7 @@ from typing import Any
 import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pipeline.qa.backup import TrainingBackup
 from pipeline.qa.batching import FeatureTable
-from pipeline.qa.modeling import checkpoint_fingerprint, load_tokenizer, write_windows
+from pipeline.qa.modeling import checkpoint_fingerprint, checkpoint_source, load_tokenizer, write_windows
 from pipeline.qa.training import (MULTI_WORKER, batch_rows, build_training_model, make_backup_callback,
                                   make_curves_callback, make_dataset, make_snapshot_callback, make_strategy,
                                   report_loss_sums, steps_per_epoch, workers_agree)
@@ -125,7 +125,7 @@ def train(cfg: PipelineConfig, tokenized_dir: Path = TOKENIZED_DIR, out_dir: Pat
             params[f"data_size.{split}.features"] = info.get("features")
         params["replicas"] = placement.strategy.num_replicas_in_sync
         params["workers"] = placement.num_workers
-        tags = {"stage": "train", "training_inputs_hash": inputs_hash}
+        tags = {"stage": "train", "training_inputs_hash": inputs_hash, **tracking.dvc_stage_tags()}
         previous_run = backup.owner_run_id() if resume else None
         if resume:
             tags.update({"resumed_at_step": str(resume.step), "resumed_from_run_id": previous_run or ""})
@@ -135,7 +135,11 @@ def train(cfg: PipelineConfig, tokenized_dir: Path = TOKENIZED_DIR, out_dir: Pat
         print(f"MLflow run {run_id} in {tracking.tracking_uri()}")
         tracking.log_dataset(client, run_id, f"{tracking.data_label(cfg)}-train", dvc_md5(tokenized_dir),
                              tokenized_dir, "training",
-                             {"questions": data_summary.get("train", {}).get("examples"), "features": n_features})
+                             {"questions": data_summary.get("train", {}).get("examples"), "features": n_features,
+                              **{k: v for k, v in data_summary.get("train", {}).items() if k in ("revision", "fingerprint")}})
+        # the checkpoint by content, beside the data: runs from other files under one name differ
+        tracking.log_dataset(client, run_id, tracking.model_label(cfg.model.checkpoint), checkpoint_md5,
+                             checkpoint_source(cfg.model.checkpoint), "checkpoint", {"checkpoint": cfg.model.checkpoint})
         if resume:
             interrupted = f"; interrupted MLflow run {previous_run}" if previous_run else ""
             print(f"resuming from the backup of step {resume.step}/{total_steps} (epoch {resume.epoch + 1}, "

@@ -18,6 +18,8 @@ from tests.helpers.project import (MINILM, TINY_CHECKPOINT_NAME, copy_project, g
 # xdist workers inherit the controller's environment (TMPDIR included): each worker's folder sits
 # directly in the controller's, not in its TMPDIR, which keeps paths short (Chromium refuses a
 # singleton socket path over 107 characters).
+# On PYTHONPATH for the baseline's first repro: records the params each stage reads.
+RECORD_SITE = Path(__file__).parent / "helpers" / "record_site"
 _PARENT = os.environ.get("SQUAD_PIPELINE_TESTS_ROOT")
 _ISOLATED = Path(tempfile.mkdtemp(prefix="worker-" if _PARENT else "squad-pipeline-tests-", dir=_PARENT))
 os.environ.setdefault("SQUAD_PIPELINE_TESTS_ROOT", str(_ISOLATED))
@@ -113,11 +115,18 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def baseline_project(tmp_path_factory, tiny_checkpoint) -> Path:
     """The project on the tiny config and checkpoint after its first `dvc repro`, committed with
-    dvc.lock: the folder holding `repo/` (and `first_repro.log`). Never changed: tests copy it."""
+    dvc.lock: the folder holding `repo/` (and `first_repro.log`, `first_repro_changed.txt`, and
+    `params_read/<stage>.json`: the params each stage read). Never changed: tests copy it."""
     def build(root: Path) -> None:
         repo = make_repo(root, tiny_conf(tiny_checkpoint))
-        first = run_cmd(["dvc", "repro"], repo)
+        # each stage's process records the params it reads (tests/stages/test_declared_params.py)
+        (root / "params_read").mkdir()
+        first = run_cmd(["dvc", "repro"], repo, env={"PYTHONPATH": str(RECORD_SITE),
+                                                     "SQUAD_PIPELINE_RECORD_PARAMS": str(root / "params_read")})
         (root / "first_repro.log").write_text(first.stdout + first.stderr)
+        # tracked files the first repro changed (DVC's .gitignore entries, say): none, or every
+        # run's git_dirty on a fresh clone would say true
+        (root / "first_repro_changed.txt").write_text(git(repo, "status", "--porcelain", "--untracked-files=no"))
         git(repo, "add", "-A")
         git(repo, "commit", "-qm", "baseline")
 

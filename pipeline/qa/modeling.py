@@ -81,6 +81,13 @@ def checkpoint_fingerprint(checkpoint: str) -> dict[str, Any]:
             "files": {f.name: file_md5(f) for f in files}}
 
 
+def checkpoint_source(checkpoint: str) -> str:
+    """Where a checkpoint's files are, for records: the local directory, or the hub URL."""
+    if checkpoint.startswith(PACKAGE_SCHEME) or Path(checkpoint).expanduser().exists():
+        return str(Path(resolve_checkpoint(checkpoint)).resolve())
+    return f"https://huggingface.co/{checkpoint}"
+
+
 def _package_path(checkpoint: str) -> str:
     module, _, subdir = checkpoint[len(PACKAGE_SCHEME) :].partition("/")
     spec = importlib.util.find_spec(module) if module else None
@@ -218,7 +225,9 @@ def fuse_elementwise(model) -> int:
             layer.intermediate_act_fn = _jit(act)
             fused += 1
         if isinstance(layer, tf.keras.layers.LayerNormalization) and not getattr(layer, "_fused_elementwise", False):
-            layer.call = functools.partial(_fused_layer_norm_call, layer, layer.call)
+            # the compiled function is bound here, outside any trace: autograph, converting the
+            # call under a tf.function, once turned `_jit(...)(...)` into a call with the wrong arity
+            layer.call = functools.partial(_fused_layer_norm_call, layer, layer.call, _jit(_layer_norm_last_axis))
             layer._fused_elementwise = True
             fused += 1
     return fused
@@ -247,7 +256,7 @@ def _layer_norm_last_axis(x, gamma, beta, epsilon):
     return tf.cast(y, dtype)
 
 
-def _fused_layer_norm_call(layer, original_call, inputs):
+def _fused_layer_norm_call(layer, original_call, fused_layer_norm, inputs):
     import tensorflow as tf
 
     rank = inputs.shape.rank
@@ -255,4 +264,4 @@ def _fused_layer_norm_call(layer, original_call, inputs):
             or layer.gamma is None or layer.beta is None or layer.gamma.dtype != tf.float32):
         return original_call(inputs)
     inputs = tf.cast(inputs, layer.compute_dtype)
-    return _jit(_layer_norm_last_axis)(inputs, layer.gamma, layer.beta, float(layer.epsilon))
+    return fused_layer_norm(inputs, layer.gamma, layer.beta, float(layer.epsilon))

@@ -230,11 +230,15 @@ def split_overlap(train: Mapping[str, Sequence[str]], validation: Mapping[str, S
     }
 
 
-def load_hub_split(cfg: DataConfig, split: str) -> list[dict]:
-    from datasets import load_dataset
+def load_hub_split(cfg: DataConfig, split: str) -> tuple[list[dict], dict[str, str]]:
+    """The split's records, and what they are: the dataset's resolved revision (the hub commit, or
+    the hash of a local dataset's files) and the split's fingerprint."""
+    from datasets import load_dataset_builder
 
     try:
-        dataset = load_dataset(cfg.name, cfg.config_name, split=split)
+        builder = load_dataset_builder(cfg.name, cfg.config_name)
+        builder.download_and_prepare()
+        dataset = builder.as_dataset(split=split)
     except Exception as err:  # datasets raises many types for "not found / offline"
         raise PipelineError(
             f"data.name={cfg.name!r} split={split!r}: could not load from the Hugging Face hub "
@@ -251,14 +255,17 @@ def load_hub_split(cfg: DataConfig, split: str) -> list[dict]:
     for record in records:
         # squad_v2 marks unanswerable questions by an empty answer list.
         record["is_impossible"] = len(record["answers"]["text"]) == 0
-    return records
+    return records, {"revision": str(builder.hash or ""), "fingerprint": dataset._fingerprint}
 
 
-def load_split(cfg: DataConfig, split: str) -> tuple[list[dict], str]:
+def load_split(cfg: DataConfig, split: str) -> tuple[list[dict], str, dict[str, str]]:
+    """Records, their source (for messages) and what identifies a hub dataset ({} for files,
+    which DVC hashes)."""
     if cfg.source == "hub":
-        return load_hub_split(cfg, split), f"{cfg.name}[{split}]"
+        records, provenance = load_hub_split(cfg, split)
+        return records, f"{cfg.name}[{split}]", provenance
     path = cfg.train_file if split == "train" else cfg.validation_file
-    return read_squad_json(path), str(path)
+    return read_squad_json(path), str(path), {}
 
 
 def build_dataset_dict(cfg: DataConfig) -> tuple[Any, dict]:
@@ -276,7 +283,7 @@ def build_dataset_dict(cfg: DataConfig) -> tuple[Any, dict]:
     )
     splits, summary = {}, {}
     for split in SPLITS:
-        records, source = load_split(cfg, split)
+        records, source, provenance = load_split(cfg, split)
         report = validate_records(records, source, cfg.bad_records, cfg.version_2_with_negative)
         if report.repaired:
             print(f"{source}: repaired {len(report.repaired)} records (data.bad_records=repair), e.g. {report.repaired[0]}")
@@ -294,7 +301,7 @@ def build_dataset_dict(cfg: DataConfig) -> tuple[Any, dict]:
         counts = report.counts(cfg.bad_records)
         summary[split] = {"examples": len(kept), "dropped": len(report.problems), "source": source,
                           "repaired": len(report.repaired), "repaired_examples": counts["repaired_examples"],
-                          "dropped_examples": counts["dropped_examples"]}
+                          "dropped_examples": counts["dropped_examples"], **provenance}
     return DatasetDict(splits), summary
 
 

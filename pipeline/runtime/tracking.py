@@ -220,7 +220,28 @@ def flatten_dict(params: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def log_dataset(client: Any, run_id: str, name: str, digest: str, source: Path, context: str,
+def dvc_stage_tags() -> dict[str, str]:
+    """{"dvc.stage_hash.<stage>": key} when DVC runs this stage (DVC_STAGE is set): DVC's own
+    run-cache key for it, the sha256 of its cmd, deps' hashes and params as dvc.lock records them
+    (.dvc/cache/runs/<key[:2]>/<key> holds the run). Two runs whose inputs differed in any way
+    differ here; {} outside DVC. Computed by DVC itself (its state database makes the hashes cheap)."""
+    stage_name = os.environ.get("DVC_STAGE")
+    if not stage_name:
+        return {}
+    try:
+        from dvc.repo import Repo
+        from dvc.stage.cache import _get_stage_hash
+
+        with Repo(os.environ.get("DVC_ROOT") or None) as repo:
+            stage = repo.stage.collect(stage_name)[0]
+            stage.save_deps()
+            key = _get_stage_hash(stage)
+    except Exception as err:  # a record, not an input: say so in the tag instead of failing the stage
+        key = f"unavailable ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+    return {f"dvc.stage_hash.{stage_name.split(':')[-1]}": key}
+
+
+def log_dataset(client: Any, run_id: str, name: str, digest: str, source: Path | str, context: str,
                 profile: dict[str, Any]) -> None:
     """A run input (the UI's Dataset column): name, digest (the DVC md5), the local source
     path, a profile (numbers of questions and features) and its role (training / eval)."""
@@ -228,8 +249,9 @@ def log_dataset(client: Any, run_id: str, name: str, digest: str, source: Path, 
 
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
-    dataset = Dataset(name=name, digest=digest, source_type="local",
-                      source=json.dumps({"uri": str(Path(source).resolve())}), profile=json.dumps(profile))
+    uri = source if isinstance(source, str) and "://" in source else str(Path(source).resolve())
+    dataset = Dataset(name=name, digest=digest, source_type="http" if uri.startswith("http") else "local",
+                      source=json.dumps({"uri": uri}), profile=json.dumps(profile))
     client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])])
 
 

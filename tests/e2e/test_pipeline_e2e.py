@@ -163,10 +163,9 @@ def same_checkpoint_by_another_name(repo) -> Path:
 
 CACHING_ROWS = {
     "train param": (lambda r: set_params(r, {"train": {"learning_rate": 5e-5}}), {"train", "evaluate", "export"}),
-    # the MLflow model answers with the evaluate stage's settings: the export registers a new version
-    "evaluate param": (lambda r: set_params(r, {"evaluate": {"n_best": 10}}), {"evaluate", "export"}),
-    "null threshold": (lambda r: set_params(r, {"evaluate": {"null_score_diff_threshold": 1.5}}),
-                       {"evaluate", "export"}),
+    # "evaluate param" (answer settings: evaluate and export rerun) and "null threshold":
+    # tests/e2e/test_mlflow_model.py::test_an_evaluate_only_change_registers_a_version_...
+    # "evaluate param that changes no answer" (evaluate only): test_evaluation_of_a_reused_model_...
     "tokenize param": (lambda r: set_params(r, {"tokenize": {"max_length": 96}}),
                        {"tokenize", "train", "evaluate", "export"}),
     # "model.checkpoint" (by name and by content): test_a_checkpoint_that_changes_under_its_name_...
@@ -204,8 +203,6 @@ def test_a_change_reruns_exactly_the_stages_it_affects(repo, change):
         assert stale_stages(repo) == set()
     if change == "data subset":
         assert load_from_disk(str(repo / "data/raw"))["validation"].num_rows == 20
-    if change == "null threshold":
-        assert read_json(repo / "models/export/inference.json")["null_score_diff_threshold"] == 1.5
 
 
 def test_a_data_file_outside_the_repo_is_a_dependency_by_content(repo):

@@ -1,8 +1,9 @@
-"""Run one stage as DVC would and record which params it reads.
+"""Record which params a stage reads.
 
     python -m tests.helpers.record_params <stage> <out.json>
 
-Run from a project's root (the stage's wdir). pipeline.runtime.config.load_config is wrapped
+runs one stage as DVC would, from a project's root (the stage's wdir); record_at_exit records
+the stage of the running process (record_site/sitecustomize.py calls it inside `dvc repro`). pipeline.runtime.config.load_config is wrapped
 to return the typed config as instances of recording subclasses of its dataclasses: every
 leaf a stage reads (`section.key`) is recorded, whether the stage reads it itself or passes a
 section to the library, and isinstance, asdict and replace work as on the real config. The
@@ -92,6 +93,14 @@ def install() -> None:
     for module_name, function in RECORDS:
         module = importlib.import_module(module_name)
         setattr(module, function, without_recording(getattr(module, function)))
+
+
+def record_at_exit(out: str | Path) -> None:
+    """Record this process's reads, written to `out` when it exits (whatever its status)."""
+    import atexit
+
+    install()
+    atexit.register(lambda: Path(out).write_text(json.dumps(sorted(READ))))
 
 
 def main(argv: list[str]) -> None:

@@ -151,3 +151,30 @@ def test_output_is_byte_reproducible(tmp_path):
     run(cfg, tmp_path / "b")
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
     assert files and all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files)
+
+
+def test_a_hub_dataset_records_its_resolved_revision_and_fingerprint(tmp_path):
+    """data.source=hub goes through datasets' builder (here on a local dataset folder, as the hub
+    cannot be reached): data/raw's summary names the revision and fingerprint it was built from,
+    and another revision of the files gives another one."""
+    folder = tmp_path / "hub-like"
+    folder.mkdir()
+    records = read_squad_json(SAMPLE_DIR / "validation.json.gz")[:6]
+
+    def write(rows):
+        for split in ("train", "validation"):
+            (folder / f"{split}.jsonl").write_text("".join(
+                json.dumps({c: r[c] for c in ("id", "title", "context", "question", "answers")}) + "\n" for r in rows))
+
+    write(records)
+    cfg = sample_data_config(source="hub", name=str(folder), train_file="conf/data/squad.yaml",
+                             validation_file="conf/data/squad.yaml")
+    _, summary = build_dataset_dict(cfg)
+    first = summary["validation"]
+    assert first["examples"] == 6 and first["source"] == f"{folder}[validation]"
+    assert len(first["revision"]) >= 16 and len(first["fingerprint"]) >= 16
+    write(records[:5])
+    _, summary = build_dataset_dict(cfg)
+    assert summary["validation"]["examples"] == 5
+    assert summary["validation"]["revision"] != first["revision"]
+    assert summary["validation"]["fingerprint"] != first["fingerprint"]

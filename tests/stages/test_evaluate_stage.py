@@ -68,7 +68,7 @@ def test_evaluate_writes_metrics_prediction_files_and_logs_them(trained_dir, tmp
     validation = load_from_disk(str(raw_dir))["validation"]
     references = [{"id": i, "answers": a} for i, a in zip(validation["id"], validation["answers"])]
     if version_2:
-        assert sorted(files) == ["nbest_predictions.json", "null_odds.json", "predictions.json"]
+        assert sorted(files) == ["evaluation.json", "nbest_predictions.json", "null_odds.json", "predictions.json"]
         assert set(written) == V2_KEYS | ANALYSIS_KEYS | {"exact_match", "examples", "features"}
         assert written["exact_match"] == written["exact"] and written["NoAns_total"] == 2
         rescored = load_metric("squad_v2").compute(
@@ -77,12 +77,16 @@ def test_evaluate_writes_metrics_prediction_files_and_logs_them(trained_dir, tmp
             references=references, no_answer_threshold=cfg.evaluate.null_score_diff_threshold,
         )
     else:
-        assert sorted(files) == ["nbest_predictions.json", "predictions.json"]
+        assert sorted(files) == ["evaluation.json", "nbest_predictions.json", "predictions.json"]
         assert set(written) == ANALYSIS_KEYS | {"exact_match", "f1", "examples", "features"}
         rescored = load_metric("squad").compute(
             predictions=[{"id": i, "prediction_text": t} for i, t in answers.items()], references=references
         )
     assert {k: written[k] for k in rescored} == pytest.approx(rescored)
+    # what the export registers with the model: these scores, with the settings that gave them
+    record = files["evaluation.json"]
+    assert (record["f1"], record["exact_match"]) == (written["f1"], written["exact_match"])
+    assert record["answer_settings"]["evaluate.n_best"] == cfg.evaluate.n_best
     assert written["exact_match_ci95_low"] <= written["exact_match"] <= written["exact_match_ci95_high"]
     assert written["f1_ci95_low"] <= written["f1"] <= written["f1_ci95_high"]
     assert 0.0 <= written["expected_calibration_error"] <= 1.0 and 0.0 <= written["risk_coverage_area"] <= 100.0
