@@ -33,7 +33,7 @@ install-gpu: install
 
 repro: install
 	$(BIN)/dvc repro
-	@$(BIN)/dvc metrics show
+	@$(BIN)/python -m pipeline.report
 
 # Two xdist workers, random order (the seed is in the header; PYTEST_ARGS=--randomly-seed=N repeats
 # an order). docs/testing.md says how the suite is built.
@@ -71,6 +71,17 @@ pull: install
 # the champion's on the same evaluation data; says why not otherwise.
 promote: install
 	$(BIN)/python -m pipeline.promote
+
+# Serve the registered model's ALIAS (champion by default; candidate is the latest export) on
+# http://127.0.0.1:$(PORT)/invocations, from this repo's MLflow store unless MLFLOW_TRACKING_URI
+# says otherwise. No venv to activate: MLflow execs uvicorn from PATH, which has the venv first.
+ALIAS ?= champion
+PORT ?= 5001
+serve: install
+	@name=$$($(BIN)/python -c "import yaml; print(yaml.safe_load(open('params.yaml'))['mlflow']['registered_model_name'])") && \
+	  export MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" && \
+	  echo "serving models:/$$name@$(ALIAS) from $$MLFLOW_TRACKING_URI on http://127.0.0.1:$(PORT)" && \
+	  exec $(BIN)/mlflow models serve -m "models:/$$name@$(ALIAS)" --env-manager local -h 127.0.0.1 -p $(PORT)
 
 # Benchmarks need real SQuAD v1.1 in ../shared/data/squad-v1.1 (see benchmarks/*.py).
 bench-speed: install

@@ -109,6 +109,16 @@ def test_a_fresh_clones_first_repro_changes_no_tracked_file_so_run_and_version_s
     assert training_run(repo, client).data.tags["git_dirty"] == "false"
 
 
+def test_make_repros_last_words_are_a_short_table_of_scores_training_and_the_registered_version(repo):
+    out = run_cmd([sys.executable, "-m", "pipeline.report"], repo).stdout.splitlines()
+    metrics, train = read_json(repo / "metrics/eval.json"), read_json(repo / "metrics/train.json")
+    assert [line.split("  ")[0] for line in out] == ["exact match", "F1", "evaluated on", "training", "registered as"]
+    assert max(len(line) for line in out) <= 100
+    assert f"{metrics['f1']:.2f}  (95% interval {metrics['f1_ci95_low']:.2f}-{metrics['f1_ci95_high']:.2f})" in out[1]
+    assert f"{metrics['examples']} questions" in out[2] and f"{train['steps']} steps" in out[3]
+    assert out[4].endswith(f"{NAME} version 1 (models:/{NAME}@candidate; `make serve ALIAS=candidate`)")
+
+
 def test_registering_adds_no_dvc_output_and_a_second_repro_runs_nothing(repo):
     assert executed_stages(run_cmd(["dvc", "repro"], repo)) == set()
     assert stale_stages(repo) == set()
@@ -279,15 +289,17 @@ def served(baseline_project, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(served, tmp_path_factory):
-    """`mlflow models serve` of the registered candidate, with a 2,000-character context limit."""
+    """`make serve` (README: `mlflow models serve` of an alias, no venv activated: the venv is not on
+    PATH here) of the registered candidate, with a 2,000-character context limit."""
     repo = served
     port = free_port()
     log_path = tmp_path_factory.mktemp("serve") / "serve.log"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}", "QA_MAX_CONTEXT_CHARS": "2000",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    cmd = ["mlflow", "models", "serve", "-m", f"models:/{NAME}@candidate", "--env-manager", "local", "-h", "127.0.0.1",
-           "-p", str(port)]
-    with serving(cmd, f"http://127.0.0.1:{port}/ping", log_path, repo.parent, env):
+    venv_bin = str(Path(sys.executable).parent)
+    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p != venv_bin)
+    env = {**os.environ, "QA_MAX_CONTEXT_CHARS": "2000", "PATH": path}
+    env.pop("MLFLOW_TRACKING_URI", None)  # the repo's own store, as for a user
+    cmd = ["make", "serve", f"BIN={venv_bin}", "STAMP=", "ALIAS=candidate", f"PORT={port}"]
+    with serving(cmd, f"http://127.0.0.1:{port}/ping", log_path, repo, env):
         yield port
 
 

@@ -52,15 +52,16 @@ def test_runs_page_shows_both_run_names_the_dataset_and_the_model(server, tmp_pa
     chromium = shutil.which("chromium")
     assert chromium, "install Debian's chromium package (apt-get install chromium) for this check"
     repo, url = server
-    # a second run, through the server: named after the DVC experiment, registered as version 2
-    run_cmd(["dvc", "exp", "run", "-n", "lr-half", "-S", "train.learning_rate=5e-5"], repo,
+    # a second run, through the server: an evaluate-only experiment (the model is reused, the
+    # export registers what it now serves as version 2), its run named after the DVC experiment
+    run_cmd(["dvc", "exp", "run", "-n", "nbest-5", "-S", "evaluate.n_best=5"], repo,
             env={"MLFLOW_TRACKING_URI": url})
     client = MlflowClient(url)
     experiment = client.get_experiment_by_name("squad-pipeline")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     runs = client.search_runs([experiment.experiment_id])
     names = sorted(r.info.run_name for r in runs)
-    assert names == ["lr-half", "tiny_minilm · sample"]
+    assert names == ["nbest-5 · evaluate", "tiny_minilm · sample"]
     assert str(client.get_model_version_by_alias("squad-qa", "candidate").version) == "2"
 
     # MLflow 3.17 keeps the GenAI / Model training switch per browser (localStorage), GenAI by

@@ -15,7 +15,7 @@ from pipeline.runtime.imports import function_level_imports, imported_modules
 from pipeline.runtime.paths import DVC_FILE, PROJECT_ROOT
 
 STAGES = tuple(yaml.safe_load(DVC_FILE.read_text())["stages"])  # dvc.yaml names the stages
-COMMANDS = ("predict", "evaluate_model", "promote", "launch", "dvc_deps")
+COMMANDS = ("predict", "evaluate_model", "promote", "launch", "dvc_deps", "report")
 # The pyfunc PythonModel over the library: the export stage logs it, MLflow loads it.
 ADAPTERS = {"pipeline.mlflow_model"}
 ENTRY_POINTS = {f"pipeline.{name}" for name in STAGES + COMMANDS}
