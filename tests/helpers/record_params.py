@@ -1,13 +1,9 @@
-"""Record which params a stage reads.
-
-    python -m tests.helpers.record_params <stage> <out.json>
-
-runs one stage as DVC would, from a project's root (the stage's wdir); record_at_exit records
-the stage of the running process (record_site/sitecustomize.py calls it inside `dvc repro`). pipeline.runtime.config.load_config is wrapped
+"""Record which params a stage reads: record_at_exit, called by record_site/sitecustomize.py in
+each stage process of the tests' baseline `dvc repro`. pipeline.runtime.config.load_config is wrapped
 to return the typed config as instances of recording subclasses of its dataclasses: every
 leaf a stage reads (`section.key`) is recorded, whether the stage reads it itself or passes a
 section to the library, and isinstance, asdict and replace work as on the real config. The
-keys go to out.json when the stage ends, also when it exits with a status (its own is kept).
+keys go to `out` when the process exits, whatever its status.
 
 Reads that only name or fill MLflow records are not inputs (dvc.yaml's header): the functions
 in RECORDS get the config unwrapped, so their reads are not recorded.
@@ -17,8 +13,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import runpy
-import sys
 from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -101,17 +95,3 @@ def record_at_exit(out: str | Path) -> None:
 
     install()
     atexit.register(lambda: Path(out).write_text(json.dumps(sorted(READ))))
-
-
-def main(argv: list[str]) -> None:
-    stage, out = argv
-    install()
-    sys.argv = [f"pipeline/{stage}.py"]
-    try:
-        runpy.run_module(f"pipeline.{stage}", run_name="__main__", alter_sys=True)
-    finally:
-        Path(out).write_text(json.dumps(sorted(READ)))
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])
