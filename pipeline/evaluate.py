@@ -10,8 +10,8 @@ transformers' examples (utils_qa), which the official SQuAD evaluation scripts r
   nbest_predictions.json  id -> the n_best candidates: text, probability, start_logit, end_logit
   null_odds.json          id -> null score minus best span score (SQuAD v2.0 only)
 
-and predictions/evaluation.json: EM, F1, the evaluation data's digest, the MLflow run and the
-answer settings they were scored with, which the export stage registers with the model.
+and predictions/evaluation.json: EM, F1, the evaluation data's digest, the answer settings they
+were scored with and the model's md5, which the export stage registers with the model.
 
 SQuAD v1.1 (data.version_2_with_negative false): eval.json holds exact_match and f1 (the
 local `squad` metric). SQuAD v2.0: the `squad_v2` metric's exact, f1, total, HasAns_*,
@@ -101,11 +101,11 @@ def evaluate(cfg: PipelineConfig) -> dict[str, Any]:
     # data/tokenized and the model must come from the same checkpoint (a concurrent run may
     # have rebuilt one of them): compare the content md5 each recorded.
     expected = tokenized_inputs(cfg, windows.get("checkpoint_md5"))
-    check_built_with(read_built_with(TOKENIZED_DIR), {k: v for k, v in expected.items() if v is not None},
-                     TOKENIZED_DIR)
+    tokenized_record = read_built_with(TOKENIZED_DIR)
+    check_built_with(tokenized_record, {k: v for k, v in expected.items() if v is not None}, TOKENIZED_DIR)
     check_model_windows(windows, cfg, TRAINED_DIR)
     # ... and the features, the model and the questions must be the ones each was built from.
-    check_content_inputs(read_built_with(TOKENIZED_DIR), TOKENIZED_DIR, RAW_DIR)
+    check_content_inputs(tokenized_record, TOKENIZED_DIR, RAW_DIR)
     check_content_inputs(read_built_with(TRAINED_DIR), TRAINED_DIR, TOKENIZED_DIR)
     read = content_inputs(TRAINED_DIR)
     tracking.check_server(tracking.tracking_uri())  # a down server stops us before any work

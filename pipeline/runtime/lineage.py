@@ -24,7 +24,7 @@ from pipeline.runtime.files import dvc_md5, read_json
 
 BUILT_WITH_FILE_NAME = "built_with.json"
 # Written inside predictions/ by the evaluate stage: the scores, the evaluation data's digest,
-# the MLflow run holding them and the answer settings they were scored with. The export stage
+# the answer settings they were scored with and the md5 of the model scored. The export stage
 # depends on predictions/, so the model it registers carries the scores of its own answers.
 EVALUATION_FILE_NAME = "evaluation.json"
 MD5_SUFFIX = " md5"  # "data/raw md5": the content md5 of an input, beside the settings
