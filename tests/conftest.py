@@ -47,6 +47,30 @@ def pytest_configure(config):
     os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
+# Work that starts first on the xdist workers, longest first (measured: docs/testing.md). A
+# worker that meets one of these late keeps the other idle at the end; and the test started
+# first on one worker (the learning test) needs no baseline project, which the other builds
+# meanwhile. Everything else, and the order of tests inside each worker, stays random.
+START_FIRST = ("tests/e2e/test_learning.py::", "distributed-e2e", "tests/e2e/test_team.py::test_queued_sweep",
+               "tests/e2e/test_pipeline_e2e.py::test_squad_v2", "tests/e2e/test_team.py::test_teammate_with_an_exp")
+
+
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadGroupScheduling
+
+    if config.getvalue("dist") != "loadgroup":
+        return None
+
+    class LongestFirst(LoadGroupScheduling):
+        def _assign_work_unit(self, node):
+            for prefix in reversed(START_FIRST):
+                for scope in [s for s in self.workqueue if s.startswith(prefix)]:
+                    self.workqueue.move_to_end(scope, last=False)
+            super()._assign_work_unit(node)
+
+    return LongestFirst(config, log)
+
+
 def pytest_unconfigure(config):
     shutil.rmtree(_ISOLATED, ignore_errors=True)
 

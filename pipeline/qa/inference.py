@@ -11,7 +11,7 @@ from typing import Callable
 import numpy as np
 
 from pipeline.qa.batching import FeatureTable, prediction_batches
-from pipeline.qa.modeling import fuse_elementwise, load_qa_model
+from pipeline.qa.modeling import fuse_elementwise, graph_function, load_qa_model
 from pipeline.qa.precision import keep_head_in_float32, precision_policy
 
 # (input dict of int32 [batch, width] arrays) -> (start_logits, end_logits), each [batch, width]
@@ -65,7 +65,7 @@ def keras_logits_fn(model) -> LogitsFn:
     """Wrap an HF TF QA model; one traced graph serves all batch shapes."""
     import tensorflow as tf
 
-    @tf.function(reduce_retracing=True)
+    @graph_function(reduce_retracing=True)
     def forward(inputs):
         out = model(inputs, training=False)
         return tf.cast(out.start_logits, tf.float32), tf.cast(out.end_logits, tf.float32)

@@ -233,6 +233,17 @@ def fuse_elementwise(model) -> int:
     return fused
 
 
+def graph_function(fn=None, **options):
+    """tf.function(fn, **options) without autograph (usable as a decorator). The models' code
+    (transformers' TF layers, Keras') has no Python control flow on tensor values, so autograph
+    would only re-parse its source into the same graph, seconds in every process that traces."""
+    import tensorflow as tf
+
+    if fn is None:
+        return lambda f: tf.function(f, autograph=False, **options)
+    return tf.function(fn, autograph=False, **options)
+
+
 _JIT: dict = {}
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
+from pipeline.qa.modeling import graph_function
 from pipeline.runtime.files import read_json, write_json
 
 SIGNATURE_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -31,7 +32,7 @@ def serving_function(model):
     takes_token_types = "token_type_ids" in getattr(model, "input_signature", {})
     spec = {name: tf.TensorSpec((None, None), tf.int32, name=name) for name in SIGNATURE_INPUTS}
 
-    @tf.function(input_signature=[spec])
+    @graph_function(input_signature=[spec])
     def serve(inputs):
         model_inputs = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}
         if takes_token_types:
@@ -50,9 +51,11 @@ def save_export(model, tokenizer, settings: dict[str, Any], out_dir: Path) -> No
     import tensorflow as tf
 
     serve = serving_function(model)
-    # A plain tf.Module keeps the SavedModel free of Keras-specific restore logic.
+    # A plain tf.Module holding the signature and the weights it reads: no Keras layer objects,
+    # whose call functions tf.saved_model would trace and store too (seconds to save and to load,
+    # for functions the signature does not use).
     module = tf.Module()
-    module.model = model
+    module.weights = list(model.weights)
     module.serve = serve
     tf.saved_model.save(module, str(out_dir / SAVED_MODEL_DIR), signatures={"serving_default": serve})
     model.save_pretrained(str(out_dir / HF_DIR))

@@ -151,6 +151,7 @@ def build_training_model(train: TrainConfig, checkpoint: str, total_steps: int) 
     policy with resumable dropout at train.dropout / train.attention_dropout, its head in float32,
     GELU/LayerNorm fused when train.fuse_elementwise, `create_optimizer` with warmup and weight decay. Call it inside the strategy's scope. Returns (model, learning-rate
     schedule, policy name)."""
+    import tensorflow as tf
     from transformers import create_optimizer
 
     with precision_policy(train.precision) as policy, resumable_dropout():
@@ -171,6 +172,8 @@ def build_training_model(train: TrainConfig, checkpoint: str, total_steps: int) 
     # no loss argument: the HF model computes its own QA loss; under mixed_float16 Keras
     # wraps the optimizer in a LossScaleOptimizer (the model's policy asks for it)
     model.compile(optimizer=optimizer, jit_compile=train.jit_compile)
+    # Keras traces the step with autograph, which would re-parse the model's code (graph_function)
+    model.train_step = tf.autograph.experimental.do_not_convert(model.train_step)
     return model, schedule, policy
 
 

@@ -180,7 +180,7 @@ def test_a_train_stage_killed_mid_epoch_resumes_at_its_backup_and_ends_as_if_nev
     assert len(killed) == 1 and runs[killed.pop()].info.status == "RUNNING"  # SIGKILL: left RUNNING
     killed_id = next(iter(set(runs) - set(before)))
 
-    second = run_cmd(["dvc", "repro"], repo)
+    second = run_cmd(["dvc", "repro", "train"], repo)
     log2 = second.stdout + second.stderr
     assert f"resuming from the backup of step 4/{TOTAL_STEPS} (epoch 1, batch 4)" in log2
     assert f"interrupted MLflow run {killed_id}" in log2

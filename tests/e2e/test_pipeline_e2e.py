@@ -347,11 +347,10 @@ def test_squad_v2_experiment_trains_exports_and_predict_answers_nothing_when_nul
     assert beyond, f"no unanswerable question's null odds pass {threshold}: {[null_odds[i] for i in unanswerable]}"
     qa = ExportedQA(repo / "models/export")
     rows = {i: (q, c) for i, q, c in zip(validation["id"], validation["question"], validation["context"])}
+    results = {i: qa.answer(q, c, 20, 30) for i, (q, c) in rows.items()}
     for i in beyond:
-        result = qa.answer(*rows[i], 20, 30)
-        assert result["answer"] == "" and result["null_odds"] == pytest.approx(null_odds[i], abs=1e-3)
-    answers = {i: qa.answer(q, c, 20, 30)["answer"] for i, (q, c) in rows.items()}
-    assert answers == expected
+        assert results[i]["answer"] == "" and results[i]["null_odds"] == pytest.approx(null_odds[i], abs=1e-3)
+    assert {i: result["answer"] for i, result in results.items()} == expected
     # the registered MLflow model: null_odds in its signature, the same answers for the batch
     import mlflow
     import pandas as pd

@@ -95,12 +95,13 @@ def test_experiments_are_shared_through_a_git_remote(team):
     run_cmd(["git", "init", "-q", "--bare", str(bare)], root)
     git(repo, "remote", "add", "origin", str(bare))
     git(repo, "push", "-q", "origin", "HEAD:refs/heads/main")
-    run_cmd(["dvc", "exp", "run", "-n", "nbest-5", "-S", "evaluate.n_best=5"], repo)
-    run_cmd(["dvc", "exp", "push", "origin", "nbest-5"], repo)
+    # an evaluate-only experiment (the intervals' seed: only evaluate runs)
+    run_cmd(["dvc", "exp", "run", "-n", "seed-5", "-S", "evaluate.bootstrap_seed=5"], repo)
+    run_cmd(["dvc", "exp", "push", "origin", "seed-5"], repo)
     clone = root / "exp-clone"
     run_cmd(["git", "clone", "-q", "-b", "main", str(bare), str(clone)], root)
-    run_cmd(["dvc", "exp", "pull", "origin", "nbest-5"], clone)
-    assert "nbest-5" in run_cmd(["dvc", "exp", "list", "--name-only"], clone).stdout
+    run_cmd(["dvc", "exp", "pull", "origin", "seed-5"], clone)
+    assert "seed-5" in run_cmd(["dvc", "exp", "list", "--name-only"], clone).stdout
 
 
 def test_queued_sweep_with_two_workers_and_mlflow_comparison(team):

@@ -7,10 +7,14 @@ from pathlib import Path
 from tests.helpers.project import MINILM
 
 
-def save_packaged_model(path: Path) -> Path:
-    """The packaged encoder with an untrained QA head: its answers are poor but real."""
+def save_packaged_model(path: Path, seed: int = 42) -> Path:
+    """The packaged encoder with an untrained QA head drawn with `seed` (the same model, and
+    the same scores, every time): its answers are poor but real."""
+    import tensorflow as tf
+
     from pipeline.qa.modeling import load_qa_model, load_tokenizer
 
+    tf.keras.utils.set_random_seed(seed)
     load_qa_model(MINILM).save_pretrained(str(path))
     load_tokenizer(MINILM).save_pretrained(str(path))
     return path
