@@ -24,21 +24,21 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from pipeline.qa.backup import TrainingBackup
+from pipeline.qa.backup import ResumePoint, TrainingBackup
 from pipeline.qa.batching import FeatureTable
+from pipeline.qa.callbacks import LossCurves, ModelSnapshots, ResumableBackup
 from pipeline.qa.modeling import checkpoint_fingerprint, checkpoint_source, load_tokenizer, write_windows
-from pipeline.qa.training import (MULTI_WORKER, batch_rows, build_training_model, make_backup_callback,
-                                  make_curves_callback, make_dataset, make_snapshot_callback, make_strategy,
-                                  report_loss_sums, steps_per_epoch, workers_agree)
+from pipeline.qa.training import (MULTI_WORKER, Placement, batch_rows, build_training_model, make_dataset,
+                                  make_strategy, report_loss_sums, steps_per_epoch, workers_agree)
 from pipeline.runtime import tracking
-from pipeline.runtime.config import PipelineConfig, flatten, load_config
+from pipeline.runtime.config import PipelineConfig, load_config
 from pipeline.runtime.errors import Interrupted, PipelineError, deferred_interrupts, stage_entry_point
-from pipeline.runtime.files import atomic_output_dir, dvc_md5, read_json, write_csv, write_json
+from pipeline.runtime.files import atomic_output_dir, read_json, write_csv, write_json
 from pipeline.runtime.lineage import (BUILT_WITH_FILE_NAME, MD5_SUFFIX, check_built_with, content_inputs,
                                       read_built_with, tokenized_inputs)
 from pipeline.runtime.paths import (EPOCHS_PLOT_FILE, PARAMS_FILE, SNAPSHOT_FILE_NAME, STEPS_PLOT_FILE,
@@ -68,18 +68,66 @@ def backup_root() -> Path:
     return tracking.repo_root() / TRAIN_BACKUP_DIR_NAME
 
 
+class Stopwatch:
+    """Seconds since start(): the training clock (fit's, and the snapshots')."""
+
+    def start(self) -> None:
+        self._started = time.perf_counter()
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self._started
+
+
+@dataclass
+class TrainingData:
+    """The tokenized train split as the steps below use it, and what it was built from."""
+    table: FeatureTable
+    tokenizer: Any
+    checkpoint_md5: str
+    lineage: dict[str, str]  # content md5s of the inputs, written beside the model (evaluate checks them)
+    summary: dict  # data/tokenized/summary.json: questions and features per split
+    per_epoch: int
+    total_steps: int
+    rows: Any  # epoch -> features per step (qa.training.batch_rows)
+
+
 def train(cfg: PipelineConfig, tokenized_dir: Path = TOKENIZED_DIR, out_dir: Path = TRAINED_DIR,
           backups: Path | None = None, snapshots: Path | None = None, snapshot_every_steps: int = 0) -> dict[str, Any]:
     # The strategy first: a MultiWorkerMirroredStrategy must exist before any other TensorFlow work.
     placement = make_strategy(cfg.train.strategy, cfg.train.deterministic)
-    chief = placement.is_chief
-    say = print if chief else (lambda *a, **k: None)
+    say = print if placement.is_chief else (lambda *a, **k: None)
     say(placement.describe(), flush=True)
+    check_snapshots(snapshots, placement)
+    data = load_training_data(cfg, tokenized_dir)
+    backup, resume = find_resume_point(cfg, tokenized_dir, data, placement, backups)
+    # the MLflow run before training: an unreachable store stops the stage before an hour of work
+    client, run_id = open_run(cfg, tokenized_dir, data, placement, backup, resume) if placement.is_chief \
+        else (None, None)
+    model, schedule, policy = build_model(cfg, placement, data.total_steps)
+    clock = Stopwatch()
+    curves, backup_callback, snapshot_callback = make_callbacks(
+        cfg, data, placement, schedule, backup, resume, client, run_id, snapshots, snapshot_every_steps,
+        save=lambda directory: save_model_dir(model, cfg, data, directory), say=say, clock=clock)
+    seconds = fit(model, cfg, data, placement, resume, clock, curves, backup_callback, snapshot_callback)
+    summary = training_summary(cfg, data, resume, seconds, curves, policy)
+    if not placement.is_chief:
+        save_on_worker(model, placement, resume.step if resume else 0, data.total_steps)
+        return summary
+    write_outputs(model, cfg, data, out_dir, run_id, summary, curves)
+    tracking.finish_training_run(client, run_id, summary, curves.steps, [STEPS_PLOT_FILE, EPOCHS_PLOT_FILE],
+                                 PARAMS_FILE)
+    backup.delete()  # the outputs are written and recorded: nothing left to resume
+    return {**summary, "resumed_at_step": resume.step if resume else 0}
+
+
+def check_snapshots(snapshots: Path | None, placement: Placement) -> None:
     if snapshots is not None and placement.kind == MULTI_WORKER:
         raise PipelineError("--snapshots: model snapshots are taken by single-process training only (saving is "
                             "collective across workers); run the stage without --snapshots, or in one process")
 
-    import tensorflow as tf
+
+def load_training_data(cfg: PipelineConfig, tokenized_dir: Path) -> TrainingData:
+    """The train split, checked against what it was built from (params, checkpoint content)."""
     from datasets import load_from_disk
 
     if not (tokenized_dir / "dataset_dict.json").is_file():
@@ -87,160 +135,171 @@ def train(cfg: PipelineConfig, tokenized_dir: Path = TOKENIZED_DIR, out_dir: Pat
     checkpoint_md5 = checkpoint_fingerprint(cfg.model.checkpoint)["md5"]
     check_built_with(read_built_with(tokenized_dir), tokenized_inputs(cfg, checkpoint_md5), tokenized_dir)
     tokenizer = load_tokenizer(cfg.model.checkpoint)
-    read = {**content_inputs(tokenized_dir), f"model.checkpoint{MD5_SUFFIX}": checkpoint_md5}
-    train_split = load_from_disk(str(tokenized_dir))["train"]
-    table = FeatureTable.from_dataset(train_split, pad_token_id=tokenizer.pad_token_id or 0)
-    n_features = len(table)
-    per_epoch = steps_per_epoch(n_features, cfg.train.batch_size)
-    total_steps = per_epoch * cfg.train.epochs
-    rows = batch_rows(table, cfg)
+    table = FeatureTable.from_dataset(load_from_disk(str(tokenized_dir))["train"],
+                                      pad_token_id=tokenizer.pad_token_id or 0)
+    per_epoch = steps_per_epoch(len(table), cfg.train.batch_size)
+    summary_file = tokenized_dir / SUMMARY_FILE_NAME
+    return TrainingData(
+        table=table, tokenizer=tokenizer, checkpoint_md5=checkpoint_md5,
+        lineage={**content_inputs(tokenized_dir), f"model.checkpoint{MD5_SUFFIX}": checkpoint_md5},
+        summary=read_json(summary_file) if summary_file.is_file() else {},
+        per_epoch=per_epoch, total_steps=per_epoch * cfg.train.epochs, rows=batch_rows(table, cfg))
 
-    # A backup of other training inputs is never resumed (and is removed); one of these inputs is.
-    inputs_hash = training_inputs_hash(cfg, tokenized_dir, checkpoint_md5)
-    backup = TrainingBackup(backups or backup_root(), inputs_hash)
-    if chief:
+
+def find_resume_point(cfg: PipelineConfig, tokenized_dir: Path, data: TrainingData, placement: Placement,
+                      backups: Path | None) -> tuple[TrainingBackup, ResumePoint | None]:
+    """The backup of these training inputs and where it resumes (None: from step 0). A backup of
+    other inputs is never resumed, and is removed."""
+    backup = TrainingBackup(backups or backup_root(), training_inputs_hash(cfg, tokenized_dir, data.checkpoint_md5))
+    if placement.is_chief:
         for note in backup.remove_stale():
             print(f"note: {note}", file=sys.stderr, flush=True)
     try:
-        resume = backup.resume_point(per_epoch)
+        resume = backup.resume_point(data.per_epoch)
     except ValueError as err:
         resume = None
-        if chief:
+        if placement.is_chief:
             backup.delete()
             print(f"note: {err}; removed it, training starts from step 0", file=sys.stderr, flush=True)
     if not workers_agree(placement, resume.step if resume else 0):
         raise PipelineError(
             f"the workers found different backups in {backup.dir} (this one: step {resume.step if resume else 0}): "
             f"put {TRAIN_BACKUP_DIR_NAME}/ on storage every worker shares (docs/distributed.md)")
+    return backup, resume
 
-    # Open the MLflow run first: if the store is unreachable we stop before training,
-    # instead of training for an hour and losing the record. Only the chief records.
-    client, run_id = None, None
-    if chief:
-        summary_file = tokenized_dir / SUMMARY_FILE_NAME
-        data_summary = read_json(summary_file) if summary_file.is_file() else {}
-        params = flatten(cfg)
-        for split, info in data_summary.items():
-            params[f"data_size.{split}.examples"] = info.get("examples")
-            params[f"data_size.{split}.features"] = info.get("features")
-        params["replicas"] = placement.strategy.num_replicas_in_sync
-        params["workers"] = placement.num_workers
-        tags = {"stage": "train", "training_inputs_hash": inputs_hash, **tracking.dvc_stage_tags()}
-        previous_run = backup.owner_run_id() if resume else None
-        if resume:
-            tags.update({"resumed_at_step": str(resume.step), "resumed_from_run_id": previous_run or ""})
-        client, run_id = tracking.start_run(cfg.mlflow.experiment_name, tracking.run_name(cfg), params, tags,
-                                            entry_point="pipeline.train")
-        backup.record_owner(run_id)
-        print(f"MLflow run {run_id} in {tracking.tracking_uri()}")
-        tracking.log_dataset(client, run_id, f"{tracking.data_label(cfg)}-train", dvc_md5(tokenized_dir),
-                             tokenized_dir, "training",
-                             {"questions": data_summary.get("train", {}).get("examples"), "features": n_features,
-                              **{k: v for k, v in data_summary.get("train", {}).items() if k in ("revision", "fingerprint")}})
-        # the checkpoint by content, beside the data: runs from other files under one name differ
-        tracking.log_dataset(client, run_id, tracking.model_label(cfg.model.checkpoint), checkpoint_md5,
-                             checkpoint_source(cfg.model.checkpoint), "checkpoint", {"checkpoint": cfg.model.checkpoint})
-        if resume:
-            interrupted = f"; interrupted MLflow run {previous_run}" if previous_run else ""
-            print(f"resuming from the backup of step {resume.step}/{total_steps} (epoch {resume.epoch + 1}, "
-                  f"batch {resume.batch}) in {backup.dir}{interrupted}", flush=True)
+
+def open_run(cfg: PipelineConfig, tokenized_dir: Path, data: TrainingData, placement: Placement,
+             backup: TrainingBackup, resume: ResumePoint | None) -> tuple[Any, str]:
+    """The chief's MLflow run (a resumed run links to the interrupted one)."""
+    tags = {"training_inputs_hash": backup.inputs_hash, **tracking.dvc_stage_tags()}
+    previous_run = backup.owner_run_id() if resume else None
+    if resume:
+        tags.update({"resumed_at_step": str(resume.step), "resumed_from_run_id": previous_run or ""})
+    client, run_id = tracking.start_training_run(
+        cfg, data.summary, len(data.table),
+        {"replicas": placement.strategy.num_replicas_in_sync, "workers": placement.num_workers}, tags,
+        tokenized_dir, data.checkpoint_md5, checkpoint_source(cfg.model.checkpoint))
+    backup.record_owner(run_id)
+    print(f"MLflow run {run_id} in {tracking.tracking_uri()}")
+    if resume:
+        interrupted = f"; interrupted MLflow run {previous_run}" if previous_run else ""
+        print(f"resuming from the backup of step {resume.step}/{data.total_steps} (epoch {resume.epoch + 1}, "
+              f"batch {resume.batch}) in {backup.dir}{interrupted}", flush=True)
+    return client, run_id
+
+
+def build_model(cfg: PipelineConfig, placement: Placement, total_steps: int):
+    """The compiled model in the strategy's scope, seeded. Returns (model, lr schedule, policy)."""
+    import tensorflow as tf
 
     tf.keras.utils.set_random_seed(cfg.train.seed)
     with placement.strategy.scope():
         model, schedule, policy = build_training_model(cfg.train, cfg.model.checkpoint, total_steps)
         report_loss_sums(model)
+    return model, schedule, policy
 
-    interactive = sys.stdout.isatty() and chief
-    curves = make_curves_callback(
-        schedule, per_epoch, cfg.train.log_every_steps,
-        on_log=(lambda metrics, step: tracking.log_metrics(client, run_id, metrics, step)) if chief
-        else (lambda metrics, step: None),
-        show_progress_lines=chief and not interactive, batch_rows=rows,
-        resume_state=resume.state if resume else None,
-    )
+
+def make_callbacks(cfg: PipelineConfig, data: TrainingData, placement: Placement, schedule, backup: TrainingBackup,
+                   resume: ResumePoint | None, client, run_id: str | None, snapshots: Path | None,
+                   snapshot_every_steps: int, save, say, clock: Stopwatch):
+    """The loss curves (logged to MLflow by the chief), the resumable backup and, with
+    `snapshots`, model snapshots. Returns (curves, backup callback, snapshot callback or None)."""
+    chief, total = placement.is_chief, data.total_steps
+    curves = LossCurves(schedule, data.per_epoch, cfg.train.log_every_steps,
+                        on_log=(lambda metrics, step: tracking.log_metrics(client, run_id, metrics, step)) if chief
+                        else (lambda metrics, step: None),
+                        show_progress_lines=chief and not sys.stdout.isatty(), batch_rows=data.rows,
+                        resume_state=resume.state if resume else None)
     # A SIGTERM stops at the end of the step under way, after a backup of it. Several workers
     # cannot agree on that step (a backup is collective), so there the last backup resumes.
-    stop_on_signal = placement.kind != MULTI_WORKER
-    backup_callback = make_backup_callback(
-        backup, cfg.train.backup_every_steps, per_epoch, total_steps, placement, curves, resume,
-        on_backup=lambda step: say(f"backup of step {step}/{total_steps} in {backup.dir}", flush=True),
-        stop_on_signal=stop_on_signal,
-    )
+    backup_callback = ResumableBackup(backup, cfg.train.backup_every_steps, data.per_epoch, total, placement, curves,
+                                      resume, on_backup=lambda step: say(f"backup of step {step}/{total} in "
+                                                                         f"{backup.dir}", flush=True),
+                                      stop_on_signal=placement.kind != MULTI_WORKER)
+    if snapshots is None or not chief:
+        return curves, backup_callback, None
     start = resume.step if resume else 0
-
-    def save_model_dir(directory: Path) -> None:  # the trained model's layout, for the output and the snapshots
-        model.save_pretrained(str(directory))
-        tokenizer.save_pretrained(str(directory))
-        write_windows(directory, cfg.tokenize.max_length, cfg.tokenize.stride, cfg.data.version_2_with_negative,
-                      cfg.model.checkpoint, checkpoint_md5)
-        write_json(directory / BUILT_WITH_FILE_NAME, read)  # the evaluate stage checks it
 
     def save_snapshot(step: int, info: dict) -> None:
         with atomic_output_dir(snapshots / f"step-{step:06d}") as tmp:
-            save_model_dir(tmp)
-            write_json(tmp / SNAPSHOT_FILE_NAME, {**info, "total_steps": total_steps, "resumed_at_step": start})
-        say(f"snapshot of step {step}/{total_steps} in {snapshots / f'step-{step:06d}'}", flush=True)
+            save(tmp)
+            write_json(tmp / SNAPSHOT_FILE_NAME, {**info, "total_steps": total, "resumed_at_step": start})
+        say(f"snapshot of step {step}/{total} in {snapshots / f'step-{step:06d}'}", flush=True)
 
-    callbacks = [curves, backup_callback]
-    snapshot_callback = None
-    if snapshots is not None and chief:
-        snapshot_callback = make_snapshot_callback(save_snapshot, per_epoch, total_steps, snapshot_every_steps,
-                                                   clock=lambda: time.perf_counter() - started)
-        callbacks.append(snapshot_callback)
-    dataset = make_dataset(table, cfg, start // per_epoch, start % per_epoch, placement)
-    started = time.perf_counter()
+    return curves, backup_callback, ModelSnapshots(save_snapshot, data.per_epoch, total, snapshot_every_steps,
+                                                   clock=clock.seconds)
+
+
+def fit(model, cfg: PipelineConfig, data: TrainingData, placement: Placement, resume: ResumePoint | None,
+        clock: Stopwatch, curves, backup_callback, snapshots) -> float:
+    """Train from the resume point; returns the training seconds (snapshot saving excluded)."""
+    start = resume.step if resume else 0
+    dataset = make_dataset(data.table, cfg, start // data.per_epoch, start % data.per_epoch, placement)
+    interactive = sys.stdout.isatty() and placement.is_chief
+    callbacks = [c for c in (curves, backup_callback, snapshots) if c is not None]
+    clock.start()
     try:
-        with deferred_interrupts() if stop_on_signal else contextlib.nullcontext():
-            model.fit(dataset, epochs=cfg.train.epochs, steps_per_epoch=per_epoch,
+        with deferred_interrupts() if placement.kind != MULTI_WORKER else contextlib.nullcontext():
+            model.fit(dataset, epochs=cfg.train.epochs, steps_per_epoch=data.per_epoch,
                       callbacks=callbacks, verbose=1 if interactive else 0)
     except Interrupted as stop:
         if stop.detail is None:  # stopped at once (several workers, or a second signal): the last backup resumes
             last = backup_callback.last_step
-            stop.detail = (f"training stopped; the backup of step {last} in {backup.dir} resumes it: run the stage "
-                           "again (dvc repro)" if last else "training stopped before any backup: run the stage again")
+            stop.detail = (f"training stopped; the backup of step {last} in {backup_callback.backup.dir} resumes it: "
+                           "run the stage again (dvc repro)" if last else
+                           "training stopped before any backup: run the stage again")
         raise
-    seconds = time.perf_counter() - started - (snapshot_callback.seconds_saving if snapshot_callback else 0.0)
-    # features trained by this process (a resumed run trains only what the backup had not)
-    trained_rows = sum(int(rows(e)[start % per_epoch if e == start // per_epoch else 0:].sum())
-                       for e in range(start // per_epoch, cfg.train.epochs))
+    return clock.seconds() - (snapshots.seconds_saving if snapshots is not None else 0.0)
 
-    summary = {
+
+def training_summary(cfg: PipelineConfig, data: TrainingData, resume: ResumePoint | None, seconds: float,
+                     curves, policy: str) -> dict[str, Any]:
+    """metrics/train.json: throughput counts the features this process trained (a resumed run
+    trains only what the backup had not)."""
+    start, per_epoch = (resume.step if resume else 0), data.per_epoch
+    trained_rows = sum(int(data.rows(e)[start % per_epoch if e == start // per_epoch else 0:].sum())
+                       for e in range(start // per_epoch, cfg.train.epochs))
+    return {
         "loss": curves.epochs[-1]["loss"],
         "epochs": cfg.train.epochs,
-        "steps": total_steps,
-        "train_features": n_features,
+        "steps": data.total_steps,
+        "train_features": len(data.table),
         "train_seconds": round(seconds, 2),
         "features_per_second": round(trained_rows / seconds, 3),
         "precision_policy": policy,
     }
-    if not chief:
-        # Saving is collective: every worker saves, the others into a scratch directory.
-        scratch = Path(tempfile.mkdtemp(prefix="train-worker-scratch-"))
-        try:
-            model.save_pretrained(str(scratch))
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-        print(f"worker {placement.worker_index}: trained steps {start + 1}-{total_steps}; the chief writes the "
-              "outputs and the MLflow run", flush=True)
-        return summary
+
+
+def save_model_dir(model, cfg: PipelineConfig, data: TrainingData, directory: Path) -> None:
+    """The trained model's layout (the output and the snapshots): save_pretrained model and
+    tokenizer, the windows it was trained on, and the content of what it was built from."""
+    model.save_pretrained(str(directory))
+    data.tokenizer.save_pretrained(str(directory))
+    write_windows(directory, cfg.tokenize.max_length, cfg.tokenize.stride, cfg.data.version_2_with_negative,
+                  cfg.model.checkpoint, data.checkpoint_md5)
+    write_json(directory / BUILT_WITH_FILE_NAME, data.lineage)  # the evaluate stage checks it
+
+
+def save_on_worker(model, placement: Placement, start: int, total_steps: int) -> None:
+    """Saving is collective: every worker saves, the others than the chief into a scratch directory."""
+    scratch = Path(tempfile.mkdtemp(prefix="train-worker-scratch-"))
+    try:
+        model.save_pretrained(str(scratch))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    print(f"worker {placement.worker_index}: trained steps {start + 1}-{total_steps}; the chief writes the "
+          "outputs and the MLflow run", flush=True)
+
+
+def write_outputs(model, cfg: PipelineConfig, data: TrainingData, out_dir: Path, run_id: str, summary: dict,
+                  curves) -> None:
+    """models/trained/ (atomically, with the MLflow run id), metrics/train.json and the curves."""
     with atomic_output_dir(out_dir) as tmp:
-        save_model_dir(tmp)
+        save_model_dir(model, cfg, data, tmp)
         write_json(tmp / tracking.RUN_FILE_NAME, {"run_id": run_id, "tracking_uri": tracking.tracking_uri()})
     write_json(TRAIN_METRICS_FILE, summary)
     write_csv(STEPS_PLOT_FILE, curves.steps)
     write_csv(EPOCHS_PLOT_FILE, curves.epochs)
-
-    tracking.log_metrics(client, run_id, {k: v for k, v in summary.items() if isinstance(v, (int, float))},
-                         step=total_steps)
-    client.log_artifact(run_id, str(STEPS_PLOT_FILE), "plots")
-    client.log_artifact(run_id, str(EPOCHS_PLOT_FILE), "plots")
-    tracking.log_loss_plot(client, run_id, curves.steps)
-    if PARAMS_FILE.is_file():
-        client.log_artifact(run_id, str(PARAMS_FILE))
-    tracking.end_run(client, run_id)
-    backup.delete()  # the outputs are written and recorded: nothing left to resume
-    summary["resumed_at_step"] = start
-    return summary
 
 
 @stage_entry_point

@@ -74,7 +74,7 @@ class ExportedQA:
                     null_score_diff_threshold: Optional[float] = None, batch_size: int = 32,
                     progress: bool = False) -> list[dict[str, Any]]:
         """answer() for many questions: tokenized together, predicted in length-sorted batches
-        (qa.predictions.answer_questions). The caller checks the inputs (qa.requests)."""
+        (qa.predictions.answer_questions). The caller checks the inputs (qa.predictions.check_questions)."""
         return answer_questions(
             self.logits, self.tokenizer, questions, contexts, self.windows, tuple(self.settings["signature_inputs"]),
             n_best, max_answer_length, self.version_2_with_negative, self.threshold(null_score_diff_threshold),

@@ -51,8 +51,8 @@ def load_inference_model(checkpoint: str, precision: str = "float32", key: str =
     """A QA model to predict with. float32: as trained weights are saved and as the export serves
     them. A mixed policy (`auto` picks mixed_bfloat16 on a CPU with AVX512-BF16/AMX): the model
     is built under it with its QA head in float32 (logits stay float32) and its GELU/LayerNorm
-    islands XLA-fused, which is what makes bfloat16 pay at inference (~1.5x end to end on the
-    quality benchmark's model, F1 within 0.05: docs/benchmarks.md)."""
+    islands XLA-fused, which is what makes bfloat16 pay at inference (measured in
+    docs/benchmarks.md)."""
     with precision_policy(precision, key=key) as policy:
         model = load_qa_model(checkpoint)
         keep_head_in_float32(model)

@@ -210,12 +210,10 @@ def fuse_elementwise(model) -> int:
     and every last-axis LayerNormalization) while the matrix products stay on TensorFlow's oneDNN
     kernels. Unfused, GELU's erf and multiplies and the LayerNorms run as separate Eigen passes over
     the activations (slow in bfloat16 on a CPU); compiled, each is one fused loop, forward and
-    backward (docs/benchmarks.md, on AVX512-BF16: 1.17-1.2x per bfloat16 training step on one
-    repeated shape, 5-10% when the batch width changes every step, ~1.5x at bfloat16 inference;
-    compiling the whole step is slower there, as XLA's CPU matmuls are). Same weights, same math.
-    All layers share one compiled function per island kind, so XLA compiles once per batch width,
-    not once per layer and width (~0.5-1.6 s per new width in training: it pays over long runs). Returns the number of layers changed (0 for an architecture
-    without these layers)."""
+    backward (compiling the whole step is slower: XLA's CPU matmuls are; measured in
+    docs/benchmarks.md). Same weights, same math. All layers share one compiled function per island
+    kind, so XLA compiles once per batch width, not once per layer and width: it pays over long
+    runs. Returns the number of layers changed (0 for an architecture without these layers)."""
     import tensorflow as tf
 
     fused = 0

@@ -37,7 +37,7 @@ MIN_FLOAT16_GPU_CAPABILITY = (7, 0)
 def auto_precision(gpu_capability: tuple[int, int] | None, cpu_bf16: bool) -> str:
     """The fastest policy this machine runs without losing accuracy: mixed_float16 on a GPU with
     tensor cores (Keras' recommendation; the loss is scaled), mixed_bfloat16 on a CPU with
-    AVX512-BF16/AMX (1.47x per training step on the AVX512-BF16 CPU of the README), else float32.
+    AVX512-BF16/AMX (faster per training step: docs/benchmarks.md), else float32.
     gpu_capability: the first GPU's compute capability, None without a GPU."""
     if gpu_capability is not None:
         return "mixed_float16" if tuple(gpu_capability) >= MIN_FLOAT16_GPU_CAPABILITY else "float32"

@@ -1,6 +1,7 @@
 """Write params.yaml as the Hydra composition of conf/ (what `dvc exp run` writes).
 
-    python -m pipeline.compose [override ...]      e.g. train=course tokenize.max_length=256
+    python -m pipeline.runtime.compose [override ...]      e.g. train=course tokenize.max_length=256
+    make params                                           (the same, no overrides)
 
 Uses DVC's own composition function, so the file is byte-for-byte what DVC would write.
 """

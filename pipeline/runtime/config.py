@@ -27,33 +27,27 @@ STRATEGIES = ("auto", "mirrored", "multi_worker")
 JIT_MAX_WIDTHS = 8
 
 
-# Every field is required: conf/ holds the one set of defaults, composed into params.yaml.
+# Every field is required: conf/ holds the one set of defaults, composed into params.yaml, and
+# describes each key once where its default lives (conf/config.yaml for tokenize, evaluate and
+# mlflow; conf/data/sample.yaml, conf/model/minilm.yaml, conf/train/cpu.yaml for the groups).
 # A key missing from params.yaml is an error naming it, never a silent value from here.
 
 
 @dataclass
 class DataConfig:
-    # "json": local SQuAD-format files; "hub": a Hugging Face hub dataset by name.
     source: str = MISSING
     name: Optional[str] = MISSING
     config_name: Optional[str] = MISSING
-    # SQuAD-format .json/.json.gz files (source json); dvc.yaml names both as the download
-    # stage's deps, so they are always paths: a hub dataset names its config file (conf/data/squad.yaml).
     train_file: str = MISSING
     validation_file: str = MISSING
     max_train_samples: Optional[int] = MISSING
     max_eval_samples: Optional[int] = MISSING
-    # "error": stop on the first bad record; "drop": drop bad records and report how many;
-    # "repair": move an answer whose text (or the text without surrounding whitespace) occurs
-    # within a few characters of its answer_start, and drop what cannot be repaired.
     bad_records: str = MISSING
     version_2_with_negative: bool = MISSING
 
 
 @dataclass
 class ModelConfig:
-    # A hub name (bert-base-cased), a local directory, or package://<module>/<subdir>
-    # for a model shipped inside an installed Python package.
     checkpoint: str = MISSING
 
 
@@ -61,11 +55,7 @@ class ModelConfig:
 class TokenizeConfig:
     max_length: int = MISSING
     stride: int = MISSING
-    # The tokenize stage warns about examples whose context gives more windows than this
-    # (null: never); a window count does not change any output.
     warn_windows: Optional[int] = MISSING
-    # The tokenize stage drops questions whose context gives more windows than this, and says
-    # which (null: keep every question).
     max_windows: Optional[int] = MISSING
 
 
@@ -77,39 +67,16 @@ class TrainConfig:
     epochs: int = MISSING
     batch_size: int = MISSING
     seed: int = MISSING
-    # The Keras dtype policy for training: "float32", "mixed_float16" (GPU only: on a machine
-    # without one it falls back to float32, as float16 is slow on CPUs), "mixed_bfloat16"
-    # (fast on CPUs with AVX512-BF16 or AMX, and on recent GPUs) or "auto" (the fastest of these
-    # the machine supports: pipeline.qa.precision.auto_precision). The QA head and the loss stay
-    # float32 in the mixed policies.
     precision: str = MISSING
-    # Dropout while fine-tuning: null keeps the checkpoint's rates; a number sets the hidden and
-    # attention dropout of the model config (BERT-style `hidden_dropout_prob` and
-    # `attention_probs_dropout_prob`). On a CPU dropout's random numbers cost ~20% of a step.
     dropout: Optional[float] = MISSING
-    # The attention-probability dropout alone: null is train.dropout's value. Most of dropout's
-    # cost is here (one random number per attention weight, heads x width x width per feature).
     attention_dropout: Optional[float] = MISSING
-    # "bucketed": pad each batch to its longest feature (rounded up to pad_to_multiple_of),
-    # with batches drawn from length-sorted chunks; "max_length": pad every batch to
-    # tokenize.max_length, as the course does.
     padding: str = MISSING
     pad_to_multiple_of: int = MISSING
     log_every_steps: int = MISSING
-    # tf.distribute: "auto" (one device on a CPU or one GPU, MirroredStrategy over several
-    # local GPUs, MultiWorkerMirroredStrategy when TF_CONFIG names several tasks), "mirrored"
-    # (all local GPUs), "multi_worker" (MultiWorkerMirroredStrategy from TF_CONFIG).
-    # batch_size is the global batch, split across all replicas.
     strategy: str = MISSING
-    # Back the training state up (BackupAndRestore) every N steps, so an interrupted run
-    # resumes where the backup was made; the backup is deleted after a successful run.
     backup_every_steps: int = MISSING
-    # XLA-compile the train step (needs coarse batch widths: see JIT_MAX_WIDTHS).
     jit_compile: bool = MISSING
-    # XLA-compile only the elementwise islands (feed-forward activation, LayerNorm), matmuls left
-    # on oneDNN: pipeline.qa.modeling.fuse_elementwise. Same weights and math, faster steps.
     fuse_elementwise: bool = MISSING
-    # tf.config.experimental.enable_op_determinism(): bit-reproducible runs (slower on GPUs).
     deterministic: bool = MISSING
 
 
@@ -118,26 +85,16 @@ class EvaluateConfig:
     n_best: int = MISSING
     max_answer_length: int = MISSING
     batch_size: int = MISSING
-    # SQuAD v2.0 only (data.version_2_with_negative): answer "" when the null score minus
-    # the best span score is above this.
     null_score_diff_threshold: float = MISSING
-    # Percentile-bootstrap resamples for the 95% intervals of EM and F1, and their seed.
     bootstrap_samples: int = MISSING
     bootstrap_seed: int = MISSING
-    # The dtype policy to predict in: "float32" (what the export serves), or "auto" /
-    # "mixed_bfloat16" (faster on a CPU with AVX512-BF16/AMX; logits stay float32):
-    # pipeline.qa.inference.load_inference_model.
     precision: str = MISSING
 
 
 @dataclass
 class MlflowConfig:
     experiment_name: str = MISSING
-    # Every export registers a new version of this model (alias `candidate`); pipeline.promote
-    # moves `champion`.
     registered_model_name: str = MISSING
-    # The logged model refuses contexts longer than this (HTTP 400 when served); the
-    # QA_MAX_CONTEXT_CHARS environment variable overrides it where the model is served.
     max_context_chars: int = MISSING
 
 

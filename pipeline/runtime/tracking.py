@@ -28,6 +28,7 @@ from typing import Any
 from pipeline.runtime.compose import compose_params_text
 from pipeline.runtime.config import PipelineConfig, flatten
 from pipeline.runtime.errors import PipelineError, on_abort
+from pipeline.runtime.files import dvc_md5
 
 RUN_FILE_NAME = "training_run.json"
 OWNER_PID_TAG, OWNER_HOST_TAG, OWNER_REPO_TAG = "pipeline.pid", "pipeline.host", "pipeline.repo"
@@ -359,3 +360,41 @@ def log_loss_plot(client: Any, run_id: str, steps: list[dict]) -> None:
         png = Path(tmp) / "training_loss.png"
         plot_loss(steps, png)
         client.log_artifact(run_id, str(png), "plots")
+
+
+# --- the train stage's run ---------------------------------------------------------------
+
+def start_training_run(cfg: PipelineConfig, data_summary: dict, features: int, placement: dict[str, int],
+                       tags: dict[str, str], tokenized_dir: Path, checkpoint_md5: str,
+                       checkpoint_source: str) -> tuple[Any, str]:
+    """The train stage's run: the flattened config, the data's sizes, the replicas and workers
+    (`placement`), `tags`, and two inputs: the tokenized training data by content and the checkpoint
+    by content (runs from other files under one name differ). Returns (client, run_id)."""
+    params = flatten(cfg)
+    for split, info in data_summary.items():
+        params[f"data_size.{split}.examples"] = info.get("examples")
+        params[f"data_size.{split}.features"] = info.get("features")
+    params.update(placement)
+    client, run_id = start_run(cfg.mlflow.experiment_name, run_name(cfg), params, {"stage": "train", **tags},
+                               entry_point="pipeline.train")
+    train = data_summary.get("train", {})
+    log_dataset(client, run_id, f"{data_label(cfg)}-train", dvc_md5(tokenized_dir), tokenized_dir, "training",
+                {"questions": train.get("examples"), "features": features,
+                 **{k: v for k, v in train.items() if k in ("revision", "fingerprint")}})
+    log_dataset(client, run_id, model_label(cfg.model.checkpoint), checkpoint_md5, checkpoint_source, "checkpoint",
+                {"checkpoint": cfg.model.checkpoint})
+    return client, run_id
+
+
+def finish_training_run(client: Any, run_id: str, summary: dict[str, Any], steps: list[dict],
+                        plot_files: list[Path], params_file: Path) -> None:
+    """The train stage's results: the summary's numbers at the last step, the curves (CSV files
+    under plots/ and a PNG of the loss), params.yaml; then the run is closed FINISHED."""
+    log_metrics(client, run_id, {k: v for k, v in summary.items() if isinstance(v, (int, float))},
+                step=summary["steps"])
+    for path in plot_files:
+        client.log_artifact(run_id, str(path), "plots")
+    log_loss_plot(client, run_id, steps)
+    if params_file.is_file():
+        client.log_artifact(run_id, str(params_file))
+    end_run(client, run_id)

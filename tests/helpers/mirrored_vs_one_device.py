@@ -16,8 +16,9 @@ def main() -> None:
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
-    from pipeline.qa.training import (MIRRORED, ONE_DEVICE, Placement, batch_rows, make_curves_callback, make_dataset,
-                                      report_loss_sums, steps_per_epoch)
+    from pipeline.qa.callbacks import LossCurves
+    from pipeline.qa.training import (MIRRORED, ONE_DEVICE, Placement, batch_rows, make_dataset, report_loss_sums,
+                                      steps_per_epoch)
     from tests.helpers.tiny_model import random_table, tiny_bert, tiny_config
 
     n_features = int(sys.argv[1])
@@ -33,7 +34,7 @@ def main() -> None:
             model.compile(optimizer=tf.keras.optimizers.SGD(0.2))
             report_loss_sums(model)
         replicas = placement.strategy.num_replicas_in_sync
-        curves = make_curves_callback(0.2, per_epoch, 1, lambda m, s: None, False, batch_rows(table, cfg))
+        curves = LossCurves(0.2, per_epoch, 1, lambda m, s: None, False, batch_rows(table, cfg))
         model.fit(make_dataset(table, cfg, placement=placement), epochs=1, steps_per_epoch=per_epoch,
                   callbacks=[curves], verbose=0)
         return {"replicas": replicas, "initial": [w.ravel()[:50].tolist() for w in initial],

@@ -26,6 +26,28 @@ def test_groups_hold_the_documented_options():
     }
 
 
+# Each group's default option holds every key, described once; the other options build on it
+# (`defaults: [<base>, _self_]`) and write only the keys whose values differ.
+BASES = {"data": "sample", "train": "cpu"}
+# Options that list every key instead, and why.
+STANDALONE = {("data", "squad_json"): "its paths are ???, and a missing value cannot override an inherited path"}
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in BASES for o in GROUPS[g] if o != BASES[g]])
+def test_an_option_builds_on_its_groups_base_and_writes_only_what_differs(group, option):
+    base = yaml.safe_load((PROJECT_ROOT / "conf" / group / f"{BASES[group]}.yaml").read_text())
+    own = yaml.safe_load((PROJECT_ROOT / "conf" / group / f"{option}.yaml").read_text())
+    if (group, option) in STANDALONE:
+        assert "defaults" not in own and set(own) == set(base)
+        return
+    assert own.pop("defaults") == [BASES[group], "_self_"]
+    assert set(own) <= set(base), f"conf/{group}/{option}.yaml: keys the base does not have: {set(own) - set(base)}"
+    same = {key for key, value in own.items() if base[key] == value}
+    assert not same, f"conf/{group}/{option}.yaml repeats the base's values of {sorted(same)}: drop them"
+    composed = yaml.safe_load(compose_params_text([f"{group}={option}"]))[group]
+    assert composed == {**base, **own}
+
+
 def test_committed_params_yaml_is_the_composition_of_conf_defaults():
     assert (PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8") == compose_params_text()
 

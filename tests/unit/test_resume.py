@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from pipeline.qa.backup import TrainingBackup
-from pipeline.qa.training import (ONE_DEVICE, Placement, batch_rows, dropout_generators, make_backup_callback,
-                                  make_curves_callback, make_dataset, report_loss_sums, resumable_dropout,
-                                  steps_per_epoch)
+from pipeline.qa.callbacks import LossCurves, ResumableBackup
+from pipeline.qa.training import (ONE_DEVICE, Placement, batch_rows, dropout_generators, make_dataset,
+                                  report_loss_sums, resumable_dropout, steps_per_epoch)
 from pipeline.runtime.errors import Interrupted, deferred_interrupts
 from tests.helpers.tiny_model import random_table, tiny_bert, tiny_config
 
@@ -48,12 +48,12 @@ def train_tiny(backup_dir, stop_at=None, how=None):
                                            weight_decay_rate=0.01)
     model.compile(optimizer=optimizer)
     report_loss_sums(model)
-    curves = make_curves_callback(schedule, per_epoch, 1, lambda m, s: None, False, batch_rows(table, cfg),
-                                  resume.state if resume else None)
+    curves = LossCurves(schedule, per_epoch, 1, lambda m, s: None, False, batch_rows(table, cfg),
+                        resume.state if resume else None)
     placement = Placement(tf.distribute.get_strategy(), ONE_DEVICE, 0, 1)
     backups = []
-    backup_cb = make_backup_callback(backup, EVERY, per_epoch, total, placement, curves, resume,
-                                     on_backup=backups.append, stop_on_signal=True)
+    backup_cb = ResumableBackup(backup, EVERY, per_epoch, total, placement, curves, resume,
+                                on_backup=backups.append, stop_on_signal=True)
 
     class Stop(tf.keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
