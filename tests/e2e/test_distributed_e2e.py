@@ -186,7 +186,7 @@ def test_a_train_stage_killed_mid_epoch_resumes_at_its_backup_and_ends_as_if_nev
     assert f"interrupted MLflow run {killed_id}" in log2
     progress = [int(s) for s in re.findall(r"epoch 1 step (\d+)/13", log2)]
     assert progress == [6, 8, 10, 12, 13]  # the resumed process trained steps 5..13 only
-    assert f"13 steps (resumed at step 4)" in log2
+    assert "13 steps (resumed at step 4)" in log2
     assert not (repo / ".train_backup").exists()  # deleted after the successful run
 
     # the same steps, the same curves, the same weights as the uninterrupted run

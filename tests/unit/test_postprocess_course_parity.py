@@ -11,7 +11,6 @@ import collections
 
 from datasets import Dataset
 
-import numpy as np
 import pytest
 
 from pipeline.runtime.config import TokenizeConfig

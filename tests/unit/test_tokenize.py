@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.runtime.config import TokenizeConfig
-from pipeline.qa.features import CLS_INDEX, prepare_train_features, prepare_validation_features, tokenize_dataset_dict
+from pipeline.qa.features import CLS_INDEX, prepare_train_features, prepare_validation_features
 
 CFG = TokenizeConfig(max_length=384, stride=128)
 
