@@ -13,21 +13,18 @@ record byte-identical and nothing after it reruns.
 
 from __future__ import annotations
 
-import argparse
 
 from pipeline.qa.modeling import checkpoint_fingerprint
-from pipeline.runtime.config import load_config
+from pipeline.runtime.config import stage_config
 from pipeline.runtime.errors import stage_entry_point
 from pipeline.runtime.files import write_json
-from pipeline.runtime.paths import CHECKPOINT_FILE, PARAMS_FILE
+from pipeline.runtime.paths import CHECKPOINT_FILE
 
 
 @stage_entry_point
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params", default=str(PARAMS_FILE))
-    args = parser.parse_args()
-    checkpoint = load_config(args.params).model.checkpoint
+    cfg, _ = stage_config(__doc__)
+    checkpoint = cfg.model.checkpoint
     record = {"checkpoint": checkpoint, **checkpoint_fingerprint(checkpoint)}
     write_json(CHECKPOINT_FILE, record)
     print(f"model.checkpoint={checkpoint!r}: md5 {record['md5']} ({len(record['files'])} files, "

@@ -10,15 +10,14 @@ evaluate stage logs it to MLflow beside the scores it may inflate.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from pipeline.qa.squad import build_dataset_dict, split_overlap
-from pipeline.runtime.config import DataConfig, load_config
+from pipeline.runtime.config import DataConfig, stage_config
 from pipeline.runtime.errors import stage_entry_point
 from pipeline.runtime.files import atomic_output_dir, save_dataset_dict, write_json
-from pipeline.runtime.paths import OVERLAP_FILE_NAME, PARAMS_FILE, RAW_DIR, SUMMARY_FILE_NAME
+from pipeline.runtime.paths import OVERLAP_FILE_NAME, RAW_DIR, SUMMARY_FILE_NAME
 
 
 def run(cfg: DataConfig, out_dir: Path = RAW_DIR) -> dict:
@@ -38,11 +37,7 @@ def run(cfg: DataConfig, out_dir: Path = RAW_DIR) -> dict:
 
 @stage_entry_point
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params", default=str(PARAMS_FILE))
-    parser.add_argument("--out", type=Path, default=RAW_DIR)
-    args = parser.parse_args()
-    cfg = load_config(args.params)
+    cfg, args = stage_config(__doc__, lambda parser: parser.add_argument("--out", type=Path, default=RAW_DIR))
     summary = run(cfg.data, args.out)
     for split in ("train", "validation"):
         info = summary[split]

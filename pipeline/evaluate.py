@@ -26,67 +26,22 @@ and data/raw's train/validation overlap counts as overlap.* metrics.
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
 from typing import Any
 
 import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from pipeline.qa.analysis import Analysis, analyse, windows_per_example
+from pipeline.qa.analysis import analyse, windows_per_example
 from pipeline.qa.inference import keras_logits_fn, load_inference_model
 from pipeline.qa.modeling import load_tokenizer, read_windows
 from pipeline.qa.predictions import predict_split, score, write_prediction_files
 from pipeline.runtime import tracking
-from pipeline.runtime.config import PipelineConfig, flatten, load_config
+from pipeline.runtime.config import PipelineConfig, stage_config
 from pipeline.runtime.errors import PipelineError, stage_entry_point
 from pipeline.runtime.files import atomic_output_dir, dvc_md5, read_json, write_csv, write_json
 from pipeline.runtime.lineage import (EVALUATION_FILE_NAME, answer_settings, check_built_with, check_content_inputs,
                                       check_model_windows, content_inputs, read_built_with, tokenized_inputs)
-from pipeline.runtime.paths import (EVAL_METRICS_FILE, OVERLAP_FILE_NAME, PARAMS_FILE, PREDICTIONS_DIR, RAW_DIR,
+from pipeline.runtime.paths import (EVAL_METRICS_FILE, OVERLAP_FILE_NAME, PREDICTIONS_DIR, RAW_DIR,
                                     RISK_COVERAGE_PLOT_FILE, SCORES_PLOT_FILE, SLICES_METRICS_FILE, SLICES_PLOT_FILE,
                                     TOKENIZED_DIR, TRAINED_DIR)
-
-
-def log_to_mlflow(cfg: PipelineConfig, trained_dir: Path, metrics: dict, predictions_dir: Path,
-                  analysis: Analysis, overlap: dict, eval_digest: str, model_read: dict[str, str]) -> str:
-    """Log the metrics to the training run on its first evaluation, else to a new linked run:
-    scores and intervals as metrics, the slices as a table (evaluation/slices.json), the
-    risk-coverage curve and reliability table as JSON, the data overlap as overlap.* metrics;
-    the evaluation data and its features as run inputs; the model's md5 and DVC's stage hash as tags."""
-    client, _ = tracking.client_for(cfg.mlflow.experiment_name)
-    run_file = trained_dir / tracking.RUN_FILE_NAME
-    training_run_id = read_json(run_file)["run_id"] if run_file.is_file() else None
-    training_run = tracking.find_run(client, training_run_id) if training_run_id else None
-    if training_run is not None and "f1" not in training_run.data.metrics:
-        run_id = training_run_id
-    else:
-        # Training was reused from DVC's cache (or recorded in another store): say so and
-        # link to the run that trained the model, instead of claiming this run trained.
-        tags = {"stage": "evaluate", "training_reused": "true"}
-        if training_run_id:
-            tags["training_run_id"] = training_run_id
-        if training_run is None and training_run_id:
-            tags["training_run_store"] = read_json(run_file).get("tracking_uri", "unknown")
-        _, run_id = tracking.start_run(cfg.mlflow.experiment_name, tracking.run_name(cfg, "evaluate"), flatten(cfg),
-                                       tags, entry_point="pipeline.evaluate")
-    tracking.log_metrics(client, run_id, {**metrics, **{f"overlap.{k}": v for k, v in overlap.items()}})
-    client.log_table(run_id, data=analysis.slice_table(), artifact_file="evaluation/slices.json")
-    client.log_dict(run_id, analysis.curve_rows(), "evaluation/risk_coverage.json")
-    client.log_dict(run_id, analysis.reliability, "evaluation/calibration.json")
-    client.log_artifacts(run_id, str(predictions_dir), "predictions")
-    validation_dir = RAW_DIR / "validation"
-    tracking.log_dataset(client, run_id, f"{tracking.data_label(cfg)}-validation", eval_digest, validation_dir,
-                         "eval", {"questions": metrics["examples"], "features": metrics["features"]})
-    features_dir = TOKENIZED_DIR / "validation"
-    tracking.log_dataset(client, run_id, f"{tracking.data_label(cfg)}-validation-features", dvc_md5(features_dir),
-                         features_dir, "eval-features", {"features": metrics["features"]})
-    for key, value in {**tracking.dvc_stage_tags(), **model_read}.items():
-        client.set_tag(run_id, key, value)
-    client.set_tag(run_id, tracking.EVAL_DATA_DIGEST_TAG, eval_digest)
-    if training_run is not None:
-        client.set_tag(training_run_id, tracking.LATEST_EVAL_TAG, run_id)  # the model's latest evaluation
-    if run_id != training_run_id:
-        tracking.end_run(client, run_id)
-    return run_id
 
 
 def evaluate(cfg: PipelineConfig) -> dict[str, Any]:
@@ -146,17 +101,20 @@ def evaluate(cfg: PipelineConfig) -> dict[str, Any]:
         write_json(tmp / EVALUATION_FILE_NAME, {
             "exact_match": metrics["exact_match"], "f1": metrics["f1"], "eval_data_digest": eval_digest,
             "answer_settings": answer_settings(cfg, model.dtype_policy.name), **read})
-    run_id = log_to_mlflow(cfg, TRAINED_DIR, metrics, PREDICTIONS_DIR, analysis, overlap, eval_digest, read)
+    run_id = tracking.log_evaluation(
+        cfg, TRAINED_DIR / tracking.RUN_FILE_NAME, metrics, overlap,
+        tables={"evaluation/slices.json": analysis.slice_table()},
+        documents={"evaluation/risk_coverage.json": analysis.curve_rows(),
+                   "evaluation/calibration.json": analysis.reliability},
+        predictions_dir=PREDICTIONS_DIR, questions_dir=RAW_DIR / "validation",
+        features_dir=TOKENIZED_DIR / "validation", eval_digest=eval_digest, tags=read)
     metrics["mlflow_run_id"] = run_id
     return metrics
 
 
 @stage_entry_point
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params", default=str(PARAMS_FILE))
-    args = parser.parse_args()
-    cfg = load_config(args.params)
+    cfg, _ = stage_config(__doc__)
     metrics = evaluate(cfg)
     print(
         f"exact_match {metrics['exact_match']:.2f} [{metrics['exact_match_ci95_low']:.2f}, "

@@ -17,7 +17,6 @@ a new version whose F1 is the F1 of what it serves (pipeline.runtime.registry).
 
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 from pathlib import Path
@@ -28,12 +27,12 @@ from pipeline import mlflow_model
 from pipeline.qa.modeling import load_qa_model, load_tokenizer, read_windows
 from pipeline.qa.serving import save_export
 from pipeline.runtime import registry, tracking
-from pipeline.runtime.config import PipelineConfig, load_config
+from pipeline.runtime.config import PipelineConfig, stage_config
 from pipeline.runtime.errors import PipelineError, stage_entry_point
 from pipeline.runtime.files import atomic_output_dir, read_json
 from pipeline.runtime.lineage import (EVALUATION_FILE_NAME, answer_settings, check_built_with, check_content_inputs,
                                       check_model_windows, read_evaluation)
-from pipeline.runtime.paths import EXPORT_DIR, PARAMS_FILE, PREDICTIONS_DIR, TRAINED_DIR
+from pipeline.runtime.paths import EXPORT_DIR, PREDICTIONS_DIR, TRAINED_DIR
 
 SERVED_PRECISION = "float32"  # the SavedModel holds the trained float32 weights
 
@@ -107,10 +106,7 @@ def log_export(cfg: PipelineConfig, run_id: str, export_dir: Path, evaluation_ta
 
 @stage_entry_point
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params", default=str(PARAMS_FILE))
-    args = parser.parse_args()
-    cfg = load_config(args.params)
+    cfg, _ = stage_config(__doc__)
     export(cfg)
     print(f"exported SavedModel and HF model to {EXPORT_DIR}/")
 

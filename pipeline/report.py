@@ -8,13 +8,12 @@ registry; the full metrics stay in `dvc metrics show` (the slices in metrics/sli
 
 from __future__ import annotations
 
-import argparse
 
 from pipeline.runtime import registry, tracking
-from pipeline.runtime.config import load_config
+from pipeline.runtime.config import stage_config
 from pipeline.runtime.errors import PipelineError, stage_entry_point
 from pipeline.runtime.files import read_json
-from pipeline.runtime.paths import EVAL_METRICS_FILE, PARAMS_FILE, TRAIN_METRICS_FILE
+from pipeline.runtime.paths import EVAL_METRICS_FILE, TRAIN_METRICS_FILE
 
 WIDTH = 100
 
@@ -53,10 +52,7 @@ def registered_version(name: str) -> str:
 
 @stage_entry_point
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params", default=str(PARAMS_FILE))
-    args = parser.parse_args()
-    cfg = load_config(args.params)
+    cfg, _ = stage_config(__doc__)
     for path in (EVAL_METRICS_FILE, TRAIN_METRICS_FILE):
         if not path.is_file():
             raise PipelineError(f"{path}: not found; run `dvc repro` first")

@@ -10,18 +10,17 @@ the md5 of data/raw, which train and evaluate check (pipeline.runtime.lineage).
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
 
 from pipeline.qa.features import check_windows, tokenize_dataset_dict
 from pipeline.qa.modeling import checkpoint_fingerprint, load_tokenizer
-from pipeline.runtime.config import PipelineConfig, load_config
+from pipeline.runtime.config import PipelineConfig, stage_config
 from pipeline.runtime.errors import PipelineError, stage_entry_point
 from pipeline.runtime.files import atomic_output_dir, read_json, save_dataset_dict, write_json
 from pipeline.runtime.lineage import BUILT_WITH_FILE_NAME, content_inputs, tokenized_inputs
-from pipeline.runtime.paths import PARAMS_FILE, RAW_DIR, SUMMARY_FILE_NAME, TOKENIZED_DIR
+from pipeline.runtime.paths import RAW_DIR, SUMMARY_FILE_NAME, TOKENIZED_DIR
 
 
 def load_raw(raw_dir: Path = RAW_DIR):
@@ -77,11 +76,8 @@ def run(cfg: PipelineConfig, raw_dir: Path = RAW_DIR, out_dir: Path = TOKENIZED_
 
 @stage_entry_point
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params", default=str(PARAMS_FILE))
-    parser.add_argument("--num-proc", type=int, default=os.cpu_count() or 1)
-    args = parser.parse_args()
-    cfg = load_config(args.params)
+    cfg, args = stage_config(__doc__, lambda parser: parser.add_argument("--num-proc", type=int,
+                                                                          default=os.cpu_count() or 1))
     summary = run(cfg, num_proc=args.num_proc)
     for split, info in summary.items():
         print(f"{split}: {info['examples']} examples -> {info['features']} features")

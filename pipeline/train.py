@@ -16,7 +16,6 @@ a crash or SIGKILL resumes from the backup when the stage runs again with the sa
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import json
@@ -36,7 +35,7 @@ from pipeline.qa.modeling import checkpoint_fingerprint, checkpoint_source, load
 from pipeline.qa.training import (MULTI_WORKER, Placement, batch_rows, build_training_model, make_dataset,
                                   make_strategy, report_loss_sums, steps_per_epoch, workers_agree)
 from pipeline.runtime import tracking
-from pipeline.runtime.config import PipelineConfig, load_config
+from pipeline.runtime.config import PipelineConfig, stage_config
 from pipeline.runtime.errors import Interrupted, PipelineError, deferred_interrupts, stage_entry_point
 from pipeline.runtime.files import atomic_output_dir, read_json, write_csv, write_json
 from pipeline.runtime.lineage import (BUILT_WITH_FILE_NAME, MD5_SUFFIX, check_built_with, content_inputs,
@@ -304,19 +303,18 @@ def write_outputs(model, cfg: PipelineConfig, data: TrainingData, out_dir: Path,
 
 @stage_entry_point
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params", default=str(PARAMS_FILE))
-    parser.add_argument("--snapshots", type=Path, metavar="DIR",
-                        help="also save the model at the end of every epoch into DIR/step-NNNNNN/ (with snapshot.json: "
-                             "step, epoch, training seconds so far), for a quality-against-time curve; not a DVC "
-                             "output (benchmarks/quality.py uses it)")
-    parser.add_argument("--snapshot-every-steps", type=int, default=0, metavar="N",
-                        help="with --snapshots: also every N global steps")
-    args = parser.parse_args()
+    def snapshot_arguments(parser) -> None:
+        parser.add_argument("--snapshots", type=Path, metavar="DIR",
+                            help="also save the model at the end of every epoch into DIR/step-NNNNNN/ (with "
+                                 "snapshot.json: step, epoch, training seconds so far), for a quality-against-time "
+                                 "curve; not a DVC output (benchmarks/quality.py uses it)")
+        parser.add_argument("--snapshot-every-steps", type=int, default=0, metavar="N",
+                            help="with --snapshots: also every N global steps")
+
+    cfg, args = stage_config(__doc__, snapshot_arguments)
     if args.snapshot_every_steps < 0 or (args.snapshot_every_steps and args.snapshots is None):
         raise PipelineError(f"--snapshot-every-steps {args.snapshot_every_steps}: use a positive number of steps, "
                             "together with --snapshots DIR")
-    cfg = load_config(args.params)
     summary = train(cfg, snapshots=args.snapshots, snapshot_every_steps=args.snapshot_every_steps)
     if "resumed_at_step" not in summary:  # a worker other than the chief: it said what it did
         return

@@ -7,9 +7,10 @@ touches any output.
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import yaml
 from omegaconf import MISSING, OmegaConf
@@ -270,3 +271,15 @@ def flatten(cfg: PipelineConfig) -> dict[str, Any]:
 
     walk("", OmegaConf.to_container(OmegaConf.structured(cfg)))
     return out
+
+
+def stage_config(doc: str, add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+                 ) -> tuple[PipelineConfig, argparse.Namespace]:
+    """A stage's command line: its module docstring as help, `--params` (the composed config),
+    and what `add_arguments` adds. Returns the loaded, validated config and the arguments."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default=DEFAULT_PARAMS, help="the composed config (default: %(default)s)")
+    if add_arguments is not None:
+        add_arguments(parser)
+    args = parser.parse_args()
+    return load_config(args.params), args

@@ -28,7 +28,7 @@ from typing import Any
 from pipeline.runtime.compose import compose_params_text
 from pipeline.runtime.config import PipelineConfig, flatten
 from pipeline.runtime.errors import PipelineError, on_abort
-from pipeline.runtime.files import dvc_md5
+from pipeline.runtime.files import dvc_md5, read_json
 
 RUN_FILE_NAME = "training_run.json"
 OWNER_PID_TAG, OWNER_HOST_TAG, OWNER_REPO_TAG = "pipeline.pid", "pipeline.host", "pipeline.repo"
@@ -398,3 +398,47 @@ def finish_training_run(client: Any, run_id: str, summary: dict[str, Any], steps
     if params_file.is_file():
         client.log_artifact(run_id, str(params_file))
     end_run(client, run_id)
+
+
+# --- the evaluate stage's run --------------------------------------------------------------
+
+def log_evaluation(cfg: PipelineConfig, run_file: Path, metrics: dict[str, Any], overlap: dict[str, Any],
+                   tables: dict[str, Any], documents: dict[str, Any], predictions_dir: Path, questions_dir: Path,
+                   features_dir: Path, eval_digest: str, tags: dict[str, str]) -> str:
+    """Log an evaluation to the training run (`run_file` names it) on its first evaluation, else
+    to a new run linked to it: the metrics and the data overlap (overlap.*), `tables` (MLflow
+    tables) and `documents` (JSON artifacts) by artifact path, the prediction files; the
+    questions and their features as run inputs; `tags`, DVC's stage hash and the questions'
+    digest as tags. Returns the run id."""
+    client, _ = client_for(cfg.mlflow.experiment_name)
+    training_run_id = read_json(run_file)["run_id"] if run_file.is_file() else None
+    training_run = find_run(client, training_run_id) if training_run_id else None
+    if training_run is not None and "f1" not in training_run.data.metrics:
+        run_id = training_run_id
+    else:
+        # Training was reused from DVC's cache (or recorded in another store): say so and
+        # link to the run that trained the model, instead of claiming this run trained.
+        run_tags = {"stage": "evaluate", "training_reused": "true"}
+        if training_run_id:
+            run_tags["training_run_id"] = training_run_id
+        if training_run is None and training_run_id:
+            run_tags["training_run_store"] = read_json(run_file).get("tracking_uri", "unknown")
+        _, run_id = start_run(cfg.mlflow.experiment_name, run_name(cfg, "evaluate"), flatten(cfg), run_tags,
+                              entry_point="pipeline.evaluate")
+    log_metrics(client, run_id, {**metrics, **{f"overlap.{k}": v for k, v in overlap.items()}})
+    for artifact_file, table in tables.items():
+        client.log_table(run_id, data=table, artifact_file=artifact_file)
+    for artifact_file, document in documents.items():
+        client.log_dict(run_id, document, artifact_file)
+    client.log_artifacts(run_id, str(predictions_dir), "predictions")
+    log_dataset(client, run_id, f"{data_label(cfg)}-validation", eval_digest, questions_dir, "eval",
+                {"questions": metrics["examples"], "features": metrics["features"]})
+    log_dataset(client, run_id, f"{data_label(cfg)}-validation-features", dvc_md5(features_dir), features_dir,
+                "eval-features", {"features": metrics["features"]})
+    for key, value in {**dvc_stage_tags(), **tags, EVAL_DATA_DIGEST_TAG: eval_digest}.items():
+        client.set_tag(run_id, key, value)
+    if training_run is not None:
+        client.set_tag(training_run_id, LATEST_EVAL_TAG, run_id)  # the model's latest evaluation
+    if run_id != training_run_id:
+        end_run(client, run_id)
+    return run_id
