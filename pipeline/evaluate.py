@@ -45,8 +45,29 @@ from pipeline.runtime.paths import (EVAL_METRICS_FILE, OVERLAP_FILE_NAME, PREDIC
 
 
 def evaluate(cfg: PipelineConfig) -> dict[str, Any]:
-    from datasets import load_from_disk
+    read = check_inputs(cfg)
+    tracking.check_server(tracking.tracking_uri())  # a down server stops us before any work
+    examples, features, predictions, model_policy = predict(cfg)
+    analysis, metrics = score_predictions(cfg, examples, features, predictions)
+    write_metrics_and_plots(metrics, analysis)
+    # The DVC-style md5 of the validation questions: F1s are comparable when it is equal
+    # (pipeline.promote compares it).
+    eval_digest = dvc_md5(RAW_DIR / "validation")
+    write_predictions(cfg, predictions, metrics, eval_digest, model_policy, read)
+    overlap_file = RAW_DIR / OVERLAP_FILE_NAME
+    run_id = tracking.log_evaluation(
+        cfg, TRAINED_DIR / tracking.RUN_FILE_NAME, metrics, read_json(overlap_file) if overlap_file.is_file() else {},
+        tables={"evaluation/slices.json": analysis.slice_table()},
+        documents={"evaluation/risk_coverage.json": analysis.curve_rows(),
+                   "evaluation/calibration.json": analysis.reliability},
+        predictions_dir=PREDICTIONS_DIR, questions_dir=RAW_DIR / "validation",
+        features_dir=TOKENIZED_DIR / "validation", eval_digest=eval_digest, tags=read)
+    return {**metrics, "mlflow_run_id": run_id}
 
+
+def check_inputs(cfg: PipelineConfig) -> dict[str, str]:
+    """The questions, features and model exist and were built from each other with these params;
+    returns the content md5s of what the model was built from (recorded with the evaluation)."""
     for path in (RAW_DIR, TOKENIZED_DIR):
         if not (path / "dataset_dict.json").is_file():
             raise PipelineError(f"{path}: no saved dataset; run `dvc repro` to build it")
@@ -62,16 +83,26 @@ def evaluate(cfg: PipelineConfig) -> dict[str, Any]:
     # ... and the features, the model and the questions must be the ones each was built from.
     check_content_inputs(tokenized_record, TOKENIZED_DIR, RAW_DIR)
     check_content_inputs(read_built_with(TRAINED_DIR), TRAINED_DIR, TOKENIZED_DIR)
-    read = content_inputs(TRAINED_DIR)
-    tracking.check_server(tracking.tracking_uri())  # a down server stops us before any work
+    return content_inputs(TRAINED_DIR)
+
+
+def predict(cfg: PipelineConfig):
+    """The model's answers to the validation questions. Returns (examples, features, predictions,
+    the dtype policy it predicted in)."""
+    from datasets import load_from_disk
+
     examples = load_from_disk(str(RAW_DIR))["validation"]
     features = load_from_disk(str(TOKENIZED_DIR))["validation"]
     tokenizer = load_tokenizer(str(TRAINED_DIR))
     model = load_inference_model(str(TRAINED_DIR), cfg.evaluate.precision)
+    predictions = predict_split(keras_logits_fn(model), examples, features, cfg.evaluate,
+                                cfg.data.version_2_with_negative, tokenizer.pad_token_id or 0)
+    return examples, features, predictions, model.dtype_policy.name
 
+
+def score_predictions(cfg: PipelineConfig, examples, features, predictions):
+    """The metrics (scores, intervals, risk-coverage, calibration, counts) and the analysis behind them."""
     version_2 = cfg.data.version_2_with_negative
-    predictions = predict_split(keras_logits_fn(model), examples, features, cfg.evaluate, version_2,
-                                tokenizer.pad_token_id or 0)
     columns = {name: examples[name] for name in ("id", "question", "context", "answers")}
     analysis = analyse(predictions, columns, windows_per_example(features["example_id"]), version_2,
                        cfg.evaluate.bootstrap_samples, cfg.evaluate.bootstrap_seed)
@@ -81,35 +112,29 @@ def evaluate(cfg: PipelineConfig) -> dict[str, Any]:
         "examples": examples.num_rows,
         "features": features.num_rows,
     }
+    return analysis, metrics
 
+
+def write_metrics_and_plots(metrics: dict, analysis) -> None:
     write_json(EVAL_METRICS_FILE, metrics)
     write_json(SLICES_METRICS_FILE, analysis.slices)
     # The scores as lists of rows, the shape `dvc plots` needs to compare experiments.
     write_json(SCORES_PLOT_FILE, [{"metric": k, "score": metrics[k]} for k in ("exact_match", "f1")])
     write_json(SLICES_PLOT_FILE, analysis.slice_rows())
     write_csv(RISK_COVERAGE_PLOT_FILE, analysis.curve_rows())
-    overlap_file = RAW_DIR / OVERLAP_FILE_NAME
-    overlap = read_json(overlap_file) if overlap_file.is_file() else {}
-    # The DVC-style md5 of the validation questions: F1s are comparable when it is equal
-    # (pipeline.promote compares it).
-    eval_digest = dvc_md5(RAW_DIR / "validation")
+
+
+def write_predictions(cfg: PipelineConfig, predictions, metrics: dict, eval_digest: str, model_policy: str,
+                      read: dict[str, str]) -> None:
+    """predictions/ (atomically): the prediction files and evaluation.json, what the export stage
+    registers with the model: the scores of these answers and the settings that gave them
+    (pipeline.runtime.registry.evaluation_tags). No run id: the file is an input of the export,
+    which must not rerun when only a record changed."""
     with atomic_output_dir(PREDICTIONS_DIR) as tmp:
         write_prediction_files(tmp, predictions)
-        # What the export stage registers with the model: the scores of these answers and the
-        # settings that gave them (pipeline.runtime.registry.evaluation_tags). No run id: the
-        # file is an input of the export, which must not rerun when only a record changed.
         write_json(tmp / EVALUATION_FILE_NAME, {
             "exact_match": metrics["exact_match"], "f1": metrics["f1"], "eval_data_digest": eval_digest,
-            "answer_settings": answer_settings(cfg, model.dtype_policy.name), **read})
-    run_id = tracking.log_evaluation(
-        cfg, TRAINED_DIR / tracking.RUN_FILE_NAME, metrics, overlap,
-        tables={"evaluation/slices.json": analysis.slice_table()},
-        documents={"evaluation/risk_coverage.json": analysis.curve_rows(),
-                   "evaluation/calibration.json": analysis.reliability},
-        predictions_dir=PREDICTIONS_DIR, questions_dir=RAW_DIR / "validation",
-        features_dir=TOKENIZED_DIR / "validation", eval_digest=eval_digest, tags=read)
-    metrics["mlflow_run_id"] = run_id
-    return metrics
+            "answer_settings": answer_settings(cfg, model_policy), **read})
 
 
 @stage_entry_point

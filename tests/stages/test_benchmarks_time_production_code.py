@@ -163,8 +163,8 @@ def test_the_analysis_sees_what_the_benchmarks_time():
     reached = PROJECT.reach(STAGE_MAINS)
     assert "pipeline.qa.postprocess.best_spans" not in reached  # the function the benchmark used to time
     assert PROJECT.path(reached, "pipeline.qa.postprocess.postprocess_predictions") == [
-        "pipeline.evaluate.main", "pipeline.evaluate.evaluate", "pipeline.qa.predictions.predict_split",
-        "pipeline.qa.postprocess.postprocess_predictions"]
+        "pipeline.evaluate.main", "pipeline.evaluate.evaluate", "pipeline.evaluate.predict",
+        "pipeline.qa.predictions.predict_split", "pipeline.qa.postprocess.postprocess_predictions"]
 
 
 def test_postprocessing_benchmark_calls_what_predict_split_calls_with_the_evaluate_stages_settings(
