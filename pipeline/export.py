@@ -39,6 +39,20 @@ SERVED_PRECISION = "float32"  # the SavedModel holds the trained float32 weights
 
 def export(cfg: PipelineConfig, trained_dir: Path = TRAINED_DIR, out_dir: Path = EXPORT_DIR,
            predictions_dir: Path = PREDICTIONS_DIR) -> dict[str, Any]:
+    windows, evaluation, served = check_inputs(cfg, trained_dir, predictions_dir)
+    tracking.check_server(tracking.tracking_uri())  # a down server stops us before any work
+    settings = serving_settings(cfg, windows)
+    with atomic_output_dir(out_dir) as tmp:
+        save_export(load_qa_model(str(trained_dir)), load_tokenizer(str(trained_dir)), settings, tmp)
+    run_file = trained_dir / tracking.RUN_FILE_NAME
+    if run_file.is_file():
+        log_export(cfg, read_json(run_file)["run_id"], out_dir, registry.evaluation_tags(evaluation, served))
+    return settings
+
+
+def check_inputs(cfg: PipelineConfig, trained_dir: Path, predictions_dir: Path) -> tuple[dict, dict, dict]:
+    """The model was trained on these windows and scored (predictions/evaluation.json) with the
+    settings the export serves. Returns (its windows, the evaluation, the served answer settings)."""
     if not (trained_dir / "config.json").is_file():
         raise PipelineError(f"{trained_dir}: no trained model; run the train stage first")
     windows = read_windows(trained_dir)
@@ -53,24 +67,19 @@ def export(cfg: PipelineConfig, trained_dir: Path = TRAINED_DIR, out_dir: Path =
     check_built_with({k: v for k, v in evaluation["answer_settings"].items() if k != "precision"}, served,
                      predictions_dir / EVALUATION_FILE_NAME)
     check_content_inputs(evaluation, predictions_dir / EVALUATION_FILE_NAME, trained_dir)  # scored = exported
-    tracking.check_server(tracking.tracking_uri())  # a down server stops us before any work
-    tokenizer = load_tokenizer(str(trained_dir))
-    model = load_qa_model(str(trained_dir))
-    settings = {
+    return windows, evaluation, served
+
+
+def serving_settings(cfg: PipelineConfig, windows: dict) -> dict[str, Any]:
+    """inference.json: the windows the model was trained on and, for SQuAD v2.0 models (which may
+    answer "no answer"), the null rule pipeline.predict applies as the evaluate stage does."""
+    return {
         "max_length": windows["max_length"],
         "stride": windows["stride"],
         "checkpoint": windows["checkpoint"],
-        # SQuAD v2.0 models may answer "no answer"; pipeline.predict applies the same rule
-        # as the evaluate stage.
         "version_2_with_negative": windows["version_2_with_negative"],
         "null_score_diff_threshold": cfg.evaluate.null_score_diff_threshold,
     }
-    with atomic_output_dir(out_dir) as tmp:
-        save_export(model, tokenizer, settings, tmp)
-    run_file = trained_dir / tracking.RUN_FILE_NAME
-    if run_file.is_file():
-        log_export(cfg, read_json(run_file)["run_id"], out_dir, registry.evaluation_tags(evaluation, served))
-    return settings
 
 
 def log_export(cfg: PipelineConfig, run_id: str, export_dir: Path, evaluation_tags: dict[str, str]) -> str | None:
