@@ -103,20 +103,21 @@ def train(cfg: PipelineConfig, tokenized_dir: Path = TOKENIZED_DIR, out_dir: Pat
     client, run_id = open_run(cfg, tokenized_dir, data, placement, backup, resume) if placement.is_chief \
         else (None, None)
     model, schedule, policy = build_model(cfg, placement, data.total_steps)
+    start = resume.step if resume else 0  # the global step training starts from
     clock = Stopwatch()
     curves, backup_callback, snapshot_callback = make_callbacks(
         cfg, data, placement, schedule, backup, resume, client, run_id, snapshots, snapshot_every_steps,
         save=lambda directory: save_model_dir(model, cfg, data, directory), say=say, clock=clock)
-    seconds = fit(model, cfg, data, placement, resume, clock, curves, backup_callback, snapshot_callback)
-    summary = training_summary(cfg, data, resume, seconds, curves, policy)
+    seconds = fit(model, cfg, data, placement, start, clock, curves, backup_callback, snapshot_callback)
+    summary = training_summary(cfg, data, start, seconds, curves, policy)
     if not placement.is_chief:
-        save_on_worker(model, placement, resume.step if resume else 0, data.total_steps)
+        save_on_worker(model, placement, start, data.total_steps)
         return summary
     write_outputs(model, cfg, data, out_dir, run_id, summary, curves)
     tracking.finish_training_run(client, run_id, summary, curves.steps, [STEPS_PLOT_FILE, EPOCHS_PLOT_FILE],
                                  PARAMS_FILE)
     backup.delete()  # the outputs are written and recorded: nothing left to resume
-    return {**summary, "resumed_at_step": resume.step if resume else 0}
+    return {**summary, "resumed_at_step": start}
 
 
 def check_snapshots(snapshots: Path | None, placement: Placement) -> None:
@@ -229,10 +230,9 @@ def make_callbacks(cfg: PipelineConfig, data: TrainingData, placement: Placement
                                                    clock=clock.seconds)
 
 
-def fit(model, cfg: PipelineConfig, data: TrainingData, placement: Placement, resume: ResumePoint | None,
+def fit(model, cfg: PipelineConfig, data: TrainingData, placement: Placement, start: int,
         clock: Stopwatch, curves, backup_callback, snapshots) -> float:
-    """Train from the resume point; returns the training seconds (snapshot saving excluded)."""
-    start = resume.step if resume else 0
+    """Train from global step `start`; returns the training seconds (snapshot saving excluded)."""
     dataset = make_dataset(data.table, cfg, start // data.per_epoch, start % data.per_epoch, placement)
     interactive = sys.stdout.isatty() and placement.is_chief
     callbacks = [c for c in (curves, backup_callback, snapshots) if c is not None]
@@ -251,11 +251,11 @@ def fit(model, cfg: PipelineConfig, data: TrainingData, placement: Placement, re
     return clock.seconds() - (snapshots.seconds_saving if snapshots is not None else 0.0)
 
 
-def training_summary(cfg: PipelineConfig, data: TrainingData, resume: ResumePoint | None, seconds: float,
+def training_summary(cfg: PipelineConfig, data: TrainingData, start: int, seconds: float,
                      curves, policy: str) -> dict[str, Any]:
     """metrics/train.json: throughput counts the features this process trained (a resumed run
     trains only what the backup had not)."""
-    start, per_epoch = (resume.step if resume else 0), data.per_epoch
+    per_epoch = data.per_epoch
     trained_rows = sum(int(data.rows(e)[start % per_epoch if e == start // per_epoch else 0:].sum())
                        for e in range(start // per_epoch, cfg.train.epochs))
     return {
