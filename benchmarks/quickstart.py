@@ -44,8 +44,17 @@ STAGES = ("checkpoint", "download", "tokenize", "train", "evaluate", "export")  
 # What it times of the pipeline's own code (tests/stages/test_benchmarks_time_production_code.py):
 # the five stage commands, run as `make repro` runs them.
 TIMED_PRODUCTION_CODE = {
-    "stages": ("main", ("pipeline.checkpoint.main", "pipeline.download.main", "pipeline.tokenize.main",
-                        "pipeline.train.main", "pipeline.evaluate.main", "pipeline.export.main")),
+    "stages": (
+        "main",
+        (
+            "pipeline.checkpoint.main",
+            "pipeline.download.main",
+            "pipeline.tokenize.main",
+            "pipeline.train.main",
+            "pipeline.evaluate.main",
+            "pipeline.export.main",
+        ),
+    ),
 }
 
 
@@ -56,8 +65,10 @@ def main() -> None:
     params = yaml.safe_load(compose_params_text(["mlflow.experiment_name=squad-quickstart-tuning", *args.overrides]))
     cfg = from_dict(params)
     if cfg.data.max_train_samples is None or cfg.data.max_train_samples > HELD_OUT[0]:
-        sys.exit(f"error: data.max_train_samples={cfg.data.max_train_samples} would train on the held-out questions; "
-                 f"use at most {HELD_OUT[0]}")
+        sys.exit(
+            f"error: data.max_train_samples={cfg.data.max_train_samples} would train on the held-out questions; "
+            f"use at most {HELD_OUT[0]}"
+        )
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{ROOT / 'mlflow.db'}")
 
     with tempfile.TemporaryDirectory(prefix="quickstart-") as tmp:
@@ -69,8 +80,12 @@ def main() -> None:
         write_squad_json(read_squad_json(ROOT / cfg.data.train_file)[slice(*HELD_OUT)], held_out)
         started = time.perf_counter()
         for stage in STAGES:
-            subprocess.run([sys.executable, "-m", f"pipeline.{stage}"], cwd=work, check=True,
-                           env={**os.environ, "PYTHONPATH": str(ROOT)})
+            subprocess.run(
+                [sys.executable, "-m", f"pipeline.{stage}"],
+                cwd=work,
+                check=True,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+            )
         pipeline_seconds = time.perf_counter() - started
         train = read_json(work / TRAIN_METRICS_FILE)
         validation = read_json(work / EVAL_METRICS_FILE)
@@ -84,15 +99,20 @@ def main() -> None:
         "tokenize": params["tokenize"],
         "train_questions": cfg.data.max_train_samples,
         "held_out": {"exact_match": tuning["exact_match"], "f1": tuning["f1"], "questions": tuning["examples"]},
-        "validation": {"exact_match": validation["exact_match"], "f1": validation["f1"],
-                       "questions": validation["examples"]},
+        "validation": {
+            "exact_match": validation["exact_match"],
+            "f1": validation["f1"],
+            "questions": validation["examples"],
+        },
         "train_seconds": train["train_seconds"],
         "pipeline_seconds": round(pipeline_seconds, 1),
     }
     print(json.dumps(result, indent=2))
-    print(f"\n{' '.join(args.overrides) or '(committed config)'}: held-out F1 {tuning['f1']:.2f} | validation EM "
-          f"{validation['exact_match']:.2f} F1 {validation['f1']:.2f} | train {train['train_seconds']:.0f} s, "
-          f"stages {pipeline_seconds:.0f} s")
+    print(
+        f"\n{' '.join(args.overrides) or '(committed config)'}: held-out F1 {tuning['f1']:.2f} | validation EM "
+        f"{validation['exact_match']:.2f} F1 {validation['f1']:.2f} | train {train['train_seconds']:.0f} s, "
+        f"stages {pipeline_seconds:.0f} s"
+    )
     out = ROOT / "benchmarks/results"
     out.mkdir(parents=True, exist_ok=True)
     (out / f"quickstart-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}.json").write_text(json.dumps(result, indent=2))

@@ -9,7 +9,7 @@ writes JSON to benchmarks/results/serving-*.json.
 
 | figure | what a user would use instead | ours |
 |---|---|---|
-| questions/s, batch (and F1 of both) | transformers `pipeline("question-answering")` on the same TF model (hf/), batched, same windows (max_seq_len, doc_stride) and max_answer_len | pyfunc `predict()` of the MLflow model built from the export |
+| questions/s, batch (and F1 of both) | transformers' QA `pipeline`, same model and windows | pyfunc `predict()` |
 | single-question latency p50/p95 over HTTP | - | `mlflow models serve`, N sequential requests |
 | throughput with 4 concurrent clients | - | the same server; errors counted |
 
@@ -83,8 +83,15 @@ def save_model(export_dir: Path, out_dir: Path, batch_size: int) -> Path:
     import mlflow
 
     path = out_dir / "model"
-    kwargs = mlflow_model.model_kwargs(export_dir, out_dir / "scratch", mlflow_model.pip_requirements(),
-                                       COURSE_N_BEST, COURSE_MAX_ANSWER_LENGTH, batch_size, 1_000_000)
+    kwargs = mlflow_model.model_kwargs(
+        export_dir,
+        out_dir / "scratch",
+        mlflow_model.pip_requirements(),
+        COURSE_N_BEST,
+        COURSE_MAX_ANSWER_LENGTH,
+        batch_size,
+        1_000_000,
+    )
     mlflow.pyfunc.save_model(str(path), **kwargs)
     return path
 
@@ -110,19 +117,32 @@ def bench_transformers(export_dir: Path, records: list[dict], batch_size: int) -
 
     settings = read_settings(export_dir)
     hf = str(export_dir / HF_DIR)
-    qa = hf_pipeline("question-answering", model=TFAutoModelForQuestionAnswering.from_pretrained(hf),
-                     tokenizer=AutoTokenizer.from_pretrained(hf), framework="tf", dtype=None)  # "auto" needs torch
-    kwargs = dict(max_seq_len=settings["max_length"], doc_stride=settings["stride"],
-                  max_answer_len=COURSE_MAX_ANSWER_LENGTH, batch_size=batch_size)
+    qa = hf_pipeline(
+        "question-answering",
+        model=TFAutoModelForQuestionAnswering.from_pretrained(hf),
+        tokenizer=AutoTokenizer.from_pretrained(hf),
+        framework="tf",
+        dtype=None,
+    )  # "auto" needs torch
+    kwargs = dict(
+        max_seq_len=settings["max_length"],
+        doc_stride=settings["stride"],
+        max_answer_len=COURSE_MAX_ANSWER_LENGTH,
+        batch_size=batch_size,
+    )
     qa(question=[r["question"] for r in records[:8]], context=[r["context"] for r in records[:8]], **kwargs)
     started = time.perf_counter()
     out = qa(question=[r["question"] for r in records], context=[r["context"] for r in records], **kwargs)
     seconds = time.perf_counter() - started
     out = out if isinstance(out, list) else [out]
     answers = [o["answer"] for o in out]
-    result = {"seconds": seconds, "questions_per_second": len(records) / seconds, **f1_of(records, answers),
-              "settings": {k: v for k, v in kwargs.items()},
-              "note": "transformers 4.57 runs TF pipelines input by input; batch_size batches only on PyTorch"}
+    result = {
+        "seconds": seconds,
+        "questions_per_second": len(records) / seconds,
+        **f1_of(records, answers),
+        "settings": {k: v for k, v in kwargs.items()},
+        "note": "transformers 4.57 runs TF pipelines input by input; batch_size batches only on PyTorch",
+    }
     log(f"transformers pipeline: {result['questions_per_second']:.1f} questions/s, F1 {result['f1']:.2f}")
     return result
 
@@ -135,8 +155,9 @@ def free_port() -> int:
 
 def post(port: int, record: dict, failures: list | None = None) -> tuple[int, float]:
     body = json.dumps({"dataframe_records": [{"question": record["question"], "context": record["context"]}]})
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body.encode(),
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/invocations", data=body.encode(), headers={"Content-Type": "application/json"}
+    )
     started = time.perf_counter()
     try:
         with urllib.request.urlopen(request, timeout=300) as response:
@@ -158,14 +179,31 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
 
 
-def bench_http(model_path: Path, records: list[dict], sequential: int, clients: int, concurrent: int,
-               log_file: Path) -> dict:
+def bench_http(
+    model_path: Path, records: list[dict], sequential: int, clients: int, concurrent: int, log_file: Path
+) -> dict:
     port = free_port()
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     with log_file.open("w") as log_fh:
-        server = subprocess.Popen(["mlflow", "models", "serve", "-m", str(model_path), "--env-manager", "local",
-                                   "-h", "127.0.0.1", "-p", str(port)], stdout=log_fh, stderr=subprocess.STDOUT,
-                                  env=env, start_new_session=True)
+        server = subprocess.Popen(
+            [
+                "mlflow",
+                "models",
+                "serve",
+                "-m",
+                str(model_path),
+                "--env-manager",
+                "local",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+            ],
+            stdout=log_fh,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
         try:
             deadline = time.monotonic() + 300
             while True:
@@ -182,11 +220,17 @@ def bench_http(model_path: Path, records: list[dict], sequential: int, clients: 
                 status, seconds = post(port, records[i % len(records)])
                 latencies.append(seconds)
                 errors += status != 200
-            sequential_result = {"requests": sequential, "errors": errors, "p50_ms": 1000 * percentile(latencies, 50),
-                                 "p95_ms": 1000 * percentile(latencies, 95),
-                                 "mean_ms": 1000 * statistics.mean(latencies)}
-            log(f"HTTP sequential: p50 {sequential_result['p50_ms']:.0f} ms, p95 {sequential_result['p95_ms']:.0f} ms, "
-                f"{errors} errors")
+            sequential_result = {
+                "requests": sequential,
+                "errors": errors,
+                "p50_ms": 1000 * percentile(latencies, 50),
+                "p95_ms": 1000 * percentile(latencies, 95),
+                "mean_ms": 1000 * statistics.mean(latencies),
+            }
+            log(
+                f"HTTP sequential: p50 {sequential_result['p50_ms']:.0f} ms, p95 {sequential_result['p95_ms']:.0f} ms, "
+                f"{errors} errors"
+            )
             results: list[tuple[int, float]] = []
             failures: list[str] = []
             lock = threading.Lock()
@@ -209,13 +253,20 @@ def bench_http(model_path: Path, records: list[dict], sequential: int, clients: 
             for t in threads:
                 t.join()
             seconds = time.perf_counter() - started
-            concurrent_result = {"clients": clients, "requests": concurrent, "seconds": seconds,
-                                 "requests_per_second": concurrent / seconds,
-                                 "errors": sum(status != 200 for status, _ in results), "failures": failures[:10],
-                                 "p50_ms": 1000 * percentile([s for _, s in results], 50),
-                                 "p95_ms": 1000 * percentile([s for _, s in results], 95)}
-            log(f"HTTP {clients} clients: {concurrent_result['requests_per_second']:.1f} requests/s, "
-                f"{concurrent_result['errors']} errors")
+            concurrent_result = {
+                "clients": clients,
+                "requests": concurrent,
+                "seconds": seconds,
+                "requests_per_second": concurrent / seconds,
+                "errors": sum(status != 200 for status, _ in results),
+                "failures": failures[:10],
+                "p50_ms": 1000 * percentile([s for _, s in results], 50),
+                "p95_ms": 1000 * percentile([s for _, s in results], 95),
+            }
+            log(
+                f"HTTP {clients} clients: {concurrent_result['requests_per_second']:.1f} requests/s, "
+                f"{concurrent_result['errors']} errors"
+            )
         finally:
             os.killpg(server.pid, signal.SIGTERM)  # the CLI and its uvicorn worker
             try:
@@ -244,30 +295,39 @@ def main() -> None:
         model_path = save_model(args.model, Path(tmp), args.batch_size)
         ours = bench_pyfunc(model_path, records)
         theirs = bench_transformers(args.model, records, args.batch_size)
-        http = bench_http(model_path, records, args.http_requests, args.clients, args.concurrent_requests,
-                          Path(tmp) / "serve.log")
+        http = bench_http(
+            model_path, records, args.http_requests, args.clients, args.concurrent_requests, Path(tmp) / "serve.log"
+        )
     result = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "cpu": describe_machine()},
-        "model": str(args.model), "settings": read_settings(args.model), "questions": len(records),
-        "batch": {"pyfunc": ours, "transformers_pipeline": theirs,
-                  "speedup": ours["questions_per_second"] / theirs["questions_per_second"],
-                  "f1_difference": ours["f1"] - theirs["f1"]},
+        "model": str(args.model),
+        "settings": read_settings(args.model),
+        "questions": len(records),
+        "batch": {
+            "pyfunc": ours,
+            "transformers_pipeline": theirs,
+            "speedup": ours["questions_per_second"] / theirs["questions_per_second"],
+            "f1_difference": ours["f1"] - theirs["f1"],
+        },
         "http": http,
     }
     out = ROOT / "benchmarks/results" / f"serving-{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     b, h = result["batch"], http
-    print(f"\n| figure | transformers pipeline | ours |\n|---|---|---|\n"
-          f"| questions/s, batch ({len(records)} questions) | {theirs['questions_per_second']:.1f} "
-          f"(F1 {theirs['f1']:.2f}) | {ours['questions_per_second']:.1f} (F1 {ours['f1']:.2f}): "
-          f"{b['speedup']:.2f}x |\n"
-          f"| HTTP latency, {h['sequential']['requests']} sequential requests | - | p50 {h['sequential']['p50_ms']:.0f} ms, "
-          f"p95 {h['sequential']['p95_ms']:.0f} ms ({h['sequential']['errors']} errors) |\n"
-          f"| HTTP throughput, {h['concurrent']['clients']} clients | - | "
-          f"{h['concurrent']['requests_per_second']:.1f} requests/s ({h['concurrent']['errors']} errors) |\n"
-          f"\nwritten to {out}")
+    print(
+        f"\n| figure | transformers pipeline | ours |\n|---|---|---|\n"
+        f"| questions/s, batch ({len(records)} questions) | {theirs['questions_per_second']:.1f} "
+        f"(F1 {theirs['f1']:.2f}) | {ours['questions_per_second']:.1f} (F1 {ours['f1']:.2f}): "
+        f"{b['speedup']:.2f}x |\n"
+        f"| HTTP latency, {h['sequential']['requests']} sequential requests | - | "
+        f"p50 {h['sequential']['p50_ms']:.0f} ms, "
+        f"p95 {h['sequential']['p95_ms']:.0f} ms ({h['sequential']['errors']} errors) |\n"
+        f"| HTTP throughput, {h['concurrent']['clients']} clients | - | "
+        f"{h['concurrent']['requests_per_second']:.1f} requests/s ({h['concurrent']['errors']} errors) |\n"
+        f"\nwritten to {out}"
+    )
 
 
 if __name__ == "__main__":

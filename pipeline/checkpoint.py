@@ -27,8 +27,10 @@ def main() -> None:
     checkpoint = cfg.model.checkpoint
     record = {"checkpoint": checkpoint, **checkpoint_fingerprint(checkpoint)}
     write_json(CHECKPOINT_FILE, record)
-    print(f"model.checkpoint={checkpoint!r}: md5 {record['md5']} ({len(record['files'])} files, "
-          f"{record['size'] / 1e6:.1f} MB){' at revision ' + record['revision'] if record['revision'] else ''}")
+    print(
+        f"model.checkpoint={checkpoint!r}: md5 {record['md5']} ({len(record['files'])} files, "
+        f"{record['size'] / 1e6:.1f} MB){' at revision ' + record['revision'] if record['revision'] else ''}"
+    )
 
 
 if __name__ == "__main__":

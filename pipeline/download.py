@@ -28,10 +28,13 @@ def run(cfg: DataConfig, out_dir: Path = RAW_DIR) -> dict:
         write_json(tmp / SUMMARY_FILE_NAME, summary)
         write_json(tmp / OVERLAP_FILE_NAME, overlap)
     if overlap["validation_contexts_in_train"] or overlap["validation_questions_in_train"]:
-        print(f"warning: {overlap['validation_contexts_in_train']} of {overlap['validation_contexts']} validation "
-              f"contexts and {overlap['validation_questions_in_train']} of {overlap['validation_questions']} validation "
-              f"questions also occur in train ({overlap['validation_questions_in_train_same_context']} with the same "
-              f"context): validation scores may be inflated (see {out_dir / OVERLAP_FILE_NAME})", file=sys.stderr)
+        print(
+            f"warning: {overlap['validation_contexts_in_train']} of {overlap['validation_contexts']} validation "
+            f"contexts and {overlap['validation_questions_in_train']} of {overlap['validation_questions']} validation "
+            f"questions also occur in train ({overlap['validation_questions_in_train_same_context']} with the same "
+            f"context): validation scores may be inflated (see {out_dir / OVERLAP_FILE_NAME})",
+            file=sys.stderr,
+        )
     return {**summary, "overlap": overlap}
 
 
@@ -41,8 +44,10 @@ def main() -> None:
     summary = run(cfg.data, args.out)
     for split in ("train", "validation"):
         info = summary[split]
-        print(f"{split}: {info['examples']} examples from {info['source']} "
-              f"(repaired {info['repaired']}, dropped {info['dropped']})")
+        print(
+            f"{split}: {info['examples']} examples from {info['source']} "
+            f"(repaired {info['repaired']}, dropped {info['dropped']})"
+        )
 
 
 if __name__ == "__main__":

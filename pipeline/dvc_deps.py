@@ -63,36 +63,44 @@ def stage_module(name: str, stage: yaml.Node, where: str) -> str:
     cmd = mapping_value(stage, "cmd")
     found = STAGE_CMD.fullmatch(cmd.value.strip()) if isinstance(cmd, yaml.ScalarNode) else None
     if found is None:
-        raise PipelineError(f"{where}: stage '{name}': cmd is not `python -m pipeline.<module>`, so its code deps "
-                            "cannot be read from the imports; run the stage through a pipeline module")
+        raise PipelineError(
+            f"{where}: stage '{name}': cmd is not `python -m pipeline.<module>`, so its code deps "
+            "cannot be read from the imports; run the stage through a pipeline module"
+        )
     if module_file(found.group(1)) is None:
-        raise PipelineError(f"{where}: stage '{name}': its cmd runs {found.group(1)}, which has no file in this "
-                            "checkout; fix the cmd or add the module")
+        raise PipelineError(
+            f"{where}: stage '{name}': its cmd runs {found.group(1)}, which has no file in this "
+            "checkout; fix the cmd or add the module"
+        )
     return found.group(1)
 
 
 def one_per_line(node: yaml.ScalarNode, lines: list[str]) -> bool:
     """The entry is `- path` alone on its line (a trailing comment allowed): safe to move or drop."""
     start, end = node.start_mark, node.end_mark
-    rest = lines[start.line][end.column:].strip()
-    return start.line == end.line and lines[start.line][:start.column].strip() == "-" and rest[:1] in ("", "#")
+    rest = lines[start.line][end.column :].strip()
+    return start.line == end.line and lines[start.line][: start.column].strip() == "-" and rest[:1] in ("", "#")
 
 
 def deps_block(name: str, stage: yaml.Node, lines: list[str], where: str) -> DepsBlock:
     """Where one stage's code deps are in the file, and the lines they should be."""
     deps = mapping_value(stage, "deps")
     if not isinstance(deps, yaml.SequenceNode) or deps.flow_style or not deps.value:
-        raise PipelineError(f"{where}: stage '{name}' has no block list of deps (`deps:` then `- path` lines); "
-                            f"add one with its data deps, then {FIX}")
+        raise PipelineError(
+            f"{where}: stage '{name}' has no block list of deps (`deps:` then `- path` lines); "
+            f"add one with its data deps, then {FIX}"
+        )
     code = [n for n in deps.value if isinstance(n, yaml.ScalarNode) and is_code_dep(n.value)]
     for node in code:
         if not one_per_line(node, lines):
-            raise PipelineError(f"{where}:{node.start_mark.line + 1}: stage '{name}': write each code dep as "
-                                f"`- {node.value}` on its own line, then {FIX}")
+            raise PipelineError(
+                f"{where}:{node.start_mark.line + 1}: stage '{name}': write each code dep as "
+                f"`- {node.value}` on its own line, then {FIX}"
+            )
     anchor = code[0] if code else deps.value[0]
     first = lines[anchor.start_mark.line]
-    prefix = first[:anchor.start_mark.column]
-    newline = first[len(first.rstrip("\r\n")):] or "\n"
+    prefix = first[: anchor.start_mark.column]
+    newline = first[len(first.rstrip("\r\n")) :] or "\n"
     kept = {n.value: lines[n.start_mark.line] for n in code}
     wanted = code_deps(stage_module(name, stage, where))
     return DepsBlock(
@@ -133,7 +141,7 @@ def rewrite(text: str, where: str = "dvc.yaml") -> tuple[str, list[str]]:
     for block in sorted(blocks, key=lambda b: b.insert_at, reverse=True):
         for number in sorted(block.code_lines, reverse=True):
             del lines[number]
-        lines[block.insert_at:block.insert_at] = block.lines
+        lines[block.insert_at : block.insert_at] = block.lines
     return "".join(lines), [b.stage for b in blocks if b.stale]
 
 
@@ -154,9 +162,14 @@ def write_text_atomically(path: Path, text: str) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--check", action="store_true",
-                        help="write nothing; exit 1 with one error line if any stage's code deps are stale")
-    parser.add_argument("--dvc-yaml", type=Path, default=DVC_FILE, help="the file to read and rewrite (default: %(default)s)")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 with one error line if any stage's code deps are stale",
+    )
+    parser.add_argument(
+        "--dvc-yaml", type=Path, default=DVC_FILE, help="the file to read and rewrite (default: %(default)s)"
+    )
     return parser.parse_args(argv)
 
 
@@ -174,8 +187,10 @@ def run(argv: list[str] | None = None) -> str:
     if not stale:
         return f"{where}: every stage's code deps are the modules it imports"
     if args.check:
-        raise PipelineError(f"{where}: the code deps of {', '.join(stale)} are not the modules "
-                            f"{'it imports' if len(stale) == 1 else 'they import'}; {FIX}")
+        raise PipelineError(
+            f"{where}: the code deps of {', '.join(stale)} are not the modules "
+            f"{'it imports' if len(stale) == 1 else 'they import'}; {FIX}"
+        )
     write_text_atomically(args.dvc_yaml, new_text)
     return f"{where}: rewrote the code deps of {', '.join(stale)}"
 

@@ -37,11 +37,28 @@ from pipeline.runtime import tracking
 from pipeline.runtime.config import PipelineConfig, stage_config
 from pipeline.runtime.errors import PipelineError, stage_entry_point
 from pipeline.runtime.files import atomic_output_dir, dvc_md5, read_json, write_csv, write_json
-from pipeline.runtime.lineage import (EVALUATION_FILE_NAME, answer_settings, check_built_with, check_content_inputs,
-                                      check_model_windows, content_inputs, read_built_with, tokenized_inputs)
-from pipeline.runtime.paths import (EVAL_METRICS_FILE, OVERLAP_FILE_NAME, PREDICTIONS_DIR, RAW_DIR,
-                                    RISK_COVERAGE_PLOT_FILE, SCORES_PLOT_FILE, SLICES_METRICS_FILE, SLICES_PLOT_FILE,
-                                    TOKENIZED_DIR, TRAINED_DIR)
+from pipeline.runtime.lineage import (
+    EVALUATION_FILE_NAME,
+    answer_settings,
+    check_built_with,
+    check_content_inputs,
+    check_model_windows,
+    content_inputs,
+    read_built_with,
+    tokenized_inputs,
+)
+from pipeline.runtime.paths import (
+    EVAL_METRICS_FILE,
+    OVERLAP_FILE_NAME,
+    PREDICTIONS_DIR,
+    RAW_DIR,
+    RISK_COVERAGE_PLOT_FILE,
+    SCORES_PLOT_FILE,
+    SLICES_METRICS_FILE,
+    SLICES_PLOT_FILE,
+    TOKENIZED_DIR,
+    TRAINED_DIR,
+)
 
 
 def evaluate(cfg: PipelineConfig) -> dict[str, Any]:
@@ -56,12 +73,21 @@ def evaluate(cfg: PipelineConfig) -> dict[str, Any]:
     write_predictions(cfg, predictions, metrics, eval_digest, model_policy, read)
     overlap_file = RAW_DIR / OVERLAP_FILE_NAME
     run_id = tracking.log_evaluation(
-        cfg, TRAINED_DIR / tracking.RUN_FILE_NAME, metrics, read_json(overlap_file) if overlap_file.is_file() else {},
+        cfg,
+        TRAINED_DIR / tracking.RUN_FILE_NAME,
+        metrics,
+        read_json(overlap_file) if overlap_file.is_file() else {},
         tables={"evaluation/slices.json": analysis.slice_table()},
-        documents={"evaluation/risk_coverage.json": analysis.curve_rows(),
-                   "evaluation/calibration.json": analysis.reliability},
-        predictions_dir=PREDICTIONS_DIR, questions_dir=RAW_DIR / "validation",
-        features_dir=TOKENIZED_DIR / "validation", eval_digest=eval_digest, tags=read)
+        documents={
+            "evaluation/risk_coverage.json": analysis.curve_rows(),
+            "evaluation/calibration.json": analysis.reliability,
+        },
+        predictions_dir=PREDICTIONS_DIR,
+        questions_dir=RAW_DIR / "validation",
+        features_dir=TOKENIZED_DIR / "validation",
+        eval_digest=eval_digest,
+        tags=read,
+    )
     return {**metrics, "mlflow_run_id": run_id}
 
 
@@ -95,8 +121,14 @@ def predict(cfg: PipelineConfig):
     features = load_from_disk(str(TOKENIZED_DIR))["validation"]
     tokenizer = load_tokenizer(str(TRAINED_DIR))
     model = load_inference_model(str(TRAINED_DIR), cfg.evaluate.precision)
-    predictions = predict_split(keras_logits_fn(model), examples, features, cfg.evaluate,
-                                cfg.data.version_2_with_negative, tokenizer.pad_token_id or 0)
+    predictions = predict_split(
+        keras_logits_fn(model),
+        examples,
+        features,
+        cfg.evaluate,
+        cfg.data.version_2_with_negative,
+        tokenizer.pad_token_id or 0,
+    )
     return examples, features, predictions, model.dtype_policy.name
 
 
@@ -104,8 +136,14 @@ def score_predictions(cfg: PipelineConfig, examples, features, predictions):
     """The metrics (scores, intervals, risk-coverage, calibration, counts) and the analysis behind them."""
     version_2 = cfg.data.version_2_with_negative
     columns = {name: examples[name] for name in ("id", "question", "context", "answers")}
-    analysis = analyse(predictions, columns, windows_per_example(features["example_id"]), version_2,
-                       cfg.evaluate.bootstrap_samples, cfg.evaluate.bootstrap_seed)
+    analysis = analyse(
+        predictions,
+        columns,
+        windows_per_example(features["example_id"]),
+        version_2,
+        cfg.evaluate.bootstrap_samples,
+        cfg.evaluate.bootstrap_seed,
+    )
     metrics = {
         **score(predictions, examples, version_2, cfg.evaluate.null_score_diff_threshold),
         **analysis.summary,
@@ -124,17 +162,25 @@ def write_metrics_and_plots(metrics: dict, analysis) -> None:
     write_csv(RISK_COVERAGE_PLOT_FILE, analysis.curve_rows())
 
 
-def write_predictions(cfg: PipelineConfig, predictions, metrics: dict, eval_digest: str, model_policy: str,
-                      read: dict[str, str]) -> None:
+def write_predictions(
+    cfg: PipelineConfig, predictions, metrics: dict, eval_digest: str, model_policy: str, read: dict[str, str]
+) -> None:
     """predictions/ (atomically): the prediction files and evaluation.json, what the export stage
     registers with the model: the scores of these answers and the settings that gave them
     (pipeline.runtime.registry.evaluation_tags). No run id: the file is an input of the export,
     which must not rerun when only a record changed."""
     with atomic_output_dir(PREDICTIONS_DIR) as tmp:
         write_prediction_files(tmp, predictions)
-        write_json(tmp / EVALUATION_FILE_NAME, {
-            "exact_match": metrics["exact_match"], "f1": metrics["f1"], "eval_data_digest": eval_digest,
-            "answer_settings": answer_settings(cfg, model_policy), **read})
+        write_json(
+            tmp / EVALUATION_FILE_NAME,
+            {
+                "exact_match": metrics["exact_match"],
+                "f1": metrics["f1"],
+                "eval_data_digest": eval_digest,
+                "answer_settings": answer_settings(cfg, model_policy),
+                **read,
+            },
+        )
 
 
 @stage_entry_point

@@ -38,12 +38,22 @@ import yaml
 
 import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pipeline.qa.modeling import read_windows
-from pipeline.qa.predictions import (COURSE_MAX_ANSWER_LENGTH, COURSE_N_BEST, LoadedModel, evaluate_examples,
-                                     write_prediction_files)
+from pipeline.qa.predictions import (
+    COURSE_MAX_ANSWER_LENGTH,
+    COURSE_N_BEST,
+    LoadedModel,
+    evaluate_examples,
+    write_prediction_files,
+)
 from pipeline.qa.serving import HF_DIR, INFERENCE_FILE, read_settings
 from pipeline.qa.squad import read_examples
-from pipeline.runtime.config import (BAD_RECORD_POLICIES, MIN_BOOTSTRAP_SAMPLES, PRECISION_POLICIES, EvaluateConfig,
-                                     TokenizeConfig)
+from pipeline.runtime.config import (
+    BAD_RECORD_POLICIES,
+    MIN_BOOTSTRAP_SAMPLES,
+    PRECISION_POLICIES,
+    EvaluateConfig,
+    TokenizeConfig,
+)
 from pipeline.runtime.errors import PipelineError, stage_entry_point
 from pipeline.runtime.files import write_json
 
@@ -139,15 +149,19 @@ def sets_from_yaml(path: Path, max_samples: Optional[int]) -> list[EvalSet]:
     if isinstance(listed, dict):
         listed = listed.get("sets")
     if not isinstance(listed, list) or not listed:
-        raise PipelineError(f"--data {path}: expected a list of sets (or a 'sets' key holding one), e.g. "
-                            "'sets: [dev.json, {name: news, path: news.json.gz, max_samples: 500}]'")
+        raise PipelineError(
+            f"--data {path}: expected a list of sets (or a 'sets' key holding one), e.g. "
+            "'sets: [dev.json, {name: news, path: news.json.gz, max_samples: 500}]'"
+        )
     sets = []
     for i, entry in enumerate(listed):
         entry = {"path": entry} if isinstance(entry, str) else entry
         unknown = set(entry) - {"name", "path", "max_samples"} if isinstance(entry, dict) else set()
         if not isinstance(entry, dict) or not isinstance(entry.get("path"), str) or unknown:
-            raise PipelineError(f"--data {path}: set {i + 1} ({entry!r}) must be a path or a mapping with 'path' "
-                                "and optionally 'name' and 'max_samples'")
+            raise PipelineError(
+                f"--data {path}: set {i + 1} ({entry!r}) must be a path or a mapping with 'path' "
+                "and optionally 'name' and 'max_samples'"
+            )
         limit = entry.get("max_samples", max_samples)
         if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
             raise PipelineError(f"--data {path}: set {i + 1}: max_samples={limit!r} is invalid: use at least 1")
@@ -178,37 +192,69 @@ def eval_sets(data: list[Path], max_samples: Optional[int]) -> list[EvalSet]:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m pipeline.evaluate_model", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m pipeline.evaluate_model",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", type=Path, required=True, help="models/trained or models/export (or any such directory)")
-    parser.add_argument("--data", type=Path, required=True, action="append",
-                        help="SQuAD-format .json or .json.gz, or a .yaml listing sets; repeat for several sets")
-    parser.add_argument("--out", type=Path, required=True,
-                        help="JSON to write: the metrics (one set) or the report (several sets)")
-    parser.add_argument("--report", type=Path,
-                        help="markdown table of the sets' scores (default with several sets: --out with .md)")
-    parser.add_argument("--predictions-dir", type=Path,
-                        help="also write predictions.json, nbest_predictions.json, null_odds.json "
-                             "(several sets: one subdirectory per set)")
-    parser.add_argument("--max-length", type=int,
-                        help="window length in tokens (default: the one the model was trained with)")
+    parser.add_argument(
+        "--model", type=Path, required=True, help="models/trained or models/export (or any such directory)"
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        action="append",
+        help="SQuAD-format .json or .json.gz, or a .yaml listing sets; repeat for several sets",
+    )
+    parser.add_argument(
+        "--out", type=Path, required=True, help="JSON to write: the metrics (one set) or the report (several sets)"
+    )
+    parser.add_argument(
+        "--report", type=Path, help="markdown table of the sets' scores (default with several sets: --out with .md)"
+    )
+    parser.add_argument(
+        "--predictions-dir",
+        type=Path,
+        help="also write predictions.json, nbest_predictions.json, null_odds.json "
+        "(several sets: one subdirectory per set)",
+    )
+    parser.add_argument(
+        "--max-length", type=int, help="window length in tokens (default: the one the model was trained with)"
+    )
     parser.add_argument("--stride", type=int, help="window overlap (default: the one the model was trained with)")
     parser.add_argument("--n-best", type=int, default=COURSE_N_BEST)
     parser.add_argument("--max-answer-length", type=int, default=COURSE_MAX_ANSWER_LENGTH)
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--max-samples", type=int, help="evaluate the first N questions of each set only")
-    parser.add_argument("--bad-records", choices=BAD_RECORD_POLICIES, default="error",
-                        help="error: stop at a bad record (default); repair: move answers whose text is a few "
-                             "characters off their answer_start, drop the rest; drop: drop bad records")
-    parser.add_argument("--bootstrap-samples", type=int, default=DEFAULT_BOOTSTRAP_SAMPLES,
-                        help="resamples for the 95%% intervals of EM and F1")
+    parser.add_argument(
+        "--bad-records",
+        choices=BAD_RECORD_POLICIES,
+        default="error",
+        help="error: stop at a bad record (default); repair: move answers whose text is a few "
+        "characters off their answer_start, drop the rest; drop: drop bad records",
+    )
+    parser.add_argument(
+        "--bootstrap-samples",
+        type=int,
+        default=DEFAULT_BOOTSTRAP_SAMPLES,
+        help="resamples for the 95%% intervals of EM and F1",
+    )
     parser.add_argument("--seed", type=int, default=DEFAULT_BOOTSTRAP_SEED, help="the bootstrap's seed")
-    parser.add_argument("--precision", choices=PRECISION_POLICIES, default="float32",
-                        help="predict in float32 (as the export serves) or auto / mixed_bfloat16 (faster on a "
-                             "CPU with AVX512-BF16/AMX; the logits stay float32)")
-    parser.add_argument("--version-2-with-negative", action="store_true", help="SQuAD v2.0: questions may be unanswerable")
-    parser.add_argument("--null-score-diff-threshold", type=float,
-                        help="v2.0: answer \"\" when null score - best span score is above it (default 0.0)")
+    parser.add_argument(
+        "--precision",
+        choices=PRECISION_POLICIES,
+        default="float32",
+        help="predict in float32 (as the export serves) or auto / mixed_bfloat16 (faster on a "
+        "CPU with AVX512-BF16/AMX; the logits stay float32)",
+    )
+    parser.add_argument(
+        "--version-2-with-negative", action="store_true", help="SQuAD v2.0: questions may be unanswerable"
+    )
+    parser.add_argument(
+        "--null-score-diff-threshold",
+        type=float,
+        help='v2.0: answer "" when null score - best span score is above it (default 0.0)',
+    )
     return parser.parse_args(argv)
 
 
@@ -227,31 +273,49 @@ def settings_from_args(args: argparse.Namespace, source: ModelSource) -> tuple[T
         raise PipelineError(f"--max-length={max_length} is invalid: use at least 32 tokens")
     if not 0 <= stride < max_length:
         raise PipelineError(f"--stride={stride} is invalid: use >= 0 and less than --max-length ({max_length})")
-    for flag, value in (("--n-best", args.n_best), ("--max-answer-length", args.max_answer_length),
-                        ("--batch-size", args.batch_size), ("--max-samples", args.max_samples)):
+    for flag, value in (
+        ("--n-best", args.n_best),
+        ("--max-answer-length", args.max_answer_length),
+        ("--batch-size", args.batch_size),
+        ("--max-samples", args.max_samples),
+    ):
         if value is not None and value < 1:
             raise PipelineError(f"{flag}={value} is invalid: use at least 1")
     if args.bootstrap_samples < MIN_BOOTSTRAP_SAMPLES:
-        raise PipelineError(f"--bootstrap-samples={args.bootstrap_samples} is invalid: use at least "
-                            f"{MIN_BOOTSTRAP_SAMPLES} (1000 is usual)")
+        raise PipelineError(
+            f"--bootstrap-samples={args.bootstrap_samples} is invalid: use at least "
+            f"{MIN_BOOTSTRAP_SAMPLES} (1000 is usual)"
+        )
     if args.seed < 0:
         raise PipelineError(f"--seed={args.seed} is invalid: use a seed >= 0")
     threshold = args.null_score_diff_threshold if args.null_score_diff_threshold is not None else 0.0
     return (
         TokenizeConfig(max_length=max_length, stride=stride, warn_windows=None),
-        EvaluateConfig(n_best=args.n_best, max_answer_length=args.max_answer_length, batch_size=args.batch_size,
-                       null_score_diff_threshold=threshold, bootstrap_samples=args.bootstrap_samples,
-                       bootstrap_seed=args.seed, precision=args.precision),
+        EvaluateConfig(
+            n_best=args.n_best,
+            max_answer_length=args.max_answer_length,
+            batch_size=args.batch_size,
+            null_score_diff_threshold=threshold,
+            bootstrap_samples=args.bootstrap_samples,
+            bootstrap_seed=args.seed,
+            precision=args.precision,
+        ),
     )
 
 
 def report_bad_records(name: str, counts: dict[str, Any]) -> None:
     if counts["repaired"]:
-        print(f"{name}: repaired {counts['repaired']} record(s) (--bad-records {counts['policy']}), "
-              f"e.g. {counts['repaired_examples'][0]}", file=sys.stderr)
+        print(
+            f"{name}: repaired {counts['repaired']} record(s) (--bad-records {counts['policy']}), "
+            f"e.g. {counts['repaired_examples'][0]}",
+            file=sys.stderr,
+        )
     if counts["dropped"]:
-        print(f"{name}: dropped {counts['dropped']} bad record(s) (--bad-records {counts['policy']}), "
-              f"e.g. {counts['dropped_examples'][0]}", file=sys.stderr)
+        print(
+            f"{name}: dropped {counts['dropped']} bad record(s) (--bad-records {counts['policy']}), "
+            f"e.g. {counts['dropped_examples'][0]}",
+            file=sys.stderr,
+        )
 
 
 def interval(metrics: dict[str, Any], key: str) -> str:
@@ -271,10 +335,15 @@ def markdown_report(report: dict[str, Any]) -> str:
     ]
     for i, s in enumerate(report["sets"]):
         diff = "—" if i == 0 else f"{s['f1_diff_to_first']:+.2f}"
-        lines.append(f"| {s['name']} | {s['examples']} | {s['features']} | {interval(s, 'exact_match')} | "
-                     f"{interval(s, 'f1')} | {diff} |")
-    notes = [f"{s['name']}: repaired {s['bad_records']['repaired']}, dropped {s['bad_records']['dropped']}"
-             for s in report["sets"] if s["bad_records"]["repaired"] or s["bad_records"]["dropped"]]
+        lines.append(
+            f"| {s['name']} | {s['examples']} | {s['features']} | {interval(s, 'exact_match')} | "
+            f"{interval(s, 'f1')} | {diff} |"
+        )
+    notes = [
+        f"{s['name']}: repaired {s['bad_records']['repaired']}, dropped {s['bad_records']['dropped']}"
+        for s in report["sets"]
+        if s["bad_records"]["repaired"] or s["bad_records"]["dropped"]
+    ]
     if notes:
         lines += ["", f"Bad records (--bad-records {settings['bad_records']}): " + "; ".join(notes) + "."]
     return "\n".join(lines) + "\n"
@@ -289,8 +358,11 @@ def run(argv: list[str], progress: bool = True) -> dict[str, Any]:
     sets = eval_sets(args.data, args.max_samples)
     single = len(sets) == 1
     report_file = args.report or (None if single else args.out.with_suffix(".md"))
-    targets = {"--out": args.out, **({"--report": report_file} if report_file else {}),
-               **({"--predictions-dir": args.predictions_dir} if args.predictions_dir else {})}
+    targets = {
+        "--out": args.out,
+        **({"--report": report_file} if report_file else {}),
+        **({"--predictions-dir": args.predictions_dir} if args.predictions_dir else {}),
+    }
     refuse_pipeline_outputs(targets, [Path.cwd() / "dvc.yaml", PROJECT_ROOT / "dvc.yaml"])
     for flag, path in targets.items():  # checked before any work, not after it
         if flag != "--predictions-dir" and path.is_dir():
@@ -316,8 +388,9 @@ def run(argv: list[str], progress: bool = True) -> dict[str, Any]:
         examples, bad_records = read_examples(s.path, args.version_2_with_negative, s.max_samples, args.bad_records)
         report_bad_records(s.name, bad_records)
         label = "Predicting" if single else f"{s.name} ({i + 1}/{len(sets)})"
-        evaluation = evaluate_examples(loaded, examples, tokenize_cfg, evaluate_cfg, args.version_2_with_negative,
-                                       progress, label)
+        evaluation = evaluate_examples(
+            loaded, examples, tokenize_cfg, evaluate_cfg, args.version_2_with_negative, progress, label
+        )
         if args.predictions_dir:
             out_dir = args.predictions_dir if single else args.predictions_dir / s.name
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -346,8 +419,10 @@ def main() -> None:
     if "sets" in output:
         print(markdown_report(output), end="")
         return
-    print(f"exact_match {interval(output, 'exact_match')}  f1 {interval(output, 'f1')}  on {output['examples']} "
-          f"questions ({output['features']} features; 95% bootstrap intervals)")
+    print(
+        f"exact_match {interval(output, 'exact_match')}  f1 {interval(output, 'f1')}  on {output['examples']} "
+        f"questions ({output['features']} features; 95% bootstrap intervals)"
+    )
 
 
 if __name__ == "__main__":

@@ -30,15 +30,25 @@ from pipeline.runtime import registry, tracking
 from pipeline.runtime.config import PipelineConfig, stage_config
 from pipeline.runtime.errors import PipelineError, stage_entry_point
 from pipeline.runtime.files import atomic_output_dir, read_json
-from pipeline.runtime.lineage import (EVALUATION_FILE_NAME, answer_settings, check_built_with, check_content_inputs,
-                                      check_model_windows, read_evaluation)
+from pipeline.runtime.lineage import (
+    EVALUATION_FILE_NAME,
+    answer_settings,
+    check_built_with,
+    check_content_inputs,
+    check_model_windows,
+    read_evaluation,
+)
 from pipeline.runtime.paths import EXPORT_DIR, PREDICTIONS_DIR, TRAINED_DIR
 
 SERVED_PRECISION = "float32"  # the SavedModel holds the trained float32 weights
 
 
-def export(cfg: PipelineConfig, trained_dir: Path = TRAINED_DIR, out_dir: Path = EXPORT_DIR,
-           predictions_dir: Path = PREDICTIONS_DIR) -> dict[str, Any]:
+def export(
+    cfg: PipelineConfig,
+    trained_dir: Path = TRAINED_DIR,
+    out_dir: Path = EXPORT_DIR,
+    predictions_dir: Path = PREDICTIONS_DIR,
+) -> dict[str, Any]:
     windows, evaluation, served = check_inputs(cfg, trained_dir, predictions_dir)
     tracking.check_server(tracking.tracking_uri())  # a down server stops us before any work
     settings = serving_settings(cfg, windows)
@@ -57,15 +67,20 @@ def check_inputs(cfg: PipelineConfig, trained_dir: Path, predictions_dir: Path) 
         raise PipelineError(f"{trained_dir}: no trained model; run the train stage first")
     windows = read_windows(trained_dir)
     if windows is None:
-        raise PipelineError(f"{trained_dir}: no qa_windows.json (trained before windows were recorded); "
-                            "rerun training with `dvc repro -f train`")
+        raise PipelineError(
+            f"{trained_dir}: no qa_windows.json (trained before windows were recorded); "
+            "rerun training with `dvc repro -f train`"
+        )
     check_model_windows(windows, cfg, trained_dir)
     evaluation = read_evaluation(predictions_dir)
     served = answer_settings(cfg, SERVED_PRECISION)
     # A concurrent change of params.yaml since the evaluate stage ran (its precision may differ:
     # registry.evaluation_tags then leaves the version without scores).
-    check_built_with({k: v for k, v in evaluation["answer_settings"].items() if k != "precision"}, served,
-                     predictions_dir / EVALUATION_FILE_NAME)
+    check_built_with(
+        {k: v for k, v in evaluation["answer_settings"].items() if k != "precision"},
+        served,
+        predictions_dir / EVALUATION_FILE_NAME,
+    )
     check_content_inputs(evaluation, predictions_dir / EVALUATION_FILE_NAME, trained_dir)  # scored = exported
     return windows, evaluation, served
 
@@ -94,22 +109,39 @@ def log_export(cfg: PipelineConfig, run_id: str, export_dir: Path, evaluation_ta
         return None
     ev = cfg.evaluate
     with tempfile.TemporaryDirectory() as scratch:
-        kwargs = mlflow_model.model_kwargs(export_dir, Path(scratch), mlflow_model.pip_requirements(), ev.n_best,
-                                           ev.max_answer_length, ev.batch_size, cfg.mlflow.max_context_chars)
+        kwargs = mlflow_model.model_kwargs(
+            export_dir,
+            Path(scratch),
+            mlflow_model.pip_requirements(),
+            ev.n_best,
+            ev.max_answer_length,
+            ev.batch_size,
+            cfg.mlflow.max_context_chars,
+        )
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(name="qa-model", **kwargs)
     client.set_tag(run_id, "exported", "true")
     tags = {k: v for k, v in tracking.git_tags().items() if k in ("git_commit", "git_dirty")}
-    tags.update({"dvc_exp_name": os.environ.get("DVC_EXP_NAME", ""), registry.TRAINING_RUN_TAG: run_id,
-                 "model_id": info.model_id, **evaluation_tags, **tracking.dvc_stage_tags()})
+    tags.update(
+        {
+            "dvc_exp_name": os.environ.get("DVC_EXP_NAME", ""),
+            registry.TRAINING_RUN_TAG: run_id,
+            "model_id": info.model_id,
+            **evaluation_tags,
+            **tracking.dvc_stage_tags(),
+        }
+    )
     # The run holding the evaluation, when it is in this store (a record, not an input).
     latest_eval = tracking.find_run(client, run.data.tags.get(tracking.LATEST_EVAL_TAG) or run_id)
     if latest_eval is not None and latest_eval.data.tags.get(tracking.EVAL_DATA_DIGEST_TAG) == evaluation_tags.get(
-            registry.EVAL_DIGEST_TAG):
+        registry.EVAL_DIGEST_TAG
+    ):
         tags[registry.EVAL_RUN_TAG] = latest_eval.info.run_id
     version = registry.register(client, info.model_uri, cfg.mlflow.registered_model_name, tags)
-    print(f"MLflow model {info.model_uri} logged on run {run_id}; registered as "
-          f"{cfg.mlflow.registered_model_name} version {version.version} (alias {registry.CANDIDATE})")
+    print(
+        f"MLflow model {info.model_uri} logged on run {run_id}; registered as "
+        f"{cfg.mlflow.registered_model_name} version {version.version} (alias {registry.CANDIDATE})"
+    )
     return version.version
 
 

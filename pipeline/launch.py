@@ -106,8 +106,11 @@ def launch(workers: int, command: list[str], host: str = "127.0.0.1") -> int:
                 first = failed[0]
                 running = [p for p in procs if p.poll() is None]
                 if running:
-                    print(f"launch: worker {first} exited with {exit_code(codes[first])}; stopping the other "
-                          "workers", file=sys.stderr, flush=True)
+                    print(
+                        f"launch: worker {first} exited with {exit_code(codes[first])}; stopping the other workers",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 _stop(procs)
                 break
             if all(code == 0 for code in codes):
@@ -134,8 +137,11 @@ def main() -> None:
         print(f"error: --workers={args.workers} is invalid: use at least 1", file=sys.stderr)
         sys.exit(2)
     if not command:
-        print("error: no command: give it after --, e.g. python -m pipeline.launch --workers 2 -- "
-              "python -m pipeline.train", file=sys.stderr)
+        print(
+            "error: no command: give it after --, e.g. python -m pipeline.launch --workers 2 -- "
+            "python -m pipeline.train",
+            file=sys.stderr,
+        )
         sys.exit(2)
     sys.exit(launch(args.workers, command, args.host))
 

@@ -48,8 +48,14 @@ WEIGHT_SUFFIXES = (".h5", ".safetensors", ".bin", ".msgpack")
 
 
 def input_example() -> pd.DataFrame:
-    return pd.DataFrame([{"question": "What is the capital of France?",
-                          "context": "Paris is the capital and most populous city of France."}])
+    return pd.DataFrame(
+        [
+            {
+                "question": "What is the capital of France?",
+                "context": "Paris is the capital and most populous city of France.",
+            }
+        ]
+    )
 
 
 class InvalidRequest(MlflowException):
@@ -95,8 +101,15 @@ def pip_requirements(pyproject: Path = PROJECT_ROOT / "pyproject.toml") -> list[
     return [d for d in dependencies if d.split("==")[0].strip() not in NOT_NEEDED_TO_SERVE]
 
 
-def model_kwargs(export_dir: Path, scratch_dir: Path, pip_requirements: list[str], n_best: int,
-                 max_answer_length: int, batch_size: int, max_context_chars: int) -> dict[str, Any]:
+def model_kwargs(
+    export_dir: Path,
+    scratch_dir: Path,
+    pip_requirements: list[str],
+    n_best: int,
+    max_answer_length: int,
+    batch_size: int,
+    max_context_chars: int,
+) -> dict[str, Any]:
     """The arguments of mlflow.pyfunc.log_model / save_model for an export: the QAModel, its
     artifacts, the `pipeline` package as code (copied without caches into scratch_dir), the
     signature, an input example, the requirements and the model config."""
@@ -113,8 +126,12 @@ def model_kwargs(export_dir: Path, scratch_dir: Path, pip_requirements: list[str
         "signature": signature(version_2, n_best, max_answer_length, settings.get("null_score_diff_threshold", 0.0)),
         "input_example": input_example(),
         "pip_requirements": pip_requirements,
-        "model_config": {"n_best": n_best, "max_answer_length": max_answer_length, "batch_size": batch_size,
-                         "max_context_chars": max_context_chars},
+        "model_config": {
+            "n_best": n_best,
+            "max_answer_length": max_answer_length,
+            "batch_size": batch_size,
+            "max_context_chars": max_context_chars,
+        },
     }
 
 
@@ -124,10 +141,15 @@ def signature(version_2_with_negative: bool, n_best: int, max_answer_length: int
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
-    inputs = Schema([ColSpec("string", "question"), ColSpec("string", "context"),
-                     ColSpec("string", "id", required=False)])
-    outputs = [ColSpec("string", "answer"), ColSpec("double", "score", required=False),
-               ColSpec("long", "start", required=False), ColSpec("long", "end", required=False)]
+    inputs = Schema(
+        [ColSpec("string", "question"), ColSpec("string", "context"), ColSpec("string", "id", required=False)]
+    )
+    outputs = [
+        ColSpec("string", "answer"),
+        ColSpec("double", "score", required=False),
+        ColSpec("long", "start", required=False),
+        ColSpec("long", "end", required=False),
+    ]
     params = [ParamSpec("n_best", "long", n_best), ParamSpec("max_answer_length", "long", max_answer_length)]
     if version_2_with_negative:
         outputs.append(ColSpec("double", "null_odds", required=False))
@@ -137,9 +159,15 @@ def signature(version_2_with_negative: bool, n_best: int, max_answer_length: int
 
 def _columns(model_input: Any) -> tuple[list, list, int]:
     """(questions, contexts, rows) from a DataFrame, a dict of columns or a list of records."""
-    frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(
-        [model_input] if isinstance(model_input, dict) and not any(isinstance(v, list) for v in model_input.values())
-        else model_input)
+    frame = (
+        model_input
+        if isinstance(model_input, pd.DataFrame)
+        else pd.DataFrame(
+            [model_input]
+            if isinstance(model_input, dict) and not any(isinstance(v, list) for v in model_input.values())
+            else model_input
+        )
+    )
     for name in ("question", "context"):
         if name not in frame.columns:
             raise InvalidRequest(f"missing field {name!r}: every row needs a question and a context")
@@ -169,8 +197,10 @@ class QAModel(mlflow.pyfunc.PythonModel):
         n_best = int(params.get("n_best", self.n_best))
         max_answer_length = int(params.get("max_answer_length", self.max_answer_length))
         if not 1 <= n_best <= 100 or not 1 <= max_answer_length <= self.qa.windows.max_length:
-            raise InvalidRequest(f"n_best must be in [1, 100] and max_answer_length in "
-                                 f"[1, {self.qa.windows.max_length}]; got {n_best} and {max_answer_length}")
+            raise InvalidRequest(
+                f"n_best must be in [1, 100] and max_answer_length in "
+                f"[1, {self.qa.windows.max_length}]; got {n_best} and {max_answer_length}"
+            )
         questions, contexts, rows = _columns(model_input)
         if rows == 0:
             return pd.DataFrame(columns=self.output_columns)
@@ -179,10 +209,15 @@ class QAModel(mlflow.pyfunc.PythonModel):
                 check_questions(self.qa.tokenizer, questions, contexts, self.qa.windows, self.max_context_chars)
             except PipelineError as err:
                 raise InvalidRequest(str(err)) from None
-            results = self.qa.answer_many(questions, contexts, n_best, max_answer_length,
-                                          params.get("null_score_diff_threshold"), batch_size=self.batch_size)
-        return pd.DataFrame([{k: r.get(k) for k in self.output_columns} for r in results],
-                            columns=self.output_columns)
+            results = self.qa.answer_many(
+                questions,
+                contexts,
+                n_best,
+                max_answer_length,
+                params.get("null_score_diff_threshold"),
+                batch_size=self.batch_size,
+            )
+        return pd.DataFrame([{k: r.get(k) for k in self.output_columns} for r in results], columns=self.output_columns)
 
     @property
     def output_columns(self) -> list[str]:

@@ -54,8 +54,11 @@ OUTPUT_FIELDS = ("answer", "score", "start", "end", "null_odds")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=str(EXPORT_DIR),
-                        help=f"export directory ({EXPORT_DIR}) or MLflow model URI (models:/squad-qa@champion)")
+    parser.add_argument(
+        "--model",
+        default=str(EXPORT_DIR),
+        help=f"export directory ({EXPORT_DIR}) or MLflow model URI (models:/squad-qa@champion)",
+    )
     parser.add_argument("--question", help="one question (with --context or --context-file)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--context")
@@ -65,13 +68,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--chunk-size", type=int, default=1000, help="questions read and answered at a time")
     parser.add_argument("--batch-size", type=int, default=64, help="windows per model call")
     parser.add_argument("--max-questions", type=int, default=None, help="answer only the first N questions")
-    parser.add_argument("--n-best", type=int, default=None,
-                        help=f"start/end candidates per window (course: {COURSE_N_BEST}; an MLflow model: its own)")
-    parser.add_argument("--max-answer-length", type=int, default=None,
-                        help=f"longest answer in tokens (course: {COURSE_MAX_ANSWER_LENGTH}; an MLflow model: its own)")
-    parser.add_argument("--null-score-diff-threshold", type=float, default=None,
-                        help="SQuAD v2.0 models: answer \"\" when null score - best span score is above this "
-                             "(default: the export's evaluate.null_score_diff_threshold)")
+    parser.add_argument(
+        "--n-best",
+        type=int,
+        default=None,
+        help=f"start/end candidates per window (course: {COURSE_N_BEST}; an MLflow model: its own)",
+    )
+    parser.add_argument(
+        "--max-answer-length",
+        type=int,
+        default=None,
+        help=f"longest answer in tokens (course: {COURSE_MAX_ANSWER_LENGTH}; an MLflow model: its own)",
+    )
+    parser.add_argument(
+        "--null-score-diff-threshold",
+        type=float,
+        default=None,
+        help='SQuAD v2.0 models: answer "" when null score - best span score is above this '
+        "(default: the export's evaluate.null_score_diff_threshold)",
+    )
     args = parser.parse_args(argv)
     if args.input is None and args.question is None:
         parser.error("give --question with --context/--context-file, or --input with --output")
@@ -98,8 +113,10 @@ def read_context(args: argparse.Namespace) -> str:
         try:
             context = args.context_file.read_text(encoding="utf-8")
         except UnicodeDecodeError as err:
-            raise PipelineError(f"--context-file {args.context_file}: not UTF-8 text (byte {err.start}); "
-                                "convert it, e.g. iconv -t UTF-8") from None
+            raise PipelineError(
+                f"--context-file {args.context_file}: not UTF-8 text (byte {err.start}); "
+                "convert it, e.g. iconv -t UTF-8"
+            ) from None
     if not context.strip():
         raise PipelineError("--context is empty; give the text to answer from")
     return context
@@ -135,21 +152,40 @@ class Answerer:
         a = self.args
         if self.export is not None:
             check_questions(self.export.tokenizer, questions, contexts, self.export.windows, first_row=first_row)
-            return self.export.answer_many(questions, contexts, a.n_best or COURSE_N_BEST,
-                                           a.max_answer_length or COURSE_MAX_ANSWER_LENGTH,
-                                           a.null_score_diff_threshold, batch_size=a.batch_size)
+            return self.export.answer_many(
+                questions,
+                contexts,
+                a.n_best or COURSE_N_BEST,
+                a.max_answer_length or COURSE_MAX_ANSWER_LENGTH,
+                a.null_score_diff_threshold,
+                batch_size=a.batch_size,
+            )
         import pandas as pd
         from mlflow.exceptions import MlflowException
 
         qa_model = self.pyfunc.unwrap_python_model()
         if hasattr(qa_model, "qa"):  # ours (pipeline.mlflow_model.QAModel): rows numbered in the file
-            check_questions(qa_model.qa.tokenizer, questions, contexts, qa_model.qa.windows,
-                            qa_model.max_context_chars, first_row=first_row)
-        params = {k: v for k, v in (("n_best", a.n_best), ("max_answer_length", a.max_answer_length),
-                                    ("null_score_diff_threshold", a.null_score_diff_threshold)) if v is not None}
+            check_questions(
+                qa_model.qa.tokenizer,
+                questions,
+                contexts,
+                qa_model.qa.windows,
+                qa_model.max_context_chars,
+                first_row=first_row,
+            )
+        params = {
+            k: v
+            for k, v in (
+                ("n_best", a.n_best),
+                ("max_answer_length", a.max_answer_length),
+                ("null_score_diff_threshold", a.null_score_diff_threshold),
+            )
+            if v is not None
+        }
         try:
-            frame = self.pyfunc.predict(pd.DataFrame({"question": questions, "context": contexts}),
-                                        params=params or None)
+            frame = self.pyfunc.predict(
+                pd.DataFrame({"question": questions, "context": contexts}), params=params or None
+            )
         except MlflowException as err:
             raise PipelineError(err.message.strip().splitlines()[-1]) from None
         return [{k: (None if _missing(v) else v) for k, v in row.items()} for row in frame.to_dict("records")]
@@ -165,8 +201,14 @@ def chunks(records: Iterable[dict], size: int) -> Iterator[list[dict]]:
         yield chunk
 
 
-def answer_file(answerer: Answerer, input_path: Path, output_path: Path, chunk_size: int,
-                max_questions: Optional[int] = None, progress: bool = True) -> int:
+def answer_file(
+    answerer: Answerer,
+    input_path: Path,
+    output_path: Path,
+    chunk_size: int,
+    max_questions: Optional[int] = None,
+    progress: bool = True,
+) -> int:
     """Answer every question of input_path into output_path (JSON Lines, written whole or not
     at all); returns the number of questions."""
     total = None
@@ -209,16 +251,21 @@ def main() -> None:
         if not args.input.is_file():
             raise PipelineError(f"--input {args.input}: file not found")
         answerer = Answerer(args.model, args)
-        count = answer_file(answerer, args.input, args.output, args.chunk_size, args.max_questions,
-                            progress=sys.stderr.isatty())
+        count = answer_file(
+            answerer, args.input, args.output, args.chunk_size, args.max_questions, progress=sys.stderr.isatty()
+        )
         print(f"answered {count} questions into {args.output}")
         return
     context = read_context(args)
     answerer = Answerer(args.model, args)
     if answerer.export is not None:  # the one-question form: answer_question, windows included
-        result = answerer.export.answer(args.question, context, args.n_best or COURSE_N_BEST,
-                                        args.max_answer_length or COURSE_MAX_ANSWER_LENGTH,
-                                        args.null_score_diff_threshold)
+        result = answerer.export.answer(
+            args.question,
+            context,
+            args.n_best or COURSE_N_BEST,
+            args.max_answer_length or COURSE_MAX_ANSWER_LENGTH,
+            args.null_score_diff_threshold,
+        )
     else:
         result = answerer.answer([{"id": "q", "question": args.question, "context": context}])[0]
     print(json.dumps(result, ensure_ascii=False))

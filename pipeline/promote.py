@@ -28,8 +28,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--version", help="the version number to promote")
     which.add_argument("--alias", default=registry.CANDIDATE, help="the alias of the version to promote")
-    parser.add_argument("--force", action="store_true",
-                        help="move champion even if not better or evaluated on other data (says what it overrode)")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="move champion even if not better or evaluated on other data (says what it overrode)",
+    )
     parser.add_argument("--name", help="registered model (default: mlflow.registered_model_name in --params)")
     parser.add_argument("--params", default=str(PARAMS_FILE))
     return parser.parse_args(argv)
@@ -42,8 +45,9 @@ def run(argv: list[str] | None = None) -> registry.Decision:
     name = args.name or load_config(args.params).mlflow.registered_model_name
     uri = tracking.tracking_uri()
     tracking.check_server(uri)
-    return registry.promote(MlflowClient(tracking_uri=uri, registry_uri=uri), name, args.version or args.alias,
-                            force=args.force)
+    return registry.promote(
+        MlflowClient(tracking_uri=uri, registry_uri=uri), name, args.version or args.alias, force=args.force
+    )
 
 
 @stage_entry_point

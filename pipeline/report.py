@@ -20,15 +20,20 @@ WIDTH = 100
 
 def rows(evaluation: dict, training: dict, registered: str) -> list[tuple[str, str]]:
     """The table's (label, value) rows."""
+
     def score(key: str) -> str:
-        return f"{evaluation[key]:.2f}  (95% interval {evaluation[f'{key}_ci95_low']:.2f}-{evaluation[f'{key}_ci95_high']:.2f})"
+        low, high = evaluation[f"{key}_ci95_low"], evaluation[f"{key}_ci95_high"]
+        return f"{evaluation[key]:.2f}  (95% interval {low:.2f}-{high:.2f})"
 
     return [
         ("exact match", score("exact_match")),
         ("F1", score("f1")),
         ("evaluated on", f"{evaluation['examples']} questions ({evaluation['features']} features)"),
-        ("training", f"{training['train_seconds']:.0f} s, {training['epochs']} epoch(s), {training['steps']} steps, "
-                     f"final loss {training['loss']:.3f} ({training['precision_policy']})"),
+        (
+            "training",
+            f"{training['train_seconds']:.0f} s, {training['epochs']} epoch(s), {training['steps']} steps, "
+            f"final loss {training['loss']:.3f} ({training['precision_policy']})",
+        ),
         ("registered as", registered),
     ]
 
@@ -56,8 +61,15 @@ def main() -> None:
     for path in (EVAL_METRICS_FILE, TRAIN_METRICS_FILE):
         if not path.is_file():
             raise PipelineError(f"{path}: not found; run `dvc repro` first")
-    print(table(rows(read_json(EVAL_METRICS_FILE), read_json(TRAIN_METRICS_FILE),
-                     registered_version(cfg.mlflow.registered_model_name))))
+    print(
+        table(
+            rows(
+                read_json(EVAL_METRICS_FILE),
+                read_json(TRAIN_METRICS_FILE),
+                registered_version(cfg.mlflow.registered_model_name),
+            )
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -32,41 +32,63 @@ def load_raw(raw_dir: Path = RAW_DIR):
     return load_from_disk(str(raw_dir), keep_in_memory=True)
 
 
-def run(cfg: PipelineConfig, raw_dir: Path = RAW_DIR, out_dir: Path = TOKENIZED_DIR,
-        num_proc: int | None = None) -> dict:
+def run(
+    cfg: PipelineConfig, raw_dir: Path = RAW_DIR, out_dir: Path = TOKENIZED_DIR, num_proc: int | None = None
+) -> dict:
     tokenizer = load_tokenizer(cfg.model.checkpoint)
     checkpoint_md5 = checkpoint_fingerprint(cfg.model.checkpoint)["md5"]
     raw = load_raw(raw_dir)
     read = content_inputs(raw_dir)
     capped = {}
     for split in list(raw):
-        report = check_windows(raw[split]["id"], raw[split]["question"], raw[split]["context"], tokenizer,
-                               cfg.tokenize, cfg.tokenize.warn_windows, label=f"{raw_dir}/{split}: record id={{id!r}}")
+        report = check_windows(
+            raw[split]["id"],
+            raw[split]["question"],
+            raw[split]["context"],
+            tokenizer,
+            cfg.tokenize,
+            cfg.tokenize.warn_windows,
+            label=f"{raw_dir}/{split}: record id={{id!r}}",
+        )
         if report.many:
             examples = ", ".join(f"id={i!r} ({n} windows)" for i, n in report.many[:3])
-            print(f"warning: {raw_dir}/{split}: {len(report.many)} question(s) whose context gives more than "
-                  f"tokenize.warn_windows={cfg.tokenize.warn_windows} windows, e.g. {examples}; each window is a "
-                  "feature to train or predict (shorten such contexts, or raise tokenize.warn_windows)",
-                  file=sys.stderr)
+            print(
+                f"warning: {raw_dir}/{split}: {len(report.many)} question(s) whose context gives more than "
+                f"tokenize.warn_windows={cfg.tokenize.warn_windows} windows, e.g. {examples}; each window is a "
+                "feature to train or predict (shorten such contexts, or raise tokenize.warn_windows)",
+                file=sys.stderr,
+            )
         cap = cfg.tokenize.max_windows
         over = [i for i, n in report.windows.items() if cap is not None and n > cap]
         if over:
             keep = set(report.windows) - set(over)
-            raw[split] = raw[split].filter(lambda example_id: example_id in keep, input_columns="id", keep_in_memory=True)
+            raw[split] = raw[split].filter(
+                lambda example_id: example_id in keep, input_columns="id", keep_in_memory=True
+            )
             capped[split] = len(over)
-            print(f"warning: {raw_dir}/{split}: dropped {len(over)} question(s) whose context gives more than "
-                  f"tokenize.max_windows={cap} windows, e.g. id={over[0]!r} ({report.windows[over[0]]} windows); "
-                  "null keeps every question", file=sys.stderr)
+            print(
+                f"warning: {raw_dir}/{split}: dropped {len(over)} question(s) whose context gives more than "
+                f"tokenize.max_windows={cap} windows, e.g. id={over[0]!r} ({report.windows[over[0]]} windows); "
+                "null keeps every question",
+                file=sys.stderr,
+            )
     tokenized = tokenize_dataset_dict(raw, tokenizer, cfg.tokenize, num_proc)
     summary = {
-        split: {"examples": raw[split].num_rows, "features": tokenized[split].num_rows,
-                "dropped_over_max_windows": capped.get(split, 0)} for split in tokenized
+        split: {
+            "examples": raw[split].num_rows,
+            "features": tokenized[split].num_rows,
+            "dropped_over_max_windows": capped.get(split, 0),
+        }
+        for split in tokenized
     }
     raw_summary = raw_dir / SUMMARY_FILE_NAME
     if raw_summary.is_file():
         for split, info in read_json(raw_summary).items():
-            summary.setdefault(split, {}).update(dropped=info.get("dropped", 0), source=info.get("source"),
-                                                 **{k: info[k] for k in ("revision", "fingerprint") if k in info})
+            summary.setdefault(split, {}).update(
+                dropped=info.get("dropped", 0),
+                source=info.get("source"),
+                **{k: info[k] for k in ("revision", "fingerprint") if k in info},
+            )
     with atomic_output_dir(out_dir) as tmp:
         save_dataset_dict(tokenized, tmp)
         write_json(tmp / SUMMARY_FILE_NAME, summary)
@@ -76,8 +98,9 @@ def run(cfg: PipelineConfig, raw_dir: Path = RAW_DIR, out_dir: Path = TOKENIZED_
 
 @stage_entry_point
 def main() -> None:
-    cfg, args = stage_config(__doc__, lambda parser: parser.add_argument("--num-proc", type=int,
-                                                                          default=os.cpu_count() or 1))
+    cfg, args = stage_config(
+        __doc__, lambda parser: parser.add_argument("--num-proc", type=int, default=os.cpu_count() or 1)
+    )
     summary = run(cfg, num_proc=args.num_proc)
     for split, info in summary.items():
         print(f"{split}: {info['examples']} examples -> {info['features']} features")

@@ -10,8 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.project import (MINILM, TINY_CHECKPOINT_NAME, copy_project, git, make_repo, run_cmd,
-                                   sample_data_config, save_tiny_checkpoint, tiny_conf)
+from tests.helpers.project import (
+    MINILM,
+    TINY_CHECKPOINT_NAME,
+    copy_project,
+    git,
+    make_repo,
+    run_cmd,
+    sample_data_config,
+    save_tiny_checkpoint,
+    tiny_conf,
+)
 
 
 # xdist workers inherit the controller's environment (TMPDIR included): each worker's folder sits
@@ -25,8 +34,14 @@ os.environ.setdefault("SQUAD_PIPELINE_TESTS_ROOT", str(_ISOLATED))
 
 
 def pytest_configure(config):
-    for name, sub in (("HF_HOME", "hf"), ("KERAS_HOME", "keras"), ("TMPDIR", "tmp"), ("DVC_SITE_CACHE_DIR", "dvc-site"),
-                      ("XDG_CACHE_HOME", "xdg-cache"), ("MPLCONFIGDIR", "mpl")):
+    for name, sub in (
+        ("HF_HOME", "hf"),
+        ("KERAS_HOME", "keras"),
+        ("TMPDIR", "tmp"),
+        ("DVC_SITE_CACHE_DIR", "dvc-site"),
+        ("XDG_CACHE_HOME", "xdg-cache"),
+        ("MPLCONFIGDIR", "mpl"),
+    ):
         path = _ISOLATED / sub
         path.mkdir(parents=True, exist_ok=True)
         os.environ[name] = str(path)
@@ -50,8 +65,13 @@ def pytest_configure(config):
 # worker that meets one of these late keeps the other idle at the end; and the test started
 # first on one worker (the learning test) needs no baseline project, which the other builds
 # meanwhile. Everything else, and the order of tests inside each worker, stays random.
-START_FIRST = ("tests/e2e/test_learning.py::", "distributed-e2e", "tests/e2e/test_team.py::test_queued_sweep",
-               "tests/e2e/test_pipeline_e2e.py::test_squad_v2", "tests/e2e/test_team.py::test_teammate_with_an_exp")
+START_FIRST = (
+    "tests/e2e/test_learning.py::",
+    "distributed-e2e",
+    "tests/e2e/test_team.py::test_queued_sweep",
+    "tests/e2e/test_pipeline_e2e.py::test_squad_v2",
+    "tests/e2e/test_team.py::test_teammate_with_an_exp",
+)
 
 
 def pytest_xdist_make_scheduler(config, log):
@@ -104,13 +124,16 @@ def _no_tracking_uri_leaks():
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
-    for module, attribute in (("mlflow.tracking._tracking_service.utils", "_tracking_uri"),
-                              ("mlflow.tracking._model_registry.utils", "_registry_uri")):
+    for module, attribute in (
+        ("mlflow.tracking._tracking_service.utils", "_tracking_uri"),
+        ("mlflow.tracking._model_registry.utils", "_registry_uri"),
+    ):
         if sys.modules.get(module) is not None and hasattr(sys.modules[module], attribute):
             setattr(sys.modules[module], attribute, None)  # mlflow's process-wide defaults
 
 
 # --- built once per pytest run, copied per test ------------------------------------------
+
 
 def built_once(tmp_path_factory, name: str, build) -> Path:
     """A folder that `build(folder)` fills once per pytest run, shared read-only by every test and
@@ -131,8 +154,10 @@ def built_once(tmp_path_factory, name: str, build) -> Path:
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """tests.helpers.project.save_tiny_checkpoint's model, saved once."""
-    return built_once(tmp_path_factory, "checkpoint", lambda root: save_tiny_checkpoint(root / TINY_CHECKPOINT_NAME)
-                      ) / TINY_CHECKPOINT_NAME
+    return (
+        built_once(tmp_path_factory, "checkpoint", lambda root: save_tiny_checkpoint(root / TINY_CHECKPOINT_NAME))
+        / TINY_CHECKPOINT_NAME
+    )
 
 
 @pytest.fixture(scope="session")
@@ -140,12 +165,16 @@ def baseline_project(tmp_path_factory, tiny_checkpoint) -> Path:
     """The project on the tiny config and checkpoint after its first `dvc repro`, committed with
     dvc.lock: the folder holding `repo/` (and `first_repro.log`, `first_repro_changed.txt`, and
     `params_read/<stage>.json`: the params each stage read). Never changed: tests copy it."""
+
     def build(root: Path) -> None:
         repo = make_repo(root, tiny_conf(tiny_checkpoint))
         # each stage's process records the params it reads (tests/stages/test_declared_params.py)
         (root / "params_read").mkdir()
-        first = run_cmd(["dvc", "repro"], repo, env={"PYTHONPATH": str(RECORD_SITE),
-                                                     "SQUAD_PIPELINE_RECORD_PARAMS": str(root / "params_read")})
+        first = run_cmd(
+            ["dvc", "repro"],
+            repo,
+            env={"PYTHONPATH": str(RECORD_SITE), "SQUAD_PIPELINE_RECORD_PARAMS": str(root / "params_read")},
+        )
         (root / "first_repro.log").write_text(first.stdout + first.stderr)
         # tracked files the first repro changed (DVC's .gitignore entries, say): none, or every
         # run's git_dirty on a fresh clone would say true

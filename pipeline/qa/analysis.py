@@ -52,8 +52,12 @@ DIMENSIONS: dict[str, tuple[str, ...]] = {
     "windows": WINDOW_LABELS,
     "answer_position": (*POSITION_LABELS, NO_ANSWER),
 }
-DIMENSION_TITLES = {"question_word": "question word", "answer_tokens": "answer tokens", "windows": "windows",
-                    "answer_position": "answer position"}
+DIMENSION_TITLES = {
+    "question_word": "question word",
+    "answer_tokens": "answer tokens",
+    "windows": "windows",
+    "answer_position": "answer position",
+}
 
 CONFIDENCE_LEVEL = 0.95
 CALIBRATION_BINS = 10
@@ -62,6 +66,7 @@ CURVE_POINTS = 500  # at most this many risk-coverage points in the plot file (t
 
 
 # --- slices -----------------------------------------------------------------------------
+
 
 def question_word(question: str) -> str:
     for word in re.findall(r"[a-z]+", question.lower()):
@@ -118,15 +123,20 @@ def slice_scores(exact: np.ndarray, f1: np.ndarray, labels: Sequence[Mapping[str
             mask = column == label
             count = int(mask.sum())
             if count:
-                table[dimension][label] = {"exact_match": float(exact[mask].mean()), "f1": float(f1[mask].mean()),
-                                           "count": count}
+                table[dimension][label] = {
+                    "exact_match": float(exact[mask].mean()),
+                    "f1": float(f1[mask].mean()),
+                    "count": count,
+                }
     return table
 
 
 # --- per-question scores ----------------------------------------------------------------
 
-def question_scores(answers: Mapping[str, str], references: Sequence[Mapping[str, Any]],
-                    version_2_with_negative: bool) -> tuple[np.ndarray, np.ndarray]:
+
+def question_scores(
+    answers: Mapping[str, str], references: Sequence[Mapping[str, Any]], version_2_with_negative: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-question exact match and F1 (0-100) of id -> answer text against the references,
     by the metric's own functions (v1.1: squad; v2.0: squad_v2, "" scoring as no answer)."""
     metric = metric_module("squad_v2" if version_2_with_negative else "squad")
@@ -159,8 +169,10 @@ def answer_confidence(predictions: QAPredictions, ids: Sequence[str]) -> np.ndar
 
 # --- intervals --------------------------------------------------------------------------
 
-def bootstrap_intervals(scores: Mapping[str, np.ndarray], samples: int, seed: int,
-                        confidence_level: float = CONFIDENCE_LEVEL) -> dict[str, tuple[float, float]]:
+
+def bootstrap_intervals(
+    scores: Mapping[str, np.ndarray], samples: int, seed: int, confidence_level: float = CONFIDENCE_LEVEL
+) -> dict[str, tuple[float, float]]:
     """Percentile bootstrap intervals of the means of per-question scores (same resamples for
     every score). Reproducible for a given seed, sample count and number of questions."""
     names = list(scores)
@@ -173,13 +185,14 @@ def bootstrap_intervals(scores: Mapping[str, np.ndarray], samples: int, seed: in
     for begin in range(0, samples, BOOTSTRAP_CHUNK):
         size = min(BOOTSTRAP_CHUNK, samples - begin)
         indices = rng.integers(0, n, size=(size, n))
-        means[:, begin:begin + size] = values[:, indices].mean(axis=2)
+        means[:, begin : begin + size] = values[:, indices].mean(axis=2)
     tail = 100.0 * (1.0 - confidence_level) / 2.0
     low, high = np.percentile(means, [tail, 100.0 - tail], axis=1)
     return {name: (float(low[i]), float(high[i])) for i, name in enumerate(names)}
 
 
 # --- risk-coverage and calibration ------------------------------------------------------
+
 
 @dataclass
 class RiskCoverage:
@@ -224,12 +237,20 @@ def calibration(confidence: np.ndarray, correct: np.ndarray, bins: int = CALIBRA
             continue
         accuracy, mean_confidence = float(correct[mask].mean()), float(confidence[mask].mean())
         ece += count / n * abs(accuracy - mean_confidence)
-        rows.append({"bin_low": b / bins, "bin_high": (b + 1) / bins, "count": count,
-                     "confidence": mean_confidence, "accuracy": accuracy})
+        rows.append(
+            {
+                "bin_low": b / bins,
+                "bin_high": (b + 1) / bins,
+                "count": count,
+                "confidence": mean_confidence,
+                "accuracy": accuracy,
+            }
+        )
     return float(ece), rows
 
 
 # --- everything at once -----------------------------------------------------------------
+
 
 @dataclass
 class Analysis:
@@ -242,44 +263,72 @@ class Analysis:
 
     def slice_rows(self) -> list[dict]:
         """One row per slice ("question word: what", ...): the shape of a DVC bar plot."""
-        return [{"slice": f"{DIMENSION_TITLES[dimension]}: {label}", "f1": row["f1"],
-                 "exact_match": row["exact_match"], "count": row["count"]}
-                for dimension, slices in self.slices.items() for label, row in slices.items()]
+        return [
+            {
+                "slice": f"{DIMENSION_TITLES[dimension]}: {label}",
+                "f1": row["f1"],
+                "exact_match": row["exact_match"],
+                "count": row["count"],
+            }
+            for dimension, slices in self.slices.items()
+            for label, row in slices.items()
+        ]
 
     def slice_table(self) -> dict[str, list]:
         """Columns (dimension, slice, count, exact_match, f1): an MLflow table."""
         rows = [(dimension, label, row) for dimension, slices in self.slices.items() for label, row in slices.items()]
-        return {"dimension": [r[0] for r in rows], "slice": [r[1] for r in rows],
-                "count": [r[2]["count"] for r in rows], "exact_match": [r[2]["exact_match"] for r in rows],
-                "f1": [r[2]["f1"] for r in rows]}
+        return {
+            "dimension": [r[0] for r in rows],
+            "slice": [r[1] for r in rows],
+            "count": [r[2]["count"] for r in rows],
+            "exact_match": [r[2]["exact_match"] for r in rows],
+            "f1": [r[2]["f1"] for r in rows],
+        }
 
     def curve_rows(self, max_points: int = CURVE_POINTS) -> list[dict]:
         """The risk-coverage curve, thinned to at most max_points evenly spaced points (the last included)."""
         n = len(self.curve.coverage)
         picks = np.unique(np.linspace(0, n - 1, num=min(n, max_points)).round().astype(np.int64))
-        return [{"coverage": round(float(self.curve.coverage[i]), 6), "f1": round(float(self.curve.f1[i]), 4),
-                 "threshold": round(float(self.curve.threshold[i]), 6)} for i in picks]
+        return [
+            {
+                "coverage": round(float(self.curve.coverage[i]), 6),
+                "f1": round(float(self.curve.f1[i]), 4),
+                "threshold": round(float(self.curve.threshold[i]), 6),
+            }
+            for i in picks
+        ]
 
 
-def analyse(predictions: QAPredictions, examples: Mapping[str, Sequence], windows: Mapping[str, int],
-            version_2_with_negative: bool, bootstrap_samples: int, seed: int,
-            scores: Optional[tuple[np.ndarray, np.ndarray]] = None) -> Analysis:
+def analyse(
+    predictions: QAPredictions,
+    examples: Mapping[str, Sequence],
+    windows: Mapping[str, int],
+    version_2_with_negative: bool,
+    bootstrap_samples: int,
+    seed: int,
+    scores: Optional[tuple[np.ndarray, np.ndarray]] = None,
+) -> Analysis:
     """Slices, intervals, risk-coverage and calibration of predictions on examples (columns id,
     question, context, answers); `windows` is example id -> number of features."""
     ids = list(examples["id"])
     answers = list(examples["answers"])
     references = [{"id": i, "answers": a} for i, a in zip(ids, answers)]
-    exact, f1 = scores if scores is not None else question_scores(predictions.answers, references,
-                                                                   version_2_with_negative)
-    labels = [slice_labels(q, c, a, windows.get(i, 1))
-              for i, q, c, a in zip(ids, examples["question"], examples["context"], answers)]
+    exact, f1 = (
+        scores if scores is not None else question_scores(predictions.answers, references, version_2_with_negative)
+    )
+    labels = [
+        slice_labels(q, c, a, windows.get(i, 1))
+        for i, q, c, a in zip(ids, examples["question"], examples["context"], answers)
+    ]
     intervals = bootstrap_intervals({"exact_match": exact, "f1": f1}, bootstrap_samples, seed)
     confidence = answer_confidence(predictions, ids)
     curve = risk_coverage(confidence, f1)
     ece, reliability = calibration(confidence, exact / 100.0)
     summary = {
-        "exact_match_ci95_low": intervals["exact_match"][0], "exact_match_ci95_high": intervals["exact_match"][1],
-        "f1_ci95_low": intervals["f1"][0], "f1_ci95_high": intervals["f1"][1],
+        "exact_match_ci95_low": intervals["exact_match"][0],
+        "exact_match_ci95_high": intervals["exact_match"][1],
+        "f1_ci95_low": intervals["f1"][0],
+        "f1_ci95_high": intervals["f1"][1],
         "risk_coverage_area": curve.area,
         "expected_calibration_error": ece,
     }

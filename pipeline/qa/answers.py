@@ -27,7 +27,6 @@ import numpy as np
 from pipeline.qa.features import CLS_INDEX
 
 
-
 class Span(NamedTuple):
     """An answer candidate (immutable; a NamedTuple builds ~5x faster than a frozen dataclass,
     which counts with one per question)."""
@@ -114,7 +113,9 @@ class PredictionCollector:
             self.spans[example_id] = best
             self.nbest[example_id] = nbest_entries(ranked)
             return
-        listed = sorted(ranked + ([null] if null is not None else []), key=lambda s: s.score, reverse=True)[: self.n_best]
+        listed = sorted(ranked + ([null] if null is not None else []), key=lambda s: s.score, reverse=True)[
+            : self.n_best
+        ]
         if null is not None and not any(span is null for span in listed):
             listed.append(null)  # utils_qa always lists the null answer
         odds = null.score - best.score if best is not None and null is not None else math.inf
@@ -126,5 +127,3 @@ class PredictionCollector:
 
     def result(self) -> "QAPredictions":
         return QAPredictions(self.answers, self.nbest, self.null_odds if self.version_2 else None, self.spans)
-
-

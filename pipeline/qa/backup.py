@@ -68,8 +68,12 @@ class TrainingBackup:
         for other in sorted(p for p in self.root.iterdir() if p.is_dir() and p != self.dir):
             owner = self._read(other / OWNER_FILE)
             pid = owner.get("pid")
-            if owner.get("host") == socket.gethostname() and isinstance(pid, int) and pid != os.getpid() \
-                    and _process_alive(pid):
+            if (
+                owner.get("host") == socket.gethostname()
+                and isinstance(pid, int)
+                and pid != os.getpid()
+                and _process_alive(pid)
+            ):
                 continue  # another training (other inputs) is running and backing up there
             step = self._last_step(other)
             had_checkpoint = (other / CHECKPOINT_SUBDIR).is_dir()
@@ -77,8 +81,10 @@ class TrainingBackup:
             if not had_checkpoint and step is None:
                 continue  # a run that stopped before its first backup: nothing to ignore
             made = f" at step {step}" if step is not None else ""
-            notes.append(f"ignored the training backup {other}{made}: it was made from other training inputs "
-                         f"(params, data or code) than this run's ({self.inputs_hash[:KEY_LENGTH]}); removed it")
+            notes.append(
+                f"ignored the training backup {other}{made}: it was made from other training inputs "
+                f"(params, data or code) than this run's ({self.inputs_hash[:KEY_LENGTH]}); removed it"
+            )
         return notes
 
     def resume_point(self, steps_per_epoch: int) -> ResumePoint | None:

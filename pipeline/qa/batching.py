@@ -75,9 +75,7 @@ class FeatureTable:
         table = dataset.data  # pyarrow-backed; no per-row Python objects
         names = dataset.column_names
         inputs = {name: RaggedColumn.from_arrow(table.column(name)) for name in MODEL_INPUTS if name in names}
-        labels = {
-            name: table.column(name).to_numpy().astype(np.int32) for name in LABELS if name in names
-        }
+        labels = {name: table.column(name).to_numpy().astype(np.int32) for name in LABELS if name in names}
         return cls(inputs, labels, pad_token_id)
 
     def __len__(self) -> int:

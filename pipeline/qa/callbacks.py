@@ -28,9 +28,16 @@ class LossCurves(tf.keras.callbacks.Callback):
     The running mean is loss_total / loss_count when qa.training.report_loss_sums added them
     (right on every strategy), else Keras' `loss`."""
 
-    def __init__(self, schedule, steps_per_epoch: int, log_every: int, on_log: Callable[[dict, int], None],
-                 show_progress_lines: bool, batch_rows: Callable[[int], np.ndarray],
-                 resume_state: dict | None = None) -> None:
+    def __init__(
+        self,
+        schedule,
+        steps_per_epoch: int,
+        log_every: int,
+        on_log: Callable[[dict, int], None],
+        show_progress_lines: bool,
+        batch_rows: Callable[[int], np.ndarray],
+        resume_state: dict | None = None,
+    ) -> None:
         super().__init__()
         self.schedule, self.steps_per_epoch, self.log_every = schedule, steps_per_epoch, log_every
         self.on_log, self.show_progress_lines, self.batch_rows = on_log, show_progress_lines, batch_rows
@@ -82,9 +89,15 @@ class LossCurves(tf.keras.callbacks.Callback):
             print(f"epoch {self._epoch + 1} step {n}/{self.steps_per_epoch} loss {window:.4f} lr {lr:.2e}", flush=True)
 
     def state(self) -> dict:
-        return {"epoch": self._epoch, "epoch_sum": self._sum, "epoch_rows": self._rows,
-                "log_sum": self._log_sum, "log_rows": self._log_rows,
-                "steps": [dict(r) for r in self.steps], "epochs": [dict(r) for r in self.epochs]}
+        return {
+            "epoch": self._epoch,
+            "epoch_sum": self._sum,
+            "epoch_rows": self._rows,
+            "log_sum": self._log_sum,
+            "log_rows": self._log_rows,
+            "steps": [dict(r) for r in self.steps],
+            "epochs": [dict(r) for r in self.epochs],
+        }
 
 
 class ResumableBackup(tf.keras.callbacks.BackupAndRestore):
@@ -97,9 +110,18 @@ class ResumableBackup(tf.keras.callbacks.BackupAndRestore):
     a SIGTERM/SIGINT recorded by runtime.errors.deferred_interrupts stops training at the end
     of the current step, after a backup of that step, with Interrupted."""
 
-    def __init__(self, backup: TrainingBackup, every: int, steps_per_epoch: int, total_steps: int,
-                 placement: Placement, curves: LossCurves, resume: ResumePoint | None,
-                 on_backup: Callable[[int], None], stop_on_signal: bool) -> None:
+    def __init__(
+        self,
+        backup: TrainingBackup,
+        every: int,
+        steps_per_epoch: int,
+        total_steps: int,
+        placement: Placement,
+        curves: LossCurves,
+        resume: ResumePoint | None,
+        on_backup: Callable[[int], None],
+        stop_on_signal: bool,
+    ) -> None:
         super().__init__(str(backup.dir), save_freq=every, delete_checkpoint=False)
         self.backup, self.every, self.steps_per_epoch, self.total_steps = backup, every, steps_per_epoch, total_steps
         self.placement, self.curves, self.resume, self.on_backup = placement, curves, resume, on_backup
@@ -111,8 +133,10 @@ class ResumableBackup(tf.keras.callbacks.BackupAndRestore):
         states = (self.resume.state.get("dropout_rng") if self.resume else None) or []
         generators = dropout_generators(self.model)
         if states and len(states) != len(generators):
-            raise PipelineError(f"{self.backup.dir}: the backup holds {len(states)} dropout RNG states, the model "
-                                f"has {len(generators)} dropout layers; delete the directory to start over")
+            raise PipelineError(
+                f"{self.backup.dir}: the backup holds {len(states)} dropout RNG states, the model "
+                f"has {len(generators)} dropout layers; delete the directory to start over"
+            )
         for generator, state in zip(generators, states):
             generator.reset(np.asarray(state, dtype=np.int64))
 
@@ -140,8 +164,10 @@ class ResumableBackup(tf.keras.callbacks.BackupAndRestore):
     def stop(self, step: int, epoch: int, batch: int) -> None:
         self.back_up(epoch, batch)
         if self.last_step:
-            detail = (f"training stopped after step {step}/{self.total_steps}; the backup of step {self.last_step} "
-                      f"in {self.backup.dir} resumes it: run the stage again (dvc repro)")
+            detail = (
+                f"training stopped after step {step}/{self.total_steps}; the backup of step {self.last_step} "
+                f"in {self.backup.dir} resumes it: run the stage again (dvc repro)"
+            )
         else:
             detail = f"training stopped after step {step}/{self.total_steps}, before any backup: run the stage again"
         raise Interrupted(pending_interrupt(), detail)
@@ -155,8 +181,14 @@ class ModelSnapshots(tf.keras.callbacks.Callback):
     training began) minus the time spent saving snapshots, which `seconds_saving` holds so the
     caller can take it out of its own wall time too."""
 
-    def __init__(self, save: Callable[[int, dict], None], steps_per_epoch: int, total_steps: int,
-                 every_steps: int, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        save: Callable[[int, dict], None],
+        steps_per_epoch: int,
+        total_steps: int,
+        every_steps: int,
+        clock: Callable[[], float],
+    ) -> None:
         super().__init__()
         self.save, self.steps_per_epoch, self.total_steps = save, steps_per_epoch, total_steps
         self.every_steps, self.clock = every_steps, clock
@@ -173,8 +205,11 @@ class ModelSnapshots(tf.keras.callbacks.Callback):
         if step >= self.total_steps or not (at_epoch_end or (self.every_steps and step % self.every_steps == 0)):
             return
         began = time.perf_counter()
-        info = {"step": step, "epoch": round(step / self.steps_per_epoch, 4),
-                "train_seconds": round(self.clock() - self.seconds_saving, 2)}
+        info = {
+            "step": step,
+            "epoch": round(step / self.steps_per_epoch, 4),
+            "train_seconds": round(self.clock() - self.seconds_saving, 2),
+        }
         self.save(step, info)
         self.saved.append(info)
         self.seconds_saving += time.perf_counter() - began

@@ -20,13 +20,15 @@ class ExportedQA:
         export_dir = Path(export_dir)
         settings = read_settings(export_dir)
         if settings is None or not (export_dir / SAVED_MODEL_DIR).is_dir():
-            raise PipelineError(f"{export_dir}: not a model export (no {INFERENCE_FILE} or {SAVED_MODEL_DIR}/); "
-                                "run `dvc repro export`")
+            raise PipelineError(
+                f"{export_dir}: not a model export (no {INFERENCE_FILE} or {SAVED_MODEL_DIR}/); run `dvc repro export`"
+            )
         self._load(export_dir / SAVED_MODEL_DIR, export_dir / HF_DIR, settings)
 
     @classmethod
-    def from_files(cls, saved_model_dir: str | Path, tokenizer_dir: str | Path,
-                   settings_file: str | Path) -> "ExportedQA":
+    def from_files(
+        cls, saved_model_dir: str | Path, tokenizer_dir: str | Path, settings_file: str | Path
+    ) -> "ExportedQA":
         """An export whose parts live apart (an MLflow model's artifacts)."""
         qa = cls.__new__(cls)
         qa._load(Path(saved_model_dir), Path(tokenizer_dir), read_json(settings_file))
@@ -61,22 +63,52 @@ class ExportedQA:
         out = self.signature(**inputs)
         return out["start_logits"].numpy(), out["end_logits"].numpy()
 
-    def answer(self, question: str, context: str, n_best: int, max_answer_length: int,
-               null_score_diff_threshold: Optional[float] = None) -> dict[str, Any]:
+    def answer(
+        self,
+        question: str,
+        context: str,
+        n_best: int,
+        max_answer_length: int,
+        null_score_diff_threshold: Optional[float] = None,
+    ) -> dict[str, Any]:
         """The evaluate stage's answer for this question (qa.predictions.answer_question); a SQuAD
         v2.0 export applies its recorded threshold unless one is given."""
         return answer_question(
-            self.logits, self.tokenizer, question, context, self.windows, tuple(self.settings["signature_inputs"]),
-            n_best, max_answer_length, self.version_2_with_negative, self.threshold(null_score_diff_threshold),
+            self.logits,
+            self.tokenizer,
+            question,
+            context,
+            self.windows,
+            tuple(self.settings["signature_inputs"]),
+            n_best,
+            max_answer_length,
+            self.version_2_with_negative,
+            self.threshold(null_score_diff_threshold),
         )
 
-    def answer_many(self, questions: Sequence[str], contexts: Sequence[str], n_best: int, max_answer_length: int,
-                    null_score_diff_threshold: Optional[float] = None, batch_size: int = 32,
-                    progress: bool = False) -> list[dict[str, Any]]:
+    def answer_many(
+        self,
+        questions: Sequence[str],
+        contexts: Sequence[str],
+        n_best: int,
+        max_answer_length: int,
+        null_score_diff_threshold: Optional[float] = None,
+        batch_size: int = 32,
+        progress: bool = False,
+    ) -> list[dict[str, Any]]:
         """answer() for many questions: tokenized together, predicted in length-sorted batches
         (qa.predictions.answer_questions). The caller checks the inputs (qa.predictions.check_questions)."""
         return answer_questions(
-            self.logits, self.tokenizer, questions, contexts, self.windows, tuple(self.settings["signature_inputs"]),
-            n_best, max_answer_length, self.version_2_with_negative, self.threshold(null_score_diff_threshold),
-            batch_size=batch_size, progress=progress,
+            self.logits,
+            self.tokenizer,
+            questions,
+            contexts,
+            self.windows,
+            tuple(self.settings["signature_inputs"]),
+            n_best,
+            max_answer_length,
+            self.version_2_with_negative,
+            self.threshold(null_score_diff_threshold),
+            batch_size=batch_size,
+            progress=progress,
         )

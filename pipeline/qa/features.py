@@ -42,9 +42,15 @@ class WindowReport:
     many: list[tuple[str, int]]  # (id, windows) over the warning threshold, most first
 
 
-def check_windows(ids: Sequence[str], questions: Sequence[str], contexts: Sequence[str], tokenizer: Any,
-                  cfg: TokenizeConfig, warn_windows: Optional[int] = None,
-                  label: str = "record id={id!r}") -> WindowReport:
+def check_windows(
+    ids: Sequence[str],
+    questions: Sequence[str],
+    contexts: Sequence[str],
+    tokenizer: Any,
+    cfg: TokenizeConfig,
+    warn_windows: Optional[int] = None,
+    label: str = "record id={id!r}",
+) -> WindowReport:
     """Stop, naming the record, when a question leaves no room for context beyond the stride
     (the tokenizer would panic or raise "Truncation error"); count each example's windows.
 
@@ -54,24 +60,30 @@ def check_windows(ids: Sequence[str], questions: Sequence[str], contexts: Sequen
     tokenize.max_length or lower tokenize.stride).
     """
     specials = tokenizer.num_special_tokens_to_add(pair=True)
-    question_lengths = [len(t) for t in tokenizer([q.strip() for q in questions], add_special_tokens=False)["input_ids"]]
+    question_lengths = [
+        len(t) for t in tokenizer([q.strip() for q in questions], add_special_tokens=False)["input_ids"]
+    ]
     unique_contexts = list(dict.fromkeys(contexts))
-    context_tokens = dict(zip(unique_contexts, (len(t) for t in tokenizer(unique_contexts, add_special_tokens=False)["input_ids"])))
+    context_tokens = dict(
+        zip(unique_contexts, (len(t) for t in tokenizer(unique_contexts, add_special_tokens=False)["input_ids"]))
+    )
     windows: dict[str, int] = {}
     for example_id, n_question, context in zip(ids, question_lengths, contexts):
         room = cfg.max_length - specials - n_question
         if room <= cfg.stride:
             limit = cfg.max_length - specials - cfg.stride - 1
             raise PipelineError(
-                f"{label.format(id=example_id)}: the question has {n_question} tokens, leaving {max(room, 0)} context tokens "
+                f"{label.format(id=example_id)}: the question has {n_question} tokens, "
+                f"leaving {max(room, 0)} context tokens "
                 f"per window, not more than tokenize.stride={cfg.stride} (questions may have at most {limit} tokens "
                 f"with tokenize.max_length={cfg.max_length}); shorten the question, raise tokenize.max_length or "
                 "lower tokenize.stride"
             )
         overflow = context_tokens[context] - room
         windows[example_id] = 1 if overflow <= 0 else 1 + -(-overflow // (room - cfg.stride))
-    many = sorted(((i, n) for i, n in windows.items() if warn_windows is not None and n > warn_windows),
-                  key=lambda item: -item[1])
+    many = sorted(
+        ((i, n) for i, n in windows.items() if warn_windows is not None and n > warn_windows), key=lambda item: -item[1]
+    )
     return WindowReport(windows, many)
 
 
@@ -165,6 +177,11 @@ def tokenize_examples(examples: dict[str, list], tokenizer: Any, cfg: TokenizeCo
 
     raw = Dataset.from_dict({c: examples[c] for c in ("id", "question", "context")})
     return raw.map(
-        prepare_validation_features, batched=True, fn_kwargs={"tokenizer": tokenizer, "cfg": cfg},
-        remove_columns=raw.column_names, keep_in_memory=True, load_from_cache_file=False, desc="Tokenizing",
+        prepare_validation_features,
+        batched=True,
+        fn_kwargs={"tokenizer": tokenizer, "cfg": cfg},
+        remove_columns=raw.column_names,
+        keep_in_memory=True,
+        load_from_cache_file=False,
+        desc="Tokenizing",
     )

@@ -77,8 +77,12 @@ def checkpoint_fingerprint(checkpoint: str) -> dict[str, Any]:
     files = sorted({f for pattern in CHECKPOINT_FILE_PATTERNS for f in root.glob(pattern) if f.is_file()})
     if not files:
         raise PipelineError(f"model.checkpoint={checkpoint!r}: no model files in {root}")
-    return {"md5": dvc_md5(root, files), "size": sum(f.stat().st_size for f in files), "revision": revision,
-            "files": {f.name: file_md5(f) for f in files}}
+    return {
+        "md5": dvc_md5(root, files),
+        "size": sum(f.stat().st_size for f in files),
+        "revision": revision,
+        "files": {f.name: file_md5(f) for f in files},
+    }
 
 
 def checkpoint_source(checkpoint: str) -> str:
@@ -111,14 +115,18 @@ def _check_hub(repo_id: str) -> None:
         return  # cached: from_pretrained reads it from disk
     fix = "use a local model directory or the packaged default (model=minilm)"
     if constants.HF_HUB_OFFLINE:
-        raise PipelineError(f"model.checkpoint={repo_id!r}: not in the local Hugging Face cache and HF_HUB_OFFLINE is "
-                            f"set, so the hub is not asked; unset HF_HUB_OFFLINE with network access, or {fix}")
+        raise PipelineError(
+            f"model.checkpoint={repo_id!r}: not in the local Hugging Face cache and HF_HUB_OFFLINE is "
+            f"set, so the hub is not asked; unset HF_HUB_OFFLINE with network access, or {fix}"
+        )
     host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
     try:
         socket.create_connection((host, 443), timeout=5).close()
     except OSError as err:
-        raise PipelineError(f"model.checkpoint={repo_id!r}: not in the local Hugging Face cache and the hub ({host}) "
-                            f"is unreachable ({err.strerror or err}); check the network, or {fix}") from None
+        raise PipelineError(
+            f"model.checkpoint={repo_id!r}: not in the local Hugging Face cache and the hub ({host}) "
+            f"is unreachable ({err.strerror or err}); check the network, or {fix}"
+        ) from None
 
 
 def _load_error(checkpoint: str, err: Exception) -> PipelineError:
@@ -160,8 +168,10 @@ def load_qa_model(checkpoint: str, config_overrides: dict[str, Any] | None = Non
         config = AutoConfig.from_pretrained(path)
         for key, value in (config_overrides or {}).items():
             if not hasattr(config, key):
-                raise PipelineError(f"model.checkpoint={checkpoint!r}: its {type(config).__name__} has no {key!r}, so "
-                                    f"it cannot be set to {value!r}; leave that setting null for this model")
+                raise PipelineError(
+                    f"model.checkpoint={checkpoint!r}: its {type(config).__name__} has no {key!r}, so "
+                    f"it cannot be set to {value!r}; leave that setting null for this model"
+                )
             setattr(config, key, value)
         if local.is_dir() and not _has_tf_weights(local) and (local / "model.safetensors").is_file():
             return _qa_model_from_pytorch_safetensors(local, config)
@@ -190,11 +200,24 @@ def _qa_model_from_pytorch_safetensors(path: Path, config: Any) -> Any:
     return model
 
 
-def write_windows(model_dir: Path, max_length: int, stride: int, version_2_with_negative: bool,
-                  checkpoint: str, checkpoint_md5: str | None = None) -> None:
-    write_json(Path(model_dir) / WINDOWS_FILE_NAME, {"max_length": max_length, "stride": stride,
-                                                      "version_2_with_negative": version_2_with_negative,
-                                                      "checkpoint": checkpoint, "checkpoint_md5": checkpoint_md5})
+def write_windows(
+    model_dir: Path,
+    max_length: int,
+    stride: int,
+    version_2_with_negative: bool,
+    checkpoint: str,
+    checkpoint_md5: str | None = None,
+) -> None:
+    write_json(
+        Path(model_dir) / WINDOWS_FILE_NAME,
+        {
+            "max_length": max_length,
+            "stride": stride,
+            "version_2_with_negative": version_2_with_negative,
+            "checkpoint": checkpoint,
+            "checkpoint_md5": checkpoint_md5,
+        },
+    )
 
 
 def read_windows(model_dir: Path) -> dict | None:
@@ -269,8 +292,14 @@ def _fused_layer_norm_call(layer, original_call, fused_layer_norm, inputs):
     import tensorflow as tf
 
     rank = inputs.shape.rank
-    if (isinstance(inputs, tf.RaggedTensor) or rank is None or list(layer.axis) != [rank - 1]
-            or layer.gamma is None or layer.beta is None or layer.gamma.dtype != tf.float32):
+    if (
+        isinstance(inputs, tf.RaggedTensor)
+        or rank is None
+        or list(layer.axis) != [rank - 1]
+        or layer.gamma is None
+        or layer.beta is None
+        or layer.gamma.dtype != tf.float32
+    ):
         return original_call(inputs)
     inputs = tf.cast(inputs, layer.compute_dtype)
     return fused_layer_norm(inputs, layer.gamma, layer.beta, float(layer.epsilon))

@@ -143,8 +143,9 @@ class FlatLogits:
     end: np.ndarray  # [T] float32
 
     @classmethod
-    def concatenate(cls, start_logits: Sequence[np.ndarray], end_logits: Sequence[np.ndarray],
-                    offsets: ContextOffsets) -> "FlatLogits":
+    def concatenate(
+        cls, start_logits: Sequence[np.ndarray], end_logits: Sequence[np.ndarray], offsets: ContextOffsets
+    ) -> "FlatLogits":
         lengths = np.diff(offsets.row_starts)
         if not len(lengths):  # no features: nothing to concatenate
             return cls(np.zeros(0, np.float32), np.zeros(0, np.float32))
@@ -203,13 +204,20 @@ def feature_candidates(
     score, start, end = best_score[:, None], top_s[:, :1].copy(), top_e[:, :1].copy()
     rest = np.flatnonzero(~direct)
     if len(rest):
-        score[rest], start[rest], end[rest] = _rank_pairs(top_s[rest], start_values[rest], top_e[rest],
-                                                          end_values[rest], max_answer_length, 1)
+        score[rest], start[rest], end[rest] = _rank_pairs(
+            top_s[rest], start_values[rest], top_e[rest], end_values[rest], max_answer_length, 1
+        )
     return score, start, end
 
 
-def _rank_pairs(top_s: np.ndarray, start_values: np.ndarray, top_e: np.ndarray, end_values: np.ndarray,
-                max_answer_length: int, keep: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _rank_pairs(
+    top_s: np.ndarray,
+    start_values: np.ndarray,
+    top_e: np.ndarray,
+    end_values: np.ndarray,
+    max_answer_length: int,
+    keep: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The `keep` best valid (start, end) pairs per row among the top-n starts and ends, in
     the loop's order (start-major, then end) on ties; -inf score where there is none."""
     # end - start as unsigned: negative differences wrap to huge values, so one comparison
@@ -230,8 +238,7 @@ def _rank_pairs(top_s: np.ndarray, start_values: np.ndarray, top_e: np.ndarray, 
     return flat[rows, order], top_s[rows, order // n_end], top_e[rows, order % n_end]
 
 
-def _all_feature_candidates(logits: FlatLogits, offsets: ContextOffsets, n_best, max_answer_length, keep,
-                            chunk_size):
+def _all_feature_candidates(logits: FlatLogits, offsets: ContextOffsets, n_best, max_answer_length, keep, chunk_size):
     n_features = len(offsets.row_starts) - 1
     score = np.full((n_features, keep), -np.inf, dtype=np.float32)
     start = np.zeros((n_features, keep), dtype=np.int64)
@@ -245,8 +252,15 @@ def _all_feature_candidates(logits: FlatLogits, offsets: ContextOffsets, n_best,
     return score, start, end
 
 
-def _spans(contexts: Sequence[str], offsets: ContextOffsets, logits: FlatLogits, features: np.ndarray,
-           starts: np.ndarray, ends: np.ndarray, scores: np.ndarray) -> list[Span]:
+def _spans(
+    contexts: Sequence[str],
+    offsets: ContextOffsets,
+    logits: FlatLogits,
+    features: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    scores: np.ndarray,
+) -> list[Span]:
     """Span objects for parallel arrays of (feature, start token, end token, score); the
     offsets and logits are gathered for all of them at once."""
     token_s = offsets.row_starts[features] + starts
@@ -255,8 +269,14 @@ def _spans(contexts: Sequence[str], offsets: ContextOffsets, logits: FlatLogits,
     end_chars = offsets.char_end(token_e).tolist()
     # map() over C callables: no Python frame per span (one span per question adds up)
     texts = map(operator.getitem, contexts, map(slice, start_chars, end_chars))
-    fields = zip(texts, scores.astype(np.float64).tolist(), start_chars, end_chars,
-                 logits.start[token_s].astype(np.float64).tolist(), logits.end[token_e].astype(np.float64).tolist())
+    fields = zip(
+        texts,
+        scores.astype(np.float64).tolist(),
+        start_chars,
+        end_chars,
+        logits.start[token_s].astype(np.float64).tolist(),
+        logits.end[token_e].astype(np.float64).tolist(),
+    )
     return list(map(tuple.__new__, itertools.repeat(Span), fields))
 
 
@@ -279,16 +299,16 @@ def best_spans(
     # -score, feature) and take each example's first row, which is the loop's choice (the
     # highest score, the earliest feature on ties).
     code_of = dict(zip(example_ids, range(len(example_ids))))
-    codes = np.fromiter(map(code_of.get, feature_example_ids, itertools.repeat(-1)), dtype=np.int64,
-                        count=len(feature_example_ids))
+    codes = np.fromiter(
+        map(code_of.get, feature_example_ids, itertools.repeat(-1)), dtype=np.int64, count=len(feature_example_ids)
+    )
     order = np.lexsort((np.arange(len(codes)), -score[:, 0], codes))
     sorted_codes = codes[order]
     firsts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]]) if len(codes) else codes
     best = order[firsts]
     best = best[(codes[best] >= 0) & np.isfinite(score[best, 0])]
     answered = codes[best].tolist()
-    spans = _spans([contexts[c] for c in answered], offsets, logits, best, start[best, 0], end[best, 0],
-                   score[best, 0])
+    spans = _spans([contexts[c] for c in answered], offsets, logits, best, start[best, 0], end[best, 0], score[best, 0])
     result: dict[str, Span | None] = dict.fromkeys(example_ids)
     result.update(zip([example_ids[c] for c in answered], spans))
     return result
@@ -327,8 +347,9 @@ def postprocess_predictions(
             ranked = np.argsort(-candidate_scores, kind="stable")[:n_best]
             ranked = ranked[np.isfinite(candidate_scores[ranked])]
             rows, ks = np.asarray(features)[ranked // keep], ranked % keep
-            ranked_spans = _spans([context] * len(ranked), offsets, logits, rows, start[rows, ks], end[rows, ks],
-                                  candidate_scores[ranked])
+            ranked_spans = _spans(
+                [context] * len(ranked), offsets, logits, rows, start[rows, ks], end[rows, ks], candidate_scores[ranked]
+            )
         null = null_span(features, start_logits, end_logits) if version_2_with_negative else None
         collector.add(example_id, ranked_spans, null)
     return collector.result()

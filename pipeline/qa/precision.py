@@ -44,8 +44,13 @@ def auto_precision(gpu_capability: tuple[int, int] | None, cpu_bf16: bool) -> st
     return "mixed_bfloat16" if cpu_bf16 else "float32"
 
 
-def resolve_precision(precision: str, has_gpu: bool, gpu_capability: tuple[int, int] | None = None,
-                      cpu_bf16: bool | None = None, key: str = "train.precision") -> tuple[str, str | None]:
+def resolve_precision(
+    precision: str,
+    has_gpu: bool,
+    gpu_capability: tuple[int, int] | None = None,
+    cpu_bf16: bool | None = None,
+    key: str = "train.precision",
+) -> tuple[str, str | None]:
     """The Keras policy to build the model with, and a note for the log (naming the setting `key`)
     when it differs from the ask or is likely slow. `auto` picks by auto_precision (a GPU of unknown capability counts
     as one with tensor cores)."""
@@ -53,14 +58,19 @@ def resolve_precision(precision: str, has_gpu: bool, gpu_capability: tuple[int, 
     if precision == "auto":
         capability = (gpu_capability or MIN_FLOAT16_GPU_CAPABILITY) if has_gpu else None
         policy = auto_precision(capability, cpu_bf16)
-        where = f"GPU (compute capability {capability[0]}.{capability[1]})" if capability else (
-            "CPU with AVX512-BF16/AMX" if cpu_bf16 else "CPU without AVX512-BF16/AMX")
+        where = (
+            f"GPU (compute capability {capability[0]}.{capability[1]})"
+            if capability
+            else ("CPU with AVX512-BF16/AMX" if cpu_bf16 else "CPU without AVX512-BF16/AMX")
+        )
         return policy, f"{key}=auto: {policy} on this {where}"
     if precision == "mixed_float16" and not has_gpu:
         return "float32", f"{key}=mixed_float16 needs a GPU (float16 is slow on CPUs); using float32"
     if precision == "mixed_bfloat16" and not has_gpu and not cpu_bf16:
-        return precision, (f"{key}=mixed_bfloat16: this CPU has no AVX512-BF16/AMX, so bfloat16 is "
-                           f"emulated and likely slower than float32 ({key}=auto picks float32 here)")
+        return precision, (
+            f"{key}=mixed_bfloat16: this CPU has no AVX512-BF16/AMX, so bfloat16 is "
+            f"emulated and likely slower than float32 ({key}=auto picks float32 here)"
+        )
     return precision, None
 
 

@@ -39,8 +39,16 @@ COURSE_N_BEST = 20
 COURSE_MAX_ANSWER_LENGTH = 30
 
 
-def predict_split(logits_fn: LogitsFn, examples, features, cfg: EvaluateConfig, version_2_with_negative: bool,
-                  pad_token_id: int = 0, progress: bool = True, progress_label: str = "Predicting") -> QAPredictions:
+def predict_split(
+    logits_fn: LogitsFn,
+    examples,
+    features,
+    cfg: EvaluateConfig,
+    version_2_with_negative: bool,
+    pad_token_id: int = 0,
+    progress: bool = True,
+    progress_label: str = "Predicting",
+) -> QAPredictions:
     """Post-processed predictions for a split and its features.
 
     `examples` needs id and context columns, `features` (a datasets.Dataset) the model
@@ -48,11 +56,20 @@ def predict_split(logits_fn: LogitsFn, examples, features, cfg: EvaluateConfig, 
     """
     table = FeatureTable.from_dataset(features, pad_token_id=pad_token_id)
     max_length = int(table.lengths.max()) if len(table) else 1
-    starts, ends = predict_logits(logits_fn, table, cfg.batch_size, max_length, progress=progress,
-                                  progress_label=progress_label)
+    starts, ends = predict_logits(
+        logits_fn, table, cfg.batch_size, max_length, progress=progress, progress_label=progress_label
+    )
     return postprocess_predictions(
-        examples["id"], examples["context"], features["example_id"], ContextOffsets.from_dataset(features),
-        starts, ends, cfg.n_best, cfg.max_answer_length, version_2_with_negative, cfg.null_score_diff_threshold,
+        examples["id"],
+        examples["context"],
+        features["example_id"],
+        ContextOffsets.from_dataset(features),
+        starts,
+        ends,
+        cfg.n_best,
+        cfg.max_answer_length,
+        version_2_with_negative,
+        cfg.null_score_diff_threshold,
     )
 
 
@@ -61,8 +78,14 @@ class InvalidQuestion(PipelineError):
     row, the field and the fix."""
 
 
-def check_questions(tokenizer: Any, questions: Sequence[Any], contexts: Sequence[Any], windows: TokenizeConfig,
-                    max_context_chars: Optional[int] = None, first_row: int = 0) -> None:
+def check_questions(
+    tokenizer: Any,
+    questions: Sequence[Any],
+    contexts: Sequence[Any],
+    windows: TokenizeConfig,
+    max_context_chars: Optional[int] = None,
+    first_row: int = 0,
+) -> None:
     """Raise InvalidQuestion for the first row that is not a non-empty string question and
     context, has a context over `max_context_chars` characters, or a question too long to
     leave room for `stride` context tokens in a window (the tokenizer would panic)."""
@@ -74,22 +97,36 @@ def check_questions(tokenizer: Any, questions: Sequence[Any], contexts: Sequence
                 shown = "null" if missing else f"{type(value).__name__} {value!r:.40}"
                 raise InvalidQuestion(f"{row}: {field_name} must be a string, got {shown}")
             if not value.strip():
-                raise InvalidQuestion(f"{row}: {field_name} is empty; "
-                                      + ("ask a question" if field_name == "question" else "give the text to answer from"))
+                raise InvalidQuestion(
+                    f"{row}: {field_name} is empty; "
+                    + ("ask a question" if field_name == "question" else "give the text to answer from")
+                )
         if max_context_chars is not None and len(context) > max_context_chars:
-            raise InvalidQuestion(f"{row}: context has {len(context):,} characters, over the limit of "
-                                  f"{max_context_chars:,}; split it or raise max_context_chars")
+            raise InvalidQuestion(
+                f"{row}: context has {len(context):,} characters, over the limit of "
+                f"{max_context_chars:,}; split it or raise max_context_chars"
+            )
     # The question-length rule is qa.features.check_windows' (one rule, one place).
     try:
-        check_windows([first_row + i for i in range(len(questions))], questions, contexts, tokenizer, windows,
-                      label="row {id}")
+        check_windows(
+            [first_row + i for i in range(len(questions))], questions, contexts, tokenizer, windows, label="row {id}"
+        )
     except PipelineError as err:
         raise InvalidQuestion(str(err)) from None
 
 
-def answer_question(logits_fn: LogitsFn, tokenizer: Any, question: str, context: str, windows: TokenizeConfig,
-                    input_names: tuple[str, ...], n_best: int, max_answer_length: int,
-                    version_2_with_negative: bool, null_score_diff_threshold: float) -> dict[str, Any]:
+def answer_question(
+    logits_fn: LogitsFn,
+    tokenizer: Any,
+    question: str,
+    context: str,
+    windows: TokenizeConfig,
+    input_names: tuple[str, ...],
+    n_best: int,
+    max_answer_length: int,
+    version_2_with_negative: bool,
+    null_score_diff_threshold: float,
+) -> dict[str, Any]:
     """One question: the answer, its score (start + end logit), character offsets and the
     number of windows; for SQuAD v2.0 also null_odds ("" answers when they pass the threshold)."""
     if not question.strip():
@@ -97,37 +134,74 @@ def answer_question(logits_fn: LogitsFn, tokenizer: Any, question: str, context:
     if not context.strip():
         raise PipelineError("--context is empty; give the text to answer from")
     check_questions(tokenizer, [question], [context], windows)
-    return answer_questions(logits_fn, tokenizer, [question], [context], windows, input_names, n_best,
-                            max_answer_length, version_2_with_negative, null_score_diff_threshold)[0]
+    return answer_questions(
+        logits_fn,
+        tokenizer,
+        [question],
+        [context],
+        windows,
+        input_names,
+        n_best,
+        max_answer_length,
+        version_2_with_negative,
+        null_score_diff_threshold,
+    )[0]
 
 
-def answer_questions(logits_fn: LogitsFn, tokenizer: Any, questions: Sequence[str], contexts: Sequence[str],
-                     windows: TokenizeConfig, input_names: tuple[str, ...], n_best: int, max_answer_length: int,
-                     version_2_with_negative: bool, null_score_diff_threshold: float, batch_size: int = 16,
-                     progress: bool = False) -> list[dict[str, Any]]:
+def answer_questions(
+    logits_fn: LogitsFn,
+    tokenizer: Any,
+    questions: Sequence[str],
+    contexts: Sequence[str],
+    windows: TokenizeConfig,
+    input_names: tuple[str, ...],
+    n_best: int,
+    max_answer_length: int,
+    version_2_with_negative: bool,
+    null_score_diff_threshold: float,
+    batch_size: int = 16,
+    progress: bool = False,
+) -> list[dict[str, Any]]:
     """Many questions at once, each answered as answer_question answers it: every question's
     windows tokenized in one call, logits in length-sorted batches of `batch_size` windows,
     then the vectorized post-processing. One result dict per question, in input order."""
     ids = [str(i) for i in range(len(questions))]  # internal ids: the caller's may repeat or be absent
-    features = prepare_validation_features({"id": ids, "question": list(questions), "context": list(contexts)},
-                                           tokenizer, windows)
+    features = prepare_validation_features(
+        {"id": ids, "question": list(questions), "context": list(contexts)}, tokenizer, windows
+    )
     columns = {
-        name: RaggedColumn.from_lists(features[name] if name in features else [[0] * len(r) for r in features["input_ids"]])
+        name: RaggedColumn.from_lists(
+            features[name] if name in features else [[0] * len(r) for r in features["input_ids"]]
+        )
         for name in input_names
     }
     table = FeatureTable(columns, {}, tokenizer.pad_token_id or 0)
-    starts, ends = predict_logits(logits_fn, table, batch_size=batch_size, max_length=windows.max_length,
-                                  progress=progress)
+    starts, ends = predict_logits(
+        logits_fn, table, batch_size=batch_size, max_length=windows.max_length, progress=progress
+    )
     predictions = postprocess_predictions(
-        ids, list(contexts), features["example_id"], ContextOffsets.from_lists(features["offset_mapping"]), starts,
-        ends, n_best, max_answer_length, version_2_with_negative, null_score_diff_threshold,
+        ids,
+        list(contexts),
+        features["example_id"],
+        ContextOffsets.from_lists(features["offset_mapping"]),
+        starts,
+        ends,
+        n_best,
+        max_answer_length,
+        version_2_with_negative,
+        null_score_diff_threshold,
     )
     n_windows = Counter(features["example_id"])
     results = []
     for i in ids:
         span = predictions.spans[i]
-        result: dict[str, Any] = {"answer": predictions.answers[i], "score": None, "start": None, "end": None,
-                                  "windows": n_windows[i]}
+        result: dict[str, Any] = {
+            "answer": predictions.answers[i],
+            "score": None,
+            "start": None,
+            "end": None,
+            "windows": n_windows[i],
+        }
         if span is not None:
             result.update(score=round(float(np.float32(span.score)), 4), start=span.start_char, end=span.end_char)
         if version_2_with_negative:
@@ -137,8 +211,9 @@ def answer_questions(logits_fn: LogitsFn, tokenizer: Any, questions: Sequence[st
     return results
 
 
-def score(predictions: QAPredictions, examples, version_2_with_negative: bool,
-          null_score_diff_threshold: float) -> dict[str, float]:
+def score(
+    predictions: QAPredictions, examples, version_2_with_negative: bool, null_score_diff_threshold: float
+) -> dict[str, float]:
     """SQuAD v1.1 or v2.0 metrics of the predictions against the examples' answers.
 
     For v2.0 the null odds go to the metric as no-answer probabilities, with the
@@ -187,24 +262,50 @@ class SetEvaluation:
     analysis: Analysis
 
 
-def evaluate_examples(loaded: LoadedModel, examples: dict[str, list], tokenize_cfg: TokenizeConfig,
-                      evaluate_cfg: EvaluateConfig, version_2_with_negative: bool = False, progress: bool = True,
-                      progress_label: str = "Predicting") -> SetEvaluation:
+def evaluate_examples(
+    loaded: LoadedModel,
+    examples: dict[str, list],
+    tokenize_cfg: TokenizeConfig,
+    evaluate_cfg: EvaluateConfig,
+    version_2_with_negative: bool = False,
+    progress: bool = True,
+    progress_label: str = "Predicting",
+) -> SetEvaluation:
     """Score a loaded model on examples (id/question/context/answers columns): features,
     predictions, the SQuAD metric, and the analysis with evaluate_cfg's bootstrap settings."""
     features = tokenize_examples(examples, loaded.tokenizer, tokenize_cfg)
-    predictions = predict_split(loaded.logits_fn, examples, features, evaluate_cfg, version_2_with_negative,
-                                loaded.tokenizer.pad_token_id or 0, progress, progress_label)
+    predictions = predict_split(
+        loaded.logits_fn,
+        examples,
+        features,
+        evaluate_cfg,
+        version_2_with_negative,
+        loaded.tokenizer.pad_token_id or 0,
+        progress,
+        progress_label,
+    )
     metrics = score(predictions, examples, version_2_with_negative, evaluate_cfg.null_score_diff_threshold)
-    result = analyse(predictions, examples, windows_per_example(features["example_id"]), version_2_with_negative,
-                     evaluate_cfg.bootstrap_samples, evaluate_cfg.bootstrap_seed)
+    result = analyse(
+        predictions,
+        examples,
+        windows_per_example(features["example_id"]),
+        version_2_with_negative,
+        evaluate_cfg.bootstrap_samples,
+        evaluate_cfg.bootstrap_seed,
+    )
     metrics.update(result.summary, examples=len(examples["id"]), features=features.num_rows)
     return SetEvaluation(metrics, predictions, result)
 
 
-def evaluate_file(model_dir: Path, data_file: Path, tokenize_cfg: TokenizeConfig, evaluate_cfg: EvaluateConfig,
-                  version_2_with_negative: bool = False, max_samples: Optional[int] = None,
-                  progress: bool = True) -> tuple[dict[str, Any], Any]:
+def evaluate_file(
+    model_dir: Path,
+    data_file: Path,
+    tokenize_cfg: TokenizeConfig,
+    evaluate_cfg: EvaluateConfig,
+    version_2_with_negative: bool = False,
+    max_samples: Optional[int] = None,
+    progress: bool = True,
+) -> tuple[dict[str, Any], Any]:
     """(metrics, QAPredictions) of a save_pretrained model on a SQuAD-format file, every question
     validated and scored."""
     examples = load_examples(data_file, version_2_with_negative, max_samples)

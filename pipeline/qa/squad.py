@@ -36,9 +36,13 @@ class ValidationReport:
 
     def counts(self, policy: str) -> dict[str, Any]:
         """How many records were repaired and dropped, with the first few of each."""
-        return {"policy": policy, "repaired": len(self.repaired), "dropped": len(self.problems),
-                "repaired_examples": self.repaired[:REPORT_EXAMPLES],
-                "dropped_examples": self.problems[:REPORT_EXAMPLES]}
+        return {
+            "policy": policy,
+            "repaired": len(self.repaired),
+            "dropped": len(self.problems),
+            "repaired_examples": self.repaired[:REPORT_EXAMPLES],
+            "dropped_examples": self.problems[:REPORT_EXAMPLES],
+        }
 
 
 def _string_id(value: Any) -> Any:
@@ -54,8 +58,9 @@ def read_squad_json(path: str | Path) -> list[dict]:
     """
     path = Path(path)
     if path.is_dir():
-        raise PipelineError(f"{path}: is a directory, not a SQuAD .json/.json.gz file; check data.train_file / "
-                            "data.validation_file")
+        raise PipelineError(
+            f"{path}: is a directory, not a SQuAD .json/.json.gz file; check data.train_file / data.validation_file"
+        )
     if not path.is_file():
         raise PipelineError(f"{path}: data file not found; check data.train_file / data.validation_file")
     try:
@@ -91,7 +96,9 @@ def read_squad_json(path: str | Path) -> list[dict]:
                         if not isinstance(answers, list)
                         else {
                             "text": [ans.get("text") if isinstance(ans, dict) else None for ans in answers],
-                            "answer_start": [ans.get("answer_start") if isinstance(ans, dict) else None for ans in answers],
+                            "answer_start": [
+                                ans.get("answer_start") if isinstance(ans, dict) else None for ans in answers
+                            ],
                         },
                         "is_impossible": bool(qa.get("is_impossible", False)),
                     }
@@ -194,8 +201,10 @@ def validate_records(records: Iterable[dict], source: str, policy: str, allow_im
         if problem is not None:
             where = f"{source}: record id={record.get('id')!r}: {problem}"
             if policy == "error":
-                raise PipelineError(f"{where} (fix the record, or set data.bad_records=repair to move misplaced "
-                                    "answers and drop the rest, or data.bad_records=drop to skip bad records)")
+                raise PipelineError(
+                    f"{where} (fix the record, or set data.bad_records=repair to move misplaced "
+                    "answers and drop the rest, or data.bad_records=drop to skip bad records)"
+                )
             report.problems.append(where)
             continue
         if repair_notes:
@@ -248,8 +257,7 @@ def load_hub_split(cfg: DataConfig, split: str) -> tuple[list[dict], dict[str, s
     missing = [c for c in COLUMNS if c not in dataset.column_names]
     if missing:
         raise PipelineError(
-            f"data.name={cfg.name!r} split={split!r}: missing SQuAD columns {missing}; "
-            f"expected {list(COLUMNS)}"
+            f"data.name={cfg.name!r} split={split!r}: missing SQuAD columns {missing}; expected {list(COLUMNS)}"
         )
     records = dataset.select_columns(list(COLUMNS)).to_list()
     for record in records:
@@ -286,10 +294,15 @@ def build_dataset_dict(cfg: DataConfig) -> tuple[Any, dict]:
         records, source, provenance = load_split(cfg, split)
         report = validate_records(records, source, cfg.bad_records, cfg.version_2_with_negative)
         if report.repaired:
-            print(f"{source}: repaired {len(report.repaired)} records (data.bad_records=repair), e.g. {report.repaired[0]}")
+            print(
+                f"{source}: repaired {len(report.repaired)} records (data.bad_records=repair), "
+                f"e.g. {report.repaired[0]}"
+            )
         if report.problems:
-            print(f"{source}: dropped {len(report.problems)} bad records (data.bad_records={cfg.bad_records}), "
-                  f"e.g. {report.problems[0]}")
+            print(
+                f"{source}: dropped {len(report.problems)} bad records (data.bad_records={cfg.bad_records}), "
+                f"e.g. {report.problems[0]}"
+            )
         kept = report.kept
         limit = cfg.max_train_samples if split == "train" else cfg.max_eval_samples
         if limit is not None:
@@ -299,9 +312,15 @@ def build_dataset_dict(cfg: DataConfig) -> tuple[Any, dict]:
         rows = [{c: r[c] if c != "title" else (r.get("title") or "") for c in COLUMNS} for r in kept]
         splits[split] = Dataset.from_list(rows, features=features)
         counts = report.counts(cfg.bad_records)
-        summary[split] = {"examples": len(kept), "dropped": len(report.problems), "source": source,
-                          "repaired": len(report.repaired), "repaired_examples": counts["repaired_examples"],
-                          "dropped_examples": counts["dropped_examples"], **provenance}
+        summary[split] = {
+            "examples": len(kept),
+            "dropped": len(report.problems),
+            "source": source,
+            "repaired": len(report.repaired),
+            "repaired_examples": counts["repaired_examples"],
+            "dropped_examples": counts["dropped_examples"],
+            **provenance,
+        }
     return DatasetDict(splits), summary
 
 
@@ -314,8 +333,9 @@ def load_examples(path: Path, version_2_with_negative: bool, max_samples: Option
     return read_examples(path, version_2_with_negative, max_samples)[0]
 
 
-def read_examples(path: Path, version_2_with_negative: bool, max_samples: Optional[int] = None,
-                  bad_records: str = "error") -> tuple[dict[str, list], dict[str, Any]]:
+def read_examples(
+    path: Path, version_2_with_negative: bool, max_samples: Optional[int] = None, bad_records: str = "error"
+) -> tuple[dict[str, list], dict[str, Any]]:
     """(id/question/context/answers columns of a SQuAD-format file, the bad-records counts).
 
     bad_records "error": any bad record stops the run (a metric over a silently smaller set
@@ -330,8 +350,9 @@ def read_examples(path: Path, version_2_with_negative: bool, max_samples: Option
             "add --version-2-with-negative to evaluate SQuAD v2.0"
         )
     # "error" validates as "drop" only to count the bad records for the message.
-    report = validate_records(records, str(path), "drop" if bad_records == "error" else bad_records,
-                              allow_impossible=version_2_with_negative)
+    report = validate_records(
+        records, str(path), "drop" if bad_records == "error" else bad_records, allow_impossible=version_2_with_negative
+    )
     if report.problems and bad_records == "error":
         raise PipelineError(
             f"{report.problems[0]} ({len(report.problems)} bad record(s) in the file; every question is scored, "
@@ -340,17 +361,36 @@ def read_examples(path: Path, version_2_with_negative: bool, max_samples: Option
     kept = report.kept[:max_samples] if max_samples else report.kept
     if not kept:
         raise PipelineError(f"{path}: no questions to evaluate")
-    return ({column: [r[column] for r in kept] for column in ("id", "question", "context", "answers")},
-            report.counts(bad_records))
+    return (
+        {column: [r[column] for r in kept] for column in ("id", "question", "context", "answers")},
+        report.counts(bad_records),
+    )
 
 
 def write_squad_json(records: list[dict], path: Path) -> None:
     """Records (this module's layout) back into a SQuAD v1.1 JSON file, one paragraph each
     (gzip-compressed when the name ends in .gz, as read_squad_json reads it)."""
-    data = [{"title": r["title"], "paragraphs": [{"context": r["context"], "qas": [
-        {"id": r["id"], "question": r["question"],
-         "answers": [{"text": t, "answer_start": s} for t, s in zip(r["answers"]["text"], r["answers"]["answer_start"])]}
-    ]}]} for r in records]
+    data = [
+        {
+            "title": r["title"],
+            "paragraphs": [
+                {
+                    "context": r["context"],
+                    "qas": [
+                        {
+                            "id": r["id"],
+                            "question": r["question"],
+                            "answers": [
+                                {"text": t, "answer_start": s}
+                                for t, s in zip(r["answers"]["text"], r["answers"]["answer_start"])
+                            ],
+                        }
+                    ],
+                }
+            ],
+        }
+        for r in records
+    ]
     text = json.dumps({"version": "1.1", "data": data})
     if str(path).endswith(".gz"):
         with gzip.open(path, "wt", encoding="utf-8") as fh:
@@ -378,10 +418,16 @@ def iter_questions(path: str | Path) -> Iterator[dict]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
-                raise PipelineError(f"{path}:{number}: not a JSON object ({err.msg}); expected one "
-                                    '{"question": ..., "context": ...} per line') from None
+                raise PipelineError(
+                    f"{path}:{number}: not a JSON object ({err.msg}); expected one "
+                    '{"question": ..., "context": ...} per line'
+                ) from None
             if not isinstance(record, dict):
-                raise PipelineError(f"{path}:{number}: not a JSON object; expected one "
-                                    '{"question": ..., "context": ...} per line')
-            yield {"id": str(record.get("id", number)), "question": record.get("question"),
-                   "context": record.get("context")}
+                raise PipelineError(
+                    f'{path}:{number}: not a JSON object; expected one {{"question": ..., "context": ...}} per line'
+                )
+            yield {
+                "id": str(record.get("id", number)),
+                "question": record.get("question"),
+                "context": record.get("context"),
+            }

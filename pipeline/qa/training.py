@@ -24,6 +24,7 @@ ONE_DEVICE, MIRRORED, MULTI_WORKER = "one_device", "mirrored", "multi_worker"
 
 # --- where training runs: tf.distribute -------------------------------------------------
 
+
 def read_tf_config() -> dict | None:
     """$TF_CONFIG (set by pipeline.launch or a cluster scheduler), parsed; None when unset."""
     raw = os.environ.get("TF_CONFIG", "").strip()
@@ -35,9 +36,11 @@ def read_tf_config() -> dict | None:
         task = tf_config["task"]
         task["type"], int(task["index"])
     except (ValueError, KeyError, TypeError, AttributeError) as err:
-        raise PipelineError(f"TF_CONFIG={raw[:200]!r} is invalid ({type(err).__name__}: {err}): it must be JSON "
-                            '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": i}}; '
-                            "pipeline.launch writes it for local workers") from None
+        raise PipelineError(
+            f"TF_CONFIG={raw[:200]!r} is invalid ({type(err).__name__}: {err}): it must be JSON "
+            '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": i}}; '
+            "pipeline.launch writes it for local workers"
+        ) from None
     if not workers:
         raise PipelineError(f"TF_CONFIG={raw[:200]!r} is invalid: its cluster names no worker")
     return tf_config
@@ -62,7 +65,8 @@ def choose_strategy(name: str, tf_config: dict | None, num_gpus: int) -> str:
             raise PipelineError(
                 "train.strategy='multi_worker' needs TF_CONFIG (the cluster and this worker's task): start the "
                 "workers with `python -m pipeline.launch --workers N -- python -m pipeline.train` on one "
-                "machine, or let the cluster scheduler set it (docs/distributed.md)")
+                "machine, or let the cluster scheduler set it (docs/distributed.md)"
+            )
         return MULTI_WORKER
     if name == "mirrored":
         return MIRRORED
@@ -148,7 +152,8 @@ def dropout_config(rate: float | None, attention_rate: float | None = None) -> d
 def build_training_model(train: TrainConfig, checkpoint: str, total_steps: int) -> tuple[Any, Any, str]:
     """The QA model compiled for training as the train stage trains it: built under the precision
     policy with resumable dropout at train.dropout / train.attention_dropout, its head in float32,
-    GELU/LayerNorm fused when train.fuse_elementwise, `create_optimizer` with warmup and weight decay. Call it inside the strategy's scope. Returns (model, learning-rate
+    GELU/LayerNorm fused when train.fuse_elementwise, `create_optimizer` with warmup and weight decay.
+    Call it inside the strategy's scope. Returns (model, learning-rate
     schedule, policy name)."""
     import tensorflow as tf
     from transformers import create_optimizer
@@ -222,8 +227,13 @@ def batch_rows(table: FeatureTable, cfg: PipelineConfig) -> Callable[[int], np.n
     return rows
 
 
-def make_dataset(table: FeatureTable, cfg: PipelineConfig, start_epoch: int = 0, start_step: int = 0,
-                 placement: Placement | None = None):
+def make_dataset(
+    table: FeatureTable,
+    cfg: PipelineConfig,
+    start_epoch: int = 0,
+    start_step: int = 0,
+    placement: Placement | None = None,
+):
     """The training input, starting at (start_epoch, start_step).
 
     On one device: a tf.data.Dataset of global batches. Under a strategy with several replicas
@@ -239,8 +249,16 @@ def make_dataset(table: FeatureTable, cfg: PipelineConfig, start_epoch: int = 0,
 
     def dataset(num_replicas: int, replica_ids: Sequence[int]):
         generator = make_train_generator(
-            table, train.batch_size, train.seed, train.padding, cfg.tokenize.max_length, train.pad_to_multiple_of,
-            start_epoch=start_epoch, start_step=start_step, num_replicas=num_replicas, replica_ids=replica_ids,
+            table,
+            train.batch_size,
+            train.seed,
+            train.padding,
+            cfg.tokenize.max_length,
+            train.pad_to_multiple_of,
+            start_epoch=start_epoch,
+            start_step=start_step,
+            num_replicas=num_replicas,
+            replica_ids=replica_ids,
         )
         signature: Any = {**inputs, **labels}
         if num_replicas > 1:

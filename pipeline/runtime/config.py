@@ -17,8 +17,9 @@ from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.runtime.errors import PipelineError
+from pipeline.runtime.paths import PARAMS_FILE
 
-DEFAULT_PARAMS = "params.yaml"
+DEFAULT_PARAMS = str(PARAMS_FILE)
 PRECISION_POLICIES = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 BAD_RECORD_POLICIES = ("error", "drop", "repair")
 MIN_BOOTSTRAP_SAMPLES = 100  # fewer resamples make a 95% percentile interval mostly noise
@@ -134,8 +135,13 @@ def validate(cfg: PipelineConfig, source: str = DEFAULT_PARAMS) -> PipelineConfi
                 f"set a SQuAD-format .json/.json.gz path, e.g. -S data.{key}=path/to/file.json",
                 source,
             )
-    _require(d.bad_records in BAD_RECORD_POLICIES, "data.bad_records", d.bad_records,
-             f"use one of {', '.join(BAD_RECORD_POLICIES)}", source)
+    _require(
+        d.bad_records in BAD_RECORD_POLICIES,
+        "data.bad_records",
+        d.bad_records,
+        f"use one of {', '.join(BAD_RECORD_POLICIES)}",
+        source,
+    )
     for key in ("max_train_samples", "max_eval_samples"):
         value = getattr(d, key)
         _require(value is None or value > 0, f"data.{key}", value, "use a positive count or null for all", source)
@@ -148,55 +154,116 @@ def validate(cfg: PipelineConfig, source: str = DEFAULT_PARAMS) -> PipelineConfi
         f"stride must be >= 0 and less than tokenize.max_length ({t.max_length})",
         source,
     )
-    _require(t.max_windows is None or t.max_windows >= 1, "tokenize.max_windows", t.max_windows,
-             "use at least 1, or null to keep every question", source)
-    _require(t.warn_windows is None or t.warn_windows >= 1, "tokenize.warn_windows", t.warn_windows,
-             "use at least 1, or null to never warn", source)
+    _require(
+        t.max_windows is None or t.max_windows >= 1,
+        "tokenize.max_windows",
+        t.max_windows,
+        "use at least 1, or null to keep every question",
+        source,
+    )
+    _require(
+        t.warn_windows is None or t.warn_windows >= 1,
+        "tokenize.warn_windows",
+        t.warn_windows,
+        "use at least 1, or null to never warn",
+        source,
+    )
     _require(tr.learning_rate > 0, "train.learning_rate", tr.learning_rate, "use a positive rate", source)
     _require(0 <= tr.warmup_ratio < 1, "train.warmup_ratio", tr.warmup_ratio, "use a value in [0, 1)", source)
     _require(tr.weight_decay >= 0, "train.weight_decay", tr.weight_decay, "use a value >= 0", source)
     _require(tr.epochs >= 1, "train.epochs", tr.epochs, "use at least 1 epoch", source)
     _require(tr.batch_size >= 1, "train.batch_size", tr.batch_size, "use at least 1", source)
     _require(
-        tr.precision in PRECISION_POLICIES, "train.precision", tr.precision,
-        f"use one of {', '.join(PRECISION_POLICIES)}", source,
+        tr.precision in PRECISION_POLICIES,
+        "train.precision",
+        tr.precision,
+        f"use one of {', '.join(PRECISION_POLICIES)}",
+        source,
     )
-    _require(tr.padding in ("bucketed", "max_length"), "train.padding", tr.padding, "use 'bucketed' or 'max_length'", source)
+    _require(
+        tr.padding in ("bucketed", "max_length"), "train.padding", tr.padding, "use 'bucketed' or 'max_length'", source
+    )
     _require(tr.pad_to_multiple_of >= 1, "train.pad_to_multiple_of", tr.pad_to_multiple_of, "use at least 1", source)
-    _require(tr.dropout is None or (isinstance(tr.dropout, (int, float)) and not isinstance(tr.dropout, bool)
-                                    and 0 <= tr.dropout < 1),
-             "train.dropout", tr.dropout, "use null (the checkpoint's rates) or a rate in [0, 1)", source)
-    _require(tr.attention_dropout is None or (isinstance(tr.attention_dropout, (int, float))
-                                              and not isinstance(tr.attention_dropout, bool)
-                                              and 0 <= tr.attention_dropout < 1),
-             "train.attention_dropout", tr.attention_dropout,
-             "use null (the same as train.dropout) or a rate in [0, 1)", source)
+    _require(
+        tr.dropout is None
+        or (isinstance(tr.dropout, (int, float)) and not isinstance(tr.dropout, bool) and 0 <= tr.dropout < 1),
+        "train.dropout",
+        tr.dropout,
+        "use null (the checkpoint's rates) or a rate in [0, 1)",
+        source,
+    )
+    _require(
+        tr.attention_dropout is None
+        or (
+            isinstance(tr.attention_dropout, (int, float))
+            and not isinstance(tr.attention_dropout, bool)
+            and 0 <= tr.attention_dropout < 1
+        ),
+        "train.attention_dropout",
+        tr.attention_dropout,
+        "use null (the same as train.dropout) or a rate in [0, 1)",
+        source,
+    )
     _require(tr.log_every_steps >= 1, "train.log_every_steps", tr.log_every_steps, "use at least 1", source)
     _require(tr.strategy in STRATEGIES, "train.strategy", tr.strategy, f"use one of {', '.join(STRATEGIES)}", source)
-    _require(tr.backup_every_steps >= 1, "train.backup_every_steps", tr.backup_every_steps,
-             "use at least 1 (a backup every N training steps)", source)
+    _require(
+        tr.backup_every_steps >= 1,
+        "train.backup_every_steps",
+        tr.backup_every_steps,
+        "use at least 1 (a backup every N training steps)",
+        source,
+    )
     if tr.jit_compile and tr.padding == "bucketed":
         widths = -(-t.max_length // tr.pad_to_multiple_of)
         least = -(-t.max_length // JIT_MAX_WIDTHS)
         _require(
-            widths <= JIT_MAX_WIDTHS, "train.pad_to_multiple_of", tr.pad_to_multiple_of,
+            widths <= JIT_MAX_WIDTHS,
+            "train.pad_to_multiple_of",
+            tr.pad_to_multiple_of,
             f"with train.jit_compile=true XLA compiles once per batch width, and tokenize.max_length="
             f"{t.max_length} leaves {widths} widths; use at least {least} (at most {JIT_MAX_WIDTHS} widths) "
-            "or train.padding=max_length", source,
+            "or train.padding=max_length",
+            source,
         )
-    _require(ev.precision in PRECISION_POLICIES, "evaluate.precision", ev.precision,
-             f"use one of {', '.join(PRECISION_POLICIES)}", source)
+    _require(
+        ev.precision in PRECISION_POLICIES,
+        "evaluate.precision",
+        ev.precision,
+        f"use one of {', '.join(PRECISION_POLICIES)}",
+        source,
+    )
     _require(ev.n_best >= 1, "evaluate.n_best", ev.n_best, "use at least 1", source)
     _require(ev.max_answer_length >= 1, "evaluate.max_answer_length", ev.max_answer_length, "use at least 1", source)
     _require(ev.batch_size >= 1, "evaluate.batch_size", ev.batch_size, "use at least 1", source)
-    _require(ev.bootstrap_samples >= MIN_BOOTSTRAP_SAMPLES, "evaluate.bootstrap_samples", ev.bootstrap_samples,
-             f"use at least {MIN_BOOTSTRAP_SAMPLES} resamples (1000 is usual)", source)
+    _require(
+        ev.bootstrap_samples >= MIN_BOOTSTRAP_SAMPLES,
+        "evaluate.bootstrap_samples",
+        ev.bootstrap_samples,
+        f"use at least {MIN_BOOTSTRAP_SAMPLES} resamples (1000 is usual)",
+        source,
+    )
     _require(ev.bootstrap_seed >= 0, "evaluate.bootstrap_seed", ev.bootstrap_seed, "use a seed >= 0", source)
-    _require(bool(cfg.mlflow.experiment_name), "mlflow.experiment_name", cfg.mlflow.experiment_name, "name an experiment", source)
-    _require(bool(cfg.mlflow.registered_model_name), "mlflow.registered_model_name", cfg.mlflow.registered_model_name,
-             "name the registered model, e.g. squad-qa", source)
-    _require(cfg.mlflow.max_context_chars >= 1, "mlflow.max_context_chars", cfg.mlflow.max_context_chars,
-             "use a positive number of characters", source)
+    _require(
+        bool(cfg.mlflow.experiment_name),
+        "mlflow.experiment_name",
+        cfg.mlflow.experiment_name,
+        "name an experiment",
+        source,
+    )
+    _require(
+        bool(cfg.mlflow.registered_model_name),
+        "mlflow.registered_model_name",
+        cfg.mlflow.registered_model_name,
+        "name the registered model, e.g. squad-qa",
+        source,
+    )
+    _require(
+        cfg.mlflow.max_context_chars >= 1,
+        "mlflow.max_context_chars",
+        cfg.mlflow.max_context_chars,
+        "use a positive number of characters",
+        source,
+    )
     return cfg
 
 
@@ -224,8 +291,9 @@ def from_dict(params: dict, source: str = DEFAULT_PARAMS) -> PipelineConfig:
             raise PipelineError(f"{source}: {absent[0]} is missing; {MISSING_FIX}")
         unset = sorted(OmegaConf.missing_keys(merged))
         if unset:
-            raise PipelineError(f"{source}: {unset[0]}='???' is not set: give it a value, e.g. "
-                                f"`dvc exp run -S {unset[0]}=...`")
+            raise PipelineError(
+                f"{source}: {unset[0]}='???' is not set: give it a value, e.g. `dvc exp run -S {unset[0]}=...`"
+            )
         cfg = OmegaConf.to_object(merged)
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or "?"
@@ -252,9 +320,13 @@ def load_config(path: str | Path = DEFAULT_PARAMS) -> PipelineConfig:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise PipelineError(f"{path}: not valid YAML{where}: {problem}; fix it or recompose it with `make params`") from None
+        raise PipelineError(
+            f"{path}: not valid YAML{where}: {problem}; fix it or recompose it with `make params`"
+        ) from None
     if not isinstance(params, dict):
-        raise PipelineError(f"{path}: expected a mapping of sections (data, model, ...); recompose it with `make params`")
+        raise PipelineError(
+            f"{path}: expected a mapping of sections (data, model, ...); recompose it with `make params`"
+        )
     return from_dict(params, str(path))
 
 
@@ -273,8 +345,10 @@ def flatten(cfg: PipelineConfig) -> dict[str, Any]:
     return out
 
 
-def stage_config(doc: str, add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
-                 ) -> tuple[PipelineConfig, argparse.Namespace]:
+def stage_config(
+    doc: str,
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> tuple[PipelineConfig, argparse.Namespace]:
     """A stage's command line: its module docstring as help, `--params` (the composed config),
     and what `add_arguments` adds. Returns the loaded, validated config and the arguments."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)

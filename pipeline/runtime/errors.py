@@ -95,8 +95,9 @@ def stage_entry_point(main: Callable[[], None]) -> Callable[[], None]:
             sys.exit(1)
         except Interrupted as stop:
             _abort("KILLED")
-            detail = stop.detail or ("outputs of this stage were not written (earlier ones are intact); "
-                                     "run it again to redo it")
+            detail = stop.detail or (
+                "outputs of this stage were not written (earlier ones are intact); run it again to redo it"
+            )
             print(f"error: stopped by {stop}; {detail}", file=sys.stderr)
             sys.exit(128 + stop.signum)
         except BaseException:

@@ -96,6 +96,7 @@ def dvc_md5(path: str | Path, files: Iterable[Path] | None = None) -> str:
     if path.is_file():
         return file_md5(path)
     chosen = [f for f in path.rglob("*") if f.is_file()] if files is None else list(files)
-    entries = sorted(({"md5": file_md5(f), "relpath": f.relative_to(path).as_posix()} for f in chosen),
-                     key=lambda e: e["relpath"])
+    entries = sorted(
+        ({"md5": file_md5(f), "relpath": f.relative_to(path).as_posix()} for f in chosen), key=lambda e: e["relpath"]
+    )
     return hashlib.md5(json.dumps(entries, sort_keys=True).encode("utf-8")).hexdigest() + ".dir"

@@ -40,7 +40,8 @@ def check_built_with(recorded: Mapping[str, Any], expected: Mapping[str, Any], w
                     f"{where} was built from {name} with content md5 {recorded[key]}, but {name} now has md5 {value}: "
                     "it changed since (a concurrent `dvc exp run` in this workspace, files changed by hand, or "
                     "another installed version of a checkpoint); run `dvc repro` again, and run experiments with "
-                    "`dvc exp run --queue` or `--temp` while a repro runs")
+                    "`dvc exp run --queue` or `--temp` while a repro runs"
+                )
             raise PipelineError(
                 f"{where} was built with {key}={recorded[key]!r} but params.yaml has {key}={value!r}: "
                 "the workspace changed during the run (a concurrent `dvc exp run`?); run `dvc repro` again, "
@@ -66,8 +67,12 @@ def read_built_with(directory: Path, name: str = BUILT_WITH_FILE_NAME) -> dict[s
 def tokenized_inputs(cfg: PipelineConfig, checkpoint_md5: str) -> dict[str, Any]:
     """What data/tokenized is built from: the settings, and the checkpoint's content (the md5 of
     pipeline.qa.modeling.checkpoint_fingerprint). Tokenize records them, train and evaluate check them."""
-    return {"model.checkpoint": cfg.model.checkpoint, f"model.checkpoint{MD5_SUFFIX}": checkpoint_md5,
-            "tokenize.max_length": cfg.tokenize.max_length, "tokenize.stride": cfg.tokenize.stride}
+    return {
+        "model.checkpoint": cfg.model.checkpoint,
+        f"model.checkpoint{MD5_SUFFIX}": checkpoint_md5,
+        "tokenize.max_length": cfg.tokenize.max_length,
+        "tokenize.stride": cfg.tokenize.stride,
+    }
 
 
 def check_model_windows(windows: Mapping[str, Any], cfg: PipelineConfig, model_dir: Path) -> None:
@@ -75,8 +80,15 @@ def check_model_windows(windows: Mapping[str, Any], cfg: PipelineConfig, model_d
     recorded = {f"tokenize.{k}": windows[k] for k in ("max_length", "stride") if k in windows}
     if "version_2_with_negative" in windows:
         recorded["data.version_2_with_negative"] = windows["version_2_with_negative"]
-    check_built_with(recorded, {"tokenize.max_length": cfg.tokenize.max_length, "tokenize.stride": cfg.tokenize.stride,
-                                "data.version_2_with_negative": cfg.data.version_2_with_negative}, model_dir)
+    check_built_with(
+        recorded,
+        {
+            "tokenize.max_length": cfg.tokenize.max_length,
+            "tokenize.stride": cfg.tokenize.stride,
+            "data.version_2_with_negative": cfg.data.version_2_with_negative,
+        },
+        model_dir,
+    )
 
 
 def answer_settings(cfg: PipelineConfig, precision: str) -> dict[str, Any]:
@@ -98,6 +110,8 @@ def read_evaluation(predictions_dir: Path) -> dict[str, Any]:
     """The evaluate stage's record in predictions_dir (PipelineError when there is none)."""
     path = predictions_dir / EVALUATION_FILE_NAME
     if not path.is_file():
-        raise PipelineError(f"{path}: no evaluation record (predictions built before it was written, or the "
-                            "evaluate stage did not run); run `dvc repro -f evaluate`")
+        raise PipelineError(
+            f"{path}: no evaluation record (predictions built before it was written, or the "
+            "evaluate stage did not run); run `dvc repro -f evaluate`"
+        )
     return read_json(path)

@@ -46,13 +46,23 @@ def evaluation_tags(evaluation: dict[str, Any], served: dict[str, Any]) -> dict[
     """The tags of a version serving `served` answer settings, from the evaluate stage's
     record (pipeline.runtime.lineage.EVALUATION_FILE_NAME): the scores only when they were
     measured with the settings the version serves, else a note saying what differs."""
-    tags = {ANSWER_SETTINGS_TAG: settings_tag(served), EVAL_ANSWER_SETTINGS_TAG: settings_tag(evaluation["answer_settings"]),
-            EVAL_DIGEST_TAG: evaluation["eval_data_digest"]}
-    differ = {k: (evaluation["answer_settings"].get(k), v) for k, v in served.items()
-              if evaluation["answer_settings"].get(k) != v}
+    tags = {
+        ANSWER_SETTINGS_TAG: settings_tag(served),
+        EVAL_ANSWER_SETTINGS_TAG: settings_tag(evaluation["answer_settings"]),
+        EVAL_DIGEST_TAG: evaluation["eval_data_digest"],
+    }
+    differ = {
+        k: (evaluation["answer_settings"].get(k), v)
+        for k, v in served.items()
+        if evaluation["answer_settings"].get(k) != v
+    }
     if differ:
-        tags[EVAL_NOTE_TAG] = ("no scores: evaluated with " + ", ".join(f"{k}={a!r}" for k, (a, _) in differ.items())
-                               + " but serves " + ", ".join(f"{k}={b!r}" for k, (_, b) in differ.items()))
+        tags[EVAL_NOTE_TAG] = (
+            "no scores: evaluated with "
+            + ", ".join(f"{k}={a!r}" for k, (a, _) in differ.items())
+            + " but serves "
+            + ", ".join(f"{k}={b!r}" for k, (_, b) in differ.items())
+        )
         return tags
     tags.update({F1_TAG: repr(float(evaluation["f1"])), EM_TAG: repr(float(evaluation["exact_match"]))})
     return tags
@@ -80,8 +90,11 @@ def _f1(version: Any) -> Optional[float]:
     other answer settings than the version serves (or a version registered before the settings
     were recorded)."""
     value, tags = version.tags.get(F1_TAG), version.tags
-    if value in (None, "") or not tags.get(ANSWER_SETTINGS_TAG) or tags.get(ANSWER_SETTINGS_TAG) != tags.get(
-            EVAL_ANSWER_SETTINGS_TAG):
+    if (
+        value in (None, "")
+        or not tags.get(ANSWER_SETTINGS_TAG)
+        or tags.get(ANSWER_SETTINGS_TAG) != tags.get(EVAL_ANSWER_SETTINGS_TAG)
+    ):
         return None
     return float(value)
 
@@ -93,8 +106,10 @@ def promote(client: Any, name: str, candidate: str = CANDIDATE, force: bool = Fa
     data changed), saying what it overrode."""
     new = _version(client, name, candidate)
     if new is None:
-        raise PipelineError(f"registered model {name!r} has no version {candidate!r}; run the export stage "
-                            "(`dvc repro`) to register one")
+        raise PipelineError(
+            f"registered model {name!r} has no version {candidate!r}; run the export stage "
+            "(`dvc repro`) to register one"
+        )
     new_f1 = _f1(new)
     champion = _version(client, name, CHAMPION)
     if force:
@@ -104,12 +119,19 @@ def promote(client: Any, name: str, candidate: str = CANDIDATE, force: bool = Fa
         if decision.promoted:
             return decision
         client.set_registered_model_alias(name, CHAMPION, new.version)
-        return Decision(True, f"promoted (forced): {name} version {new.version} is now the champion; without --force: "
-                              + decision.message)
+        return Decision(
+            True,
+            f"promoted (forced): {name} version {new.version} is now the champion; without --force: "
+            + decision.message,
+        )
     if new_f1 is None:
         why = new.tags.get(EVAL_NOTE_TAG) or "its answers were not evaluated with the settings it serves"
-        return Decision(False, f"not promoted: {name} version {new.version} has no F1 of its own answers ({why}); "
-                               "run `dvc repro` so the evaluate stage scores what the export serves", refused=True)
+        return Decision(
+            False,
+            f"not promoted: {name} version {new.version} has no F1 of its own answers ({why}); "
+            "run `dvc repro` so the evaluate stage scores what the export serves",
+            refused=True,
+        )
     if champion is None:
         client.set_registered_model_alias(name, CHAMPION, new.version)
         return Decision(True, f"promoted: {name} version {new.version} (F1 {new_f1:.2f}) is the first champion")
@@ -118,16 +140,31 @@ def promote(client: Any, name: str, candidate: str = CANDIDATE, force: bool = Fa
     old_f1 = _f1(champion)
     new_digest, old_digest = new.tags.get(EVAL_DIGEST_TAG), champion.tags.get(EVAL_DIGEST_TAG)
     if old_f1 is None:
-        return Decision(False, f"not promoted: champion version {champion.version} has no F1 of its own answers "
-                               "(registered before answer settings were recorded, or evaluated with other settings "
-                               "than it serves); F1s are not comparable (--force overrides)", refused=True)
+        return Decision(
+            False,
+            f"not promoted: champion version {champion.version} has no F1 of its own answers "
+            "(registered before answer settings were recorded, or evaluated with other settings "
+            "than it serves); F1s are not comparable (--force overrides)",
+            refused=True,
+        )
     if not new_digest or new_digest != old_digest:
-        return Decision(False, f"not promoted: {name} version {new.version} was evaluated on other data than "
-                               f"champion version {champion.version} (eval_data_digest {new_digest or 'none'} vs "
-                               f"{old_digest or 'none'}); F1s are not comparable (--force overrides)", refused=True)
+        return Decision(
+            False,
+            f"not promoted: {name} version {new.version} was evaluated on other data than "
+            f"champion version {champion.version} (eval_data_digest {new_digest or 'none'} vs "
+            f"{old_digest or 'none'}); F1s are not comparable (--force overrides)",
+            refused=True,
+        )
     if new_f1 <= old_f1:
-        return Decision(False, f"not promoted: {name} version {new.version} F1 {new_f1:.2f} does not beat champion "
-                               f"version {champion.version} F1 {old_f1:.2f} on the same evaluation data", refused=True)
+        return Decision(
+            False,
+            f"not promoted: {name} version {new.version} F1 {new_f1:.2f} does not beat champion "
+            f"version {champion.version} F1 {old_f1:.2f} on the same evaluation data",
+            refused=True,
+        )
     client.set_registered_model_alias(name, CHAMPION, new.version)
-    return Decision(True, f"promoted: {name} version {new.version} F1 {new_f1:.2f} beats version "
-                          f"{champion.version} F1 {old_f1:.2f}; it is now the champion")
+    return Decision(
+        True,
+        f"promoted: {name} version {new.version} F1 {new_f1:.2f} beats version "
+        f"{champion.version} F1 {old_f1:.2f}; it is now the champion",
+    )

@@ -128,8 +128,9 @@ def client_for(experiment_name: str) -> tuple[Any, str]:
             # Keep artifacts beside the store, not relative to whichever directory
             # (possibly a DVC temp workspace) the stage happens to run in.
             artifact_location = (repo_root() / "mlartifacts").as_uri()
-        return client, client.create_experiment(experiment_name, artifact_location=artifact_location,
-                                                tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+        return client, client.create_experiment(
+            experiment_name, artifact_location=artifact_location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+        )
     except Exception as err:  # mlflow raises MlflowException, requests and sqlalchemy errors
         if type(err).__name__ == "RestException" or "already exists" in str(err):
             experiment = client.get_experiment_by_name(experiment_name)
@@ -163,7 +164,7 @@ def _short(value: Any) -> str:
 def model_label(checkpoint: str) -> str:
     """A short name for model.checkpoint: the package, hub name or directory name."""
     if checkpoint.startswith("package://"):
-        return checkpoint[len("package://"):].split("/")[0]
+        return checkpoint[len("package://") :].split("/")[0]
     return Path(checkpoint.rstrip("/")).name or checkpoint
 
 
@@ -177,7 +178,7 @@ def data_label(cfg: PipelineConfig) -> str:
         # data/sample/train-v2.json.gz -> sample-v2: the directory names the data set
         label = stem
         if stem.startswith("train") and path.parent.name:
-            rest = stem[len("train"):]
+            rest = stem[len("train") :]
             label = path.parent.name + ("" if rest.strip("-_") in path.parent.name else rest)
     return label + ("-v2" if d.version_2_with_negative and "v2" not in label else "")
 
@@ -189,9 +190,22 @@ def run_name(cfg: PipelineConfig, suffix: str = "") -> str:
     name = os.environ.get("DVC_EXP_NAME")
     if not name:
         name = f"{model_label(cfg.model.checkpoint)} · {data_label(cfg)}"
-        changed = [f"{k}={_short(v)}" for k, v in sorted(changed_params(cfg).items())
-                   if not k.startswith(("model.", "mlflow.", "data.source", "data.name", "data.config_name",
-                                        "data.train_file", "data.validation_file", "data.version_2"))]
+        changed = [
+            f"{k}={_short(v)}"
+            for k, v in sorted(changed_params(cfg).items())
+            if not k.startswith(
+                (
+                    "model.",
+                    "mlflow.",
+                    "data.source",
+                    "data.name",
+                    "data.config_name",
+                    "data.train_file",
+                    "data.validation_file",
+                    "data.version_2",
+                )
+            )
+        ]
         if changed:
             name += " · " + " ".join(changed)
     if suffix:
@@ -242,8 +256,9 @@ def dvc_stage_tags() -> dict[str, str]:
     return {f"dvc.stage_hash.{stage_name.split(':')[-1]}": key}
 
 
-def log_dataset(client: Any, run_id: str, name: str, digest: str, source: Path | str, context: str,
-                profile: dict[str, Any]) -> None:
+def log_dataset(
+    client: Any, run_id: str, name: str, digest: str, source: Path | str, context: str, profile: dict[str, Any]
+) -> None:
     """A run input (the UI's Dataset column): name, digest (the DVC md5), the local source
     path, a profile (numbers of questions and features) and its role (training / eval)."""
     import json
@@ -251,13 +266,19 @@ def log_dataset(client: Any, run_id: str, name: str, digest: str, source: Path |
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
     uri = source if isinstance(source, str) and "://" in source else str(Path(source).resolve())
-    dataset = Dataset(name=name, digest=digest, source_type="http" if uri.startswith("http") else "local",
-                      source=json.dumps({"uri": uri}), profile=json.dumps(profile))
+    dataset = Dataset(
+        name=name,
+        digest=digest,
+        source_type="http" if uri.startswith("http") else "local",
+        source=json.dumps({"uri": uri}),
+        profile=json.dumps(profile),
+    )
     client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])])
 
 
-def start_run(experiment_name: str, run_name: str, params: dict[str, Any], tags: dict[str, str],
-              entry_point: str = "") -> tuple[Any, str]:
+def start_run(
+    experiment_name: str, run_name: str, params: dict[str, Any], tags: dict[str, str], entry_point: str = ""
+) -> tuple[Any, str]:
     """Create a run holding `params` and `tags`; returns (client, run_id).
 
     The run records the process that owns it (pid, host, repo). Until `end_run`, a stage that
@@ -270,8 +291,9 @@ def start_run(experiment_name: str, run_name: str, params: dict[str, Any], tags:
     client, experiment_id = client_for(experiment_name)
     close_orphaned_runs(client, experiment_id)
     owner = {OWNER_PID_TAG: str(os.getpid()), OWNER_HOST_TAG: socket.gethostname(), OWNER_REPO_TAG: str(repo_root())}
-    run = client.create_run(experiment_id, run_name=run_name,
-                            tags={**source_tags(entry_point), **git_tags(), **tags, **owner})
+    run = client.create_run(
+        experiment_id, run_name=run_name, tags={**source_tags(entry_point), **git_tags(), **tags, **owner}
+    )
     run_id = run.info.run_id
     _OPEN[run_id] = on_abort(lambda status: client.set_terminated(run_id, status=status))
     items = [Param(k, "None" if v is None else str(v)[:6000]) for k, v in sorted(params.items())]
@@ -304,7 +326,7 @@ def close_orphaned_runs(client: Any, experiment_id: str) -> list[str]:
     runs = client.search_runs(
         [experiment_id],
         filter_string=f"attributes.status = 'RUNNING' and tags.`{OWNER_HOST_TAG}` = '{host}' "
-                      f"and tags.`{OWNER_REPO_TAG}` = '{repo}'",
+        f"and tags.`{OWNER_REPO_TAG}` = '{repo}'",
         max_results=1000,
     )
     closed = []
@@ -314,8 +336,11 @@ def close_orphaned_runs(client: Any, experiment_id: str) -> list[str]:
             client.set_terminated(run.info.run_id, status="KILLED")
             client.set_tag(run.info.run_id, "killed_reason", f"process {pid} on {host} ended without closing the run")
             closed.append(run.info.run_id)
-            print(f"note: MLflow run {run.info.run_id} ({run.info.run_name}) was left RUNNING by process {pid}, "
-                  "which is gone; closed it as KILLED", file=sys.stderr)
+            print(
+                f"note: MLflow run {run.info.run_id} ({run.info.run_name}) was left RUNNING by process {pid}, "
+                "which is gone; closed it as KILLED",
+                file=sys.stderr,
+            )
     return closed
 
 
@@ -364,9 +389,17 @@ def log_loss_plot(client: Any, run_id: str, steps: list[dict]) -> None:
 
 # --- the train stage's run ---------------------------------------------------------------
 
-def start_training_run(cfg: PipelineConfig, data_summary: dict, features: int, placement: dict[str, int],
-                       tags: dict[str, str], tokenized_dir: Path, checkpoint_md5: str,
-                       checkpoint_source: str) -> tuple[Any, str]:
+
+def start_training_run(
+    cfg: PipelineConfig,
+    data_summary: dict,
+    features: int,
+    placement: dict[str, int],
+    tags: dict[str, str],
+    tokenized_dir: Path,
+    checkpoint_md5: str,
+    checkpoint_source: str,
+) -> tuple[Any, str]:
     """The train stage's run: the flattened config, the data's sizes, the replicas and workers
     (`placement`), `tags`, and two inputs: the tokenized training data by content and the checkpoint
     by content (runs from other files under one name differ). Returns (client, run_id)."""
@@ -375,23 +408,43 @@ def start_training_run(cfg: PipelineConfig, data_summary: dict, features: int, p
         params[f"data_size.{split}.examples"] = info.get("examples")
         params[f"data_size.{split}.features"] = info.get("features")
     params.update(placement)
-    client, run_id = start_run(cfg.mlflow.experiment_name, run_name(cfg), params, {"stage": "train", **tags},
-                               entry_point="pipeline.train")
+    client, run_id = start_run(
+        cfg.mlflow.experiment_name, run_name(cfg), params, {"stage": "train", **tags}, entry_point="pipeline.train"
+    )
     train = data_summary.get("train", {})
-    log_dataset(client, run_id, f"{data_label(cfg)}-train", dvc_md5(tokenized_dir), tokenized_dir, "training",
-                {"questions": train.get("examples"), "features": features,
-                 **{k: v for k, v in train.items() if k in ("revision", "fingerprint")}})
-    log_dataset(client, run_id, model_label(cfg.model.checkpoint), checkpoint_md5, checkpoint_source, "checkpoint",
-                {"checkpoint": cfg.model.checkpoint})
+    log_dataset(
+        client,
+        run_id,
+        f"{data_label(cfg)}-train",
+        dvc_md5(tokenized_dir),
+        tokenized_dir,
+        "training",
+        {
+            "questions": train.get("examples"),
+            "features": features,
+            **{k: v for k, v in train.items() if k in ("revision", "fingerprint")},
+        },
+    )
+    log_dataset(
+        client,
+        run_id,
+        model_label(cfg.model.checkpoint),
+        checkpoint_md5,
+        checkpoint_source,
+        "checkpoint",
+        {"checkpoint": cfg.model.checkpoint},
+    )
     return client, run_id
 
 
-def finish_training_run(client: Any, run_id: str, summary: dict[str, Any], steps: list[dict],
-                        plot_files: list[Path], params_file: Path) -> None:
+def finish_training_run(
+    client: Any, run_id: str, summary: dict[str, Any], steps: list[dict], plot_files: list[Path], params_file: Path
+) -> None:
     """The train stage's results: the summary's numbers at the last step, the curves (CSV files
     under plots/ and a PNG of the loss), params.yaml; then the run is closed FINISHED."""
-    log_metrics(client, run_id, {k: v for k, v in summary.items() if isinstance(v, (int, float))},
-                step=summary["steps"])
+    log_metrics(
+        client, run_id, {k: v for k, v in summary.items() if isinstance(v, (int, float))}, step=summary["steps"]
+    )
     for path in plot_files:
         client.log_artifact(run_id, str(path), "plots")
     log_loss_plot(client, run_id, steps)
@@ -402,9 +455,20 @@ def finish_training_run(client: Any, run_id: str, summary: dict[str, Any], steps
 
 # --- the evaluate stage's run --------------------------------------------------------------
 
-def log_evaluation(cfg: PipelineConfig, run_file: Path, metrics: dict[str, Any], overlap: dict[str, Any],
-                   tables: dict[str, Any], documents: dict[str, Any], predictions_dir: Path, questions_dir: Path,
-                   features_dir: Path, eval_digest: str, tags: dict[str, str]) -> str:
+
+def log_evaluation(
+    cfg: PipelineConfig,
+    run_file: Path,
+    metrics: dict[str, Any],
+    overlap: dict[str, Any],
+    tables: dict[str, Any],
+    documents: dict[str, Any],
+    predictions_dir: Path,
+    questions_dir: Path,
+    features_dir: Path,
+    eval_digest: str,
+    tags: dict[str, str],
+) -> str:
     """Log an evaluation to the training run (`run_file` names it) on its first evaluation, else
     to a new run linked to it: the metrics and the data overlap (overlap.*), `tables` (MLflow
     tables) and `documents` (JSON artifacts) by artifact path, the prediction files; the
@@ -423,18 +487,37 @@ def log_evaluation(cfg: PipelineConfig, run_file: Path, metrics: dict[str, Any],
             run_tags["training_run_id"] = training_run_id
         if training_run is None and training_run_id:
             run_tags["training_run_store"] = read_json(run_file).get("tracking_uri", "unknown")
-        _, run_id = start_run(cfg.mlflow.experiment_name, run_name(cfg, "evaluate"), flatten(cfg), run_tags,
-                              entry_point="pipeline.evaluate")
+        _, run_id = start_run(
+            cfg.mlflow.experiment_name,
+            run_name(cfg, "evaluate"),
+            flatten(cfg),
+            run_tags,
+            entry_point="pipeline.evaluate",
+        )
     log_metrics(client, run_id, {**metrics, **{f"overlap.{k}": v for k, v in overlap.items()}})
     for artifact_file, table in tables.items():
         client.log_table(run_id, data=table, artifact_file=artifact_file)
     for artifact_file, document in documents.items():
         client.log_dict(run_id, document, artifact_file)
     client.log_artifacts(run_id, str(predictions_dir), "predictions")
-    log_dataset(client, run_id, f"{data_label(cfg)}-validation", eval_digest, questions_dir, "eval",
-                {"questions": metrics["examples"], "features": metrics["features"]})
-    log_dataset(client, run_id, f"{data_label(cfg)}-validation-features", dvc_md5(features_dir), features_dir,
-                "eval-features", {"features": metrics["features"]})
+    log_dataset(
+        client,
+        run_id,
+        f"{data_label(cfg)}-validation",
+        eval_digest,
+        questions_dir,
+        "eval",
+        {"questions": metrics["examples"], "features": metrics["features"]},
+    )
+    log_dataset(
+        client,
+        run_id,
+        f"{data_label(cfg)}-validation-features",
+        dvc_md5(features_dir),
+        features_dir,
+        "eval-features",
+        {"features": metrics["features"]},
+    )
     for key, value in {**dvc_stage_tags(), **tags, EVAL_DATA_DIGEST_TAG: eval_digest}.items():
         client.set_tag(run_id, key, value)
     if training_run is not None:

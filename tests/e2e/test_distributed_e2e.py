@@ -52,7 +52,9 @@ def weights(model_dir: Path) -> dict[str, np.ndarray]:
 
 def clean(repo: Path) -> None:
     for path in OUTPUTS + [".train_backup"]:
-        shutil.rmtree(repo / path, ignore_errors=True) if (repo / path).is_dir() else (repo / path).unlink(missing_ok=True)
+        shutil.rmtree(repo / path, ignore_errors=True) if (repo / path).is_dir() else (repo / path).unlink(
+            missing_ok=True
+        )
 
 
 def train_runs(repo: Path):
@@ -72,8 +74,9 @@ class Watched:
     """A process whose merged output is read line by line in the background."""
 
     def __init__(self, cmd: list[str], cwd: Path) -> None:
-        self.proc = subprocess.Popen(cmd, cwd=cwd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd, cwd=cwd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        )
         self.lines: list[str] = []
         self._queue: queue.Queue = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
@@ -195,8 +198,11 @@ def test_a_train_stage_killed_mid_epoch_resumes_at_its_backup_and_ends_as_if_nev
     resumed_steps, reference_steps = read_rows(repo / "plots/train/steps.csv"), read_rows(reference / "train/steps.csv")
     assert [r["step"] for r in resumed_steps] == [r["step"] for r in reference_steps] == [2, 4, 6, 8, 10, 12, 13]
     np.testing.assert_allclose([r["loss"] for r in resumed_steps], [r["loss"] for r in reference_steps], rtol=1e-5)
-    np.testing.assert_allclose([r["loss"] for r in read_rows(repo / "plots/train/epochs.csv")],
-                               [r["loss"] for r in read_rows(reference / "train/epochs.csv")], rtol=1e-5)
+    np.testing.assert_allclose(
+        [r["loss"] for r in read_rows(repo / "plots/train/epochs.csv")],
+        [r["loss"] for r in read_rows(reference / "train/epochs.csv")],
+        rtol=1e-5,
+    )
     resumed_weights, reference_weights = weights(repo / "models/trained"), weights(reference / "trained")
     assert resumed_weights.keys() == reference_weights.keys()
     worst = max(float(np.abs(resumed_weights[k] - reference_weights[k]).max()) for k in reference_weights)
@@ -223,8 +229,11 @@ def test_sigterm_stops_after_a_backup_with_one_line_and_a_stale_backup_is_ignore
     assert stage.proc.returncode == 128 + signal.SIGTERM
     assert "Traceback" not in log
     last = log.strip().splitlines()[-1]
-    match = re.fullmatch(r"error: stopped by SIGTERM; training stopped after step (\d+)/13; the backup of step (\d+) "
-                         r"in (\S+) resumes it: run the stage again \(dvc repro\)", last)
+    match = re.fullmatch(
+        r"error: stopped by SIGTERM; training stopped after step (\d+)/13; the backup of step (\d+) "
+        r"in (\S+) resumes it: run the stage again \(dvc repro\)",
+        last,
+    )
     assert match, last
     stopped, backed_up, backup_dir = int(match[1]), int(match[2]), Path(match[3])
     assert stopped == backed_up >= 2  # a backup of the very step it stopped at
@@ -241,8 +250,10 @@ def test_sigterm_stops_after_a_backup_with_one_line_and_a_stale_backup_is_ignore
         out = run_cmd([sys.executable, "-m", "pipeline.train"], repo)
     finally:
         (repo / "params.yaml").write_text(params)
-    assert f"note: ignored the training backup {backup_dir} at step {stopped}: it was made from other training " \
-           f"inputs (params, data or code) than this run's" in out.stderr
+    assert (
+        f"note: ignored the training backup {backup_dir} at step {stopped}: it was made from other training "
+        f"inputs (params, data or code) than this run's" in out.stderr
+    )
     assert "resuming" not in out.stdout
     assert not backup_dir.exists()
 
@@ -252,8 +263,11 @@ def test_two_workers_on_localhost_train_like_one_process_and_only_the_chief_writ
     _, before = train_runs(repo)
     scratch = Path(os.environ["TMPDIR"])
     scratch_before = set(scratch.glob("train-worker-scratch-*"))
-    out = run_cmd([sys.executable, "-m", "pipeline.launch", "--workers", "2", "--", "python", "-m", "pipeline.train"],
-                  repo, timeout=900)
+    out = run_cmd(
+        [sys.executable, "-m", "pipeline.launch", "--workers", "2", "--", "python", "-m", "pipeline.train"],
+        repo,
+        timeout=900,
+    )
     log = out.stdout + out.stderr
     assert "training on 2 replica(s) (multi_worker, worker 0 of 2)" in log
     assert "[worker 1] worker 1: trained steps 1-13; the chief writes the outputs and the MLflow run" in log
@@ -276,6 +290,6 @@ def test_two_workers_on_localhost_train_like_one_process_and_only_the_chief_writ
     assert steps[4]["loss"] < steps[0]["loss"] - 0.5 and steps[5]["loss"] < steps[0]["loss"] - 0.5
     final = float(re.search(r'"loss": ([\d.]+)', (repo / "metrics/train.json").read_text())[1])
     single = float(re.search(r'"loss": ([\d.]+)', (reference / "train.json").read_text())[1])
-    # Tolerance: with dropout switched off the two agree to float rounding (tests/unit/test_distributed.py);
+    # Tolerance: with dropout switched off the two agree to float rounding (tests/unit/test_training_distributed.py);
     # here each worker draws its own dropout masks, which moves a 13-step epoch's mean loss by a few percent.
     assert abs(final - single) <= 0.05 * single, (final, single)

@@ -36,9 +36,26 @@ def test_short_training_lowers_the_loss_and_beats_the_untrained_model(tmp_path):
     assert last < 0.8 * first, losses
 
     untrained_dir = save_packaged_model(tmp_path / "untrained")
-    run_cmd([sys.executable, "-m", "pipeline.evaluate_model", "--model", str(untrained_dir),
-             "--data", str(SAMPLE_DIR / "validation.json.gz"), "--max-samples", "100", "--max-length", "192",
-             "--stride", "64", "--out", str(tmp_path / "untrained.json")], repo)
+    run_cmd(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.evaluate_model",
+            "--model",
+            str(untrained_dir),
+            "--data",
+            str(SAMPLE_DIR / "validation.json.gz"),
+            "--max-samples",
+            "100",
+            "--max-length",
+            "192",
+            "--stride",
+            "64",
+            "--out",
+            str(tmp_path / "untrained.json"),
+        ],
+        repo,
+    )
     untrained = json.loads((tmp_path / "untrained.json").read_text())
     assert untrained["examples"] == trained["examples"] == 100
     assert trained["f1"] >= untrained["f1"] + MARGIN_F1, (trained, untrained)

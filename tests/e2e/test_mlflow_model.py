@@ -27,11 +27,15 @@ from tests.helpers.servers import free_port, serving
 from tests.helpers.project import copy_project, executed_stages, git, run_cmd, set_params, stale_stages
 
 NAME = "squad-qa"
-SHORT = {"question": "What is the capital of France?",
-         "context": "Paris is the capital and most populous city of France."}
-LONG_CONTEXT = ("The Amazon rainforest covers much of the Amazon basin of South America. " * 12
-                + "The Eiffel Tower was completed in 1889 in Paris. "
-                + "Most of the forest is contained within Brazil. " * 12)
+SHORT = {
+    "question": "What is the capital of France?",
+    "context": "Paris is the capital and most populous city of France.",
+}
+LONG_CONTEXT = (
+    "The Amazon rainforest covers much of the Amazon basin of South America. " * 12
+    + "The Eiffel Tower was completed in 1889 in Paris. "
+    + "Most of the forest is contained within Brazil. " * 12
+)
 LONG = {"question": "When was the Eiffel Tower completed?", "context": LONG_CONTEXT}
 
 
@@ -79,15 +83,17 @@ def test_export_is_logged_on_the_training_run_and_registered_as_candidate(repo, 
     assert tags["git_commit"] == git(repo, "rev-parse", "HEAD~1").strip()
     assert tags["training_run_id"] == run.info.run_id
     assert float(tags["f1"]) == pytest.approx(metrics["f1"]) and float(tags["exact_match"]) == pytest.approx(
-        metrics["exact_match"])
+        metrics["exact_match"]
+    )
     assert tags["eval_data_digest"] == dvc_md5(repo / "data/raw/validation")
     assert "dvc_exp_name" in tags
     # the MLflow model: artifacts, shipped code, pinned requirements, signature with v1.1 outputs
     import mlflow
     from mlflow.models import Model
 
-    model_dir = Path(mlflow.artifacts.download_artifacts(f"models:/{NAME}@candidate",
-                                                         dst_path=str(repo.parent / "downloaded")))
+    model_dir = Path(
+        mlflow.artifacts.download_artifacts(f"models:/{NAME}@candidate", dst_path=str(repo.parent / "downloaded"))
+    )
     meta = Model.load(str(model_dir / "MLmodel"))
     assert [c.name for c in meta.signature.inputs.inputs] == ["question", "context", "id"]
     assert [c.name for c in meta.signature.outputs.inputs] == ["answer", "score", "start", "end"]
@@ -140,7 +146,11 @@ def test_the_registered_model_answers_every_sample_question_as_the_evaluate_stag
         one = qa.answer(questions[i], contexts[i], 20, 30)
         row = out.iloc[i]
         assert (row["answer"], row["score"], row["start"], row["end"]) == (
-            one["answer"], one["score"], one["start"], one["end"])
+            one["answer"],
+            one["score"],
+            one["start"],
+            one["end"],
+        )
 
 
 @pytest.mark.parametrize("model", ["export", "registry"])
@@ -148,9 +158,24 @@ def test_batch_prediction_on_the_sample_equals_the_evaluate_stage(repo, model, t
     expected = read_json(repo / "predictions/predictions.json")
     out = tmp_path / "answers.jsonl"
     source = "models/export" if model == "export" else f"models:/{NAME}@candidate"
-    proc = run_cmd([sys.executable, "-m", "pipeline.predict", "--model", source, "--input",
-                    "data/sample/validation.json.gz", "--max-questions", str(len(expected)), "--chunk-size", "10",
-                    "--output", str(out)], repo)
+    proc = run_cmd(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.predict",
+            "--model",
+            source,
+            "--input",
+            "data/sample/validation.json.gz",
+            "--max-questions",
+            str(len(expected)),
+            "--chunk-size",
+            "10",
+            "--output",
+            str(out),
+        ],
+        repo,
+    )
     assert f"answered {len(expected)} questions" in proc.stdout
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert {r["id"]: r["answer"] for r in rows} == expected
@@ -162,13 +187,18 @@ def test_batch_prediction_reads_json_lines_and_stops_on_a_bad_row_without_output
     good, bad = tmp_path / "good.jsonl", tmp_path / "bad.jsonl"
     good.write_text("\n".join(lines[:2]) + "\n")
     bad.write_text("\n".join(lines) + "\n")
-    run_cmd([sys.executable, "-m", "pipeline.predict", "--input", str(good), "--output", str(tmp_path / "a.jsonl")], repo)
+    run_cmd(
+        [sys.executable, "-m", "pipeline.predict", "--input", str(good), "--output", str(tmp_path / "a.jsonl")], repo
+    )
     rows = [json.loads(line) for line in (tmp_path / "a.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == ["1", "long"]
     qa = ExportedQA(repo / "models/export")
     assert rows[1]["answer"] == qa.answer(LONG["question"], LONG["context"], 20, 30)["answer"]
-    proc = run_cmd([sys.executable, "-m", "pipeline.predict", "--input", str(bad), "--output",
-                    str(tmp_path / "b.jsonl")], repo, check=False)
+    proc = run_cmd(
+        [sys.executable, "-m", "pipeline.predict", "--input", str(bad), "--output", str(tmp_path / "b.jsonl")],
+        repo,
+        check=False,
+    )
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1] == f"error: {bad}: row 2: question is empty; ask a question"
     assert not (tmp_path / "b.jsonl").exists()
@@ -198,8 +228,10 @@ def test_runs_show_what_they_are_in_the_mlflow_ui(repo, client):
     assert inputs["training"].digest == tokenized_md5  # the DVC md5, as in dvc.lock
     assert inputs["training"].name == "sample-train"
     assert json.loads(inputs["training"].profile)["questions"] == 48
-    assert json.loads(inputs["eval"].profile) == {"questions": 24, "features": read_json(
-        repo / "metrics/eval.json")["features"]}
+    assert json.loads(inputs["eval"].profile) == {
+        "questions": 24,
+        "features": read_json(repo / "metrics/eval.json")["features"],
+    }
     assert inputs["eval"].digest == tags["eval_data_digest"] == dvc_md5(repo / "data/raw/validation")
     assert json.loads(inputs["eval"].source)["uri"].endswith("data/raw/validation")
 
@@ -241,20 +273,35 @@ def test_promote_moves_champion_only_to_a_better_version(repo, client):
     settings = registry.settings_tag({"evaluate.n_best": 20})
 
     def register(f1, data_digest=digest, scored_with=settings):
-        return registry.register(client, source, name, {"f1": str(f1), "exact_match": "0", "eval_data_digest": data_digest,
-                                                        "answer_settings": settings, "eval_answer_settings": scored_with})
+        return registry.register(
+            client,
+            source,
+            name,
+            {
+                "f1": str(f1),
+                "exact_match": "0",
+                "eval_data_digest": data_digest,
+                "answer_settings": settings,
+                "eval_answer_settings": scored_with,
+            },
+        )
 
     def promote(*args):
         return run_cmd([sys.executable, "-m", "pipeline.promote", "--name", name, *args], repo, check=False)
 
     first = register(10.0)
     proc = promote()
-    assert proc.returncode == 0 and proc.stdout.strip() == f"promoted: {name} version {first.version} (F1 10.00) is the first champion"
+    assert (
+        proc.returncode == 0
+        and proc.stdout.strip() == f"promoted: {name} version {first.version} (F1 10.00) is the first champion"
+    )
     worse = register(9.5)
     proc = promote()
     assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines()[-1] == (f"not promoted: {name} version {worse.version} F1 9.50 does not beat "
-                                                    f"champion version {first.version} F1 10.00 on the same evaluation data")
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"not promoted: {name} version {worse.version} F1 9.50 does not beat "
+        f"champion version {first.version} F1 10.00 on the same evaluation data"
+    )
     other_data = register(50.0, "f" * 32 + ".dir")
     proc = promote()
     assert proc.returncode == 1 and "evaluated on other data" in proc.stderr
@@ -273,9 +320,13 @@ def test_promote_moves_champion_only_to_a_better_version(repo, client):
 
 # --- a real `mlflow models serve` -------------------------------------------------------
 
+
 def post(port: int, payload, timeout: float = 120.0) -> tuple[int, dict]:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps(payload).encode(),
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/invocations",
+        data=json.dumps(payload).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, json.loads(response.read())
@@ -317,7 +368,8 @@ def test_served_model_answers_short_and_long_questions_as_pipeline_predict(serve
     for row, question in zip(body["predictions"], (SHORT, LONG)):
         expected = qa.answer(question["question"], question["context"], 20, 30)
         assert {k: row[k] for k in ("answer", "score", "start", "end")} == {
-            k: expected[k] for k in ("answer", "score", "start", "end")}
+            k: expected[k] for k in ("answer", "score", "start", "end")
+        }
     assert qa.answer(LONG["question"], LONG["context"], 20, 30)["windows"] > 2
 
 
@@ -333,14 +385,19 @@ def test_served_model_answers_concurrent_clients(server):
 
 
 @SERVER_GROUP
-@pytest.mark.parametrize("record, message", [
-    ({"context": "Paris."}, "Model is missing inputs ['question']"),
-    ({"question": "", "context": "Paris."}, "row 0: question is empty; ask a question"),
-    ({"question": 5, "context": "Paris."}, "row 0: question must be a string, got int 5"),
-    ({"question": "Who?", "context": ["Paris."]}, "row 0: context must be a string, got list ['Paris.']"),
-    ({"question": "Who?", "context": "x" * 2001},
-     "row 0: context has 2,001 characters, over the limit of 2,000; split it or raise max_context_chars"),
-])
+@pytest.mark.parametrize(
+    "record, message",
+    [
+        ({"context": "Paris."}, "Model is missing inputs ['question']"),
+        ({"question": "", "context": "Paris."}, "row 0: question is empty; ask a question"),
+        ({"question": 5, "context": "Paris."}, "row 0: question must be a string, got int 5"),
+        ({"question": "Who?", "context": ["Paris."]}, "row 0: context must be a string, got list ['Paris.']"),
+        (
+            {"question": "Who?", "context": "x" * 2001},
+            "row 0: context has 2,001 characters, over the limit of 2,000; split it or raise max_context_chars",
+        ),
+    ],
+)
 def test_served_model_refuses_bad_requests_with_400_and_keeps_serving(server, record, message):
     status, body = post(server, {"dataframe_records": [record]})
     assert status == 400 and body["error_code"] == "INVALID_PARAMETER_VALUE"

@@ -25,12 +25,25 @@ from datasets import load_from_disk
 from mlflow.tracking import MlflowClient
 
 from pipeline.qa.exported import ExportedQA
-from tests.helpers.project import (ALWAYS_RUNS, STAGES, cmd_env, executed_stages, failure_lines, git, run_cmd,
-                                   set_params, stale_stages)
+from tests.helpers.project import (
+    ALWAYS_RUNS,
+    STAGES,
+    cmd_env,
+    executed_stages,
+    failure_lines,
+    git,
+    run_cmd,
+    set_params,
+    stale_stages,
+)
 
 # The answer code: the evaluate stage and the export (whose MLflow model answers with it) import it.
-ANSWER_CODE = ["pipeline/qa/answers.py", "pipeline/qa/postprocess.py", "pipeline/qa/predictions.py",
-               "pipeline/qa/inference.py"]
+ANSWER_CODE = [
+    "pipeline/qa/answers.py",
+    "pipeline/qa/postprocess.py",
+    "pipeline/qa/predictions.py",
+    "pipeline/qa/inference.py",
+]
 
 
 @pytest.fixture()
@@ -75,8 +88,10 @@ def test_first_repro_runs_every_stage_and_writes_sane_metrics(repo):
     # the windows travel with the model, and the export takes them from it
     windows = read_json(repo / "models/trained/qa_windows.json")
     assert (windows["max_length"], windows["stride"]) == (128, 32)
-    assert {k: read_json(repo / "models/export/inference.json")[k] for k in ("max_length", "stride")} == \
-        {"max_length": 128, "stride": 32}
+    assert {k: read_json(repo / "models/export/inference.json")[k] for k in ("max_length", "stride")} == {
+        "max_length": 128,
+        "stride": 32,
+    }
 
 
 def test_mlflow_run_holds_params_curves_metrics_and_commit(repo):
@@ -112,13 +127,25 @@ def test_predict_answers_every_question_as_the_evaluate_stage_did(repo):
     validation = load_from_disk(str(repo / "data/raw"))["validation"]
     expected = read_json(repo / "predictions/predictions.json")
     qa = ExportedQA(repo / "models/export")
-    answers = {i: qa.answer(q, c, 20, 30)["answer"]
-               for i, q, c in zip(validation["id"], validation["question"], validation["context"])}
+    answers = {
+        i: qa.answer(q, c, 20, 30)["answer"]
+        for i, q, c in zip(validation["id"], validation["question"], validation["context"])
+    }
     assert answers == expected
     assert sum(bool(a) for a in answers.values()) >= 20
     # and the command line itself, for one of them
-    out = run_cmd([sys.executable, "-m", "pipeline.predict", "--question", validation[0]["question"],
-                   "--context", validation[0]["context"]], repo)
+    out = run_cmd(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.predict",
+            "--question",
+            validation[0]["question"],
+            "--context",
+            validation[0]["context"],
+        ],
+        repo,
+    )
     assert json.loads(out.stdout.strip().splitlines()[-1])["answer"] == expected[validation[0]["id"]]
 
 
@@ -130,18 +157,32 @@ def test_predict_answers_from_the_export_across_stride_windows(repo):
     )
     result = ExportedQA(repo / "models/export").answer("When was the Eiffel Tower completed?", context, 20, 30)
     assert result["windows"] > 1  # longer than max_length=128: several windows
-    assert result["answer"] and context[result["start"]:result["end"]] == result["answer"]
+    assert result["answer"] and context[result["start"] : result["end"]] == result["answer"]
     assert isinstance(result["score"], float)
 
 
 def test_predict_rejects_an_empty_question_before_loading_a_model(repo):
-    out = run_cmd([sys.executable, "-m", "pipeline.predict", "--model", "no/such/export", "--question", " ",
-                   "--context", "Some text."], repo, check=False)
+    out = run_cmd(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.predict",
+            "--model",
+            "no/such/export",
+            "--question",
+            " ",
+            "--context",
+            "Some text.",
+        ],
+        repo,
+        check=False,
+    )
     assert out.returncode == 1
     assert out.stderr.strip().splitlines()[-1] == "error: --question is empty; ask a question"
 
 
 # --- what reruns when: one row of the README's caching table per case -------------------
+
 
 def change_data_file_content(repo, path: Path | None = None) -> None:
     """Edit the first training question of a SQuAD file (the shipped sample's by default: within
@@ -166,8 +207,10 @@ CACHING_ROWS = {
     # "evaluate param" (answer settings: evaluate and export rerun) and "null threshold":
     # tests/e2e/test_mlflow_model.py::test_an_evaluate_only_change_registers_a_version_...
     # "evaluate param that changes no answer" (evaluate only): test_evaluation_of_a_reused_model_...
-    "tokenize param": (lambda r: set_params(r, {"tokenize": {"max_length": 96}}),
-                       {"tokenize", "train", "evaluate", "export"}),
+    "tokenize param": (
+        lambda r: set_params(r, {"tokenize": {"max_length": 96}}),
+        {"tokenize", "train", "evaluate", "export"},
+    ),
     # "model.checkpoint" (by name and by content): test_a_checkpoint_that_changes_under_its_name_...
     "data subset": (lambda r: set_params(r, {"data": {"max_eval_samples": 20}}), set(STAGES) - ALWAYS_RUNS),
     "data file content": (change_data_file_content, set(STAGES) - ALWAYS_RUNS),
@@ -176,10 +219,14 @@ CACHING_ROWS = {
     "tokenize code": (lambda r: append_comment(r, "pipeline/tokenize.py"), {"tokenize"}),
     "download code": (lambda r: append_comment(r, "pipeline/download.py"), {"download"}),
     "features code (tokenize, evaluate and export import it)": (
-        lambda r: append_comment(r, "pipeline/qa/features.py"), {"tokenize", "evaluate", "export"}),
+        lambda r: append_comment(r, "pipeline/qa/features.py"),
+        {"tokenize", "evaluate", "export"},
+    ),
     "evaluate code": (lambda r: append_comment(r, "pipeline/evaluate.py"), {"evaluate"}),
-    "answer code (evaluate and the logged model)": (lambda r: [append_comment(r, p) for p in ANSWER_CODE],
-                                                    {"evaluate", "export"}),
+    "answer code (evaluate and the logged model)": (
+        lambda r: [append_comment(r, p) for p in ANSWER_CODE],
+        {"evaluate", "export"},
+    ),
     "export code": (lambda r: append_comment(r, "pipeline/qa/serving.py"), {"export"}),
 }
 
@@ -212,8 +259,15 @@ def test_a_data_file_outside_the_repo_is_a_dependency_by_content(repo):
     outside.mkdir()
     for name in ("train.json.gz", "validation.json.gz"):
         (outside / name).write_bytes((repo / "data/sample" / name).read_bytes())
-    set_params(repo, {"data": {"train_file": str(outside / "train.json.gz"),
-                               "validation_file": str(outside / "validation.json.gz")}})
+    set_params(
+        repo,
+        {
+            "data": {
+                "train_file": str(outside / "train.json.gz"),
+                "validation_file": str(outside / "validation.json.gz"),
+            }
+        },
+    )
     assert executed_stages(run_cmd(["dvc", "repro", "download"], repo)) == {"download"}
     before = (outside / "train.json.gz").read_bytes()
     change_data_file_content(repo, outside / "train.json.gz")
@@ -243,7 +297,8 @@ def test_a_checkpoint_that_changes_under_its_name_retokenizes_and_retrains(repo)
     link.symlink_to(changed, target_is_directory=True)
     lines = failure_lines(run_cmd([sys.executable, "-m", "pipeline.train"], repo, check=False))
     assert len(lines) == 1 and lines[0].startswith(
-        "error: data/tokenized was built from model.checkpoint with content md5 "), lines
+        "error: data/tokenized was built from model.checkpoint with content md5 "
+    ), lines
     assert "another installed version of a checkpoint" in lines[0] and "run `dvc repro` again" in lines[0]
     assert executed_stages(run_cmd(["dvc", "repro", "train"], repo)) == {"tokenize", "train"}
     record = read_json(repo / "models/checkpoint.json")
@@ -259,8 +314,14 @@ def test_a_concurrent_experiment_that_changes_the_data_mid_repro_stops_the_repro
     evaluate stage finds questions that are not the ones the features were built from (the
     "627 examples, 32 features" case), and stops with one line."""
     set_params(repo, {"train": {"learning_rate": 2e-4}})  # the repro trains
-    repro_proc = subprocess.Popen(["dvc", "repro"], cwd=repo, env=cmd_env({"PYTHONUNBUFFERED": "1"}), text=True,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    repro_proc = subprocess.Popen(
+        ["dvc", "repro"],
+        cwd=repo,
+        env=cmd_env({"PYTHONUNBUFFERED": "1"}),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     held = []
     try:
         output = []
@@ -270,8 +331,11 @@ def test_a_concurrent_experiment_that_changes_the_data_mid_repro_stops_the_repro
                 break
         else:
             pytest.fail("the repro ended before training started:\n" + "".join(output))
-        held = [p for p in psutil.Process(repro_proc.pid).children(recursive=True)
-                if "pipeline.train" in " ".join(p.cmdline())]
+        held = [
+            p
+            for p in psutil.Process(repro_proc.pid).children(recursive=True)
+            if "pipeline.train" in " ".join(p.cmdline())
+        ]
         assert held, "no train process under the repro"
         for process in held:
             process.send_signal(signal.SIGSTOP)
@@ -283,7 +347,8 @@ def test_a_concurrent_experiment_that_changes_the_data_mid_repro_stops_the_repro
     assert repro_proc.returncode != 0, rest
     errors = [line for line in rest.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith(
-        "error: data/tokenized was built from data/raw with content md5 "), rest
+        "error: data/tokenized was built from data/raw with content md5 "
+    ), rest
     assert "a concurrent `dvc exp run` in this workspace" in errors[0]
     # no scores of mismatched inputs (DVC removed the stage's earlier outputs before running it)
     assert not (repo / "metrics/eval.json").exists()
@@ -335,9 +400,24 @@ def test_bad_stride_fails_with_one_clear_line_and_earlier_outputs_survive(repo):
 
 def test_squad_v2_experiment_trains_exports_and_predict_answers_nothing_when_null_wins(repo):
     threshold = -2.0
-    run_cmd(["dvc", "exp", "run", "-S", "data=sample_v2", "-S", "data.max_train_samples=200",
-             "-S", "data.max_eval_samples=80", "-S", "train.learning_rate=3e-4",
-             "-S", f"evaluate.null_score_diff_threshold={threshold}"], repo)
+    run_cmd(
+        [
+            "dvc",
+            "exp",
+            "run",
+            "-S",
+            "data=sample_v2",
+            "-S",
+            "data.max_train_samples=200",
+            "-S",
+            "data.max_eval_samples=80",
+            "-S",
+            "train.learning_rate=3e-4",
+            "-S",
+            f"evaluate.null_score_diff_threshold={threshold}",
+        ],
+        repo,
+    )
     assert read_json(repo / "models/export/inference.json")["version_2_with_negative"] is True
     validation = load_from_disk(str(repo / "data/raw"))["validation"]
     expected = read_json(repo / "predictions/predictions.json")
@@ -358,20 +438,28 @@ def test_squad_v2_experiment_trains_exports_and_predict_answers_nothing_when_nul
     mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
     model = mlflow.pyfunc.load_model("models:/squad-qa@candidate")
     assert [c.name for c in model.metadata.signature.outputs.inputs] == ["answer", "score", "start", "end", "null_odds"]
-    out = model.predict(pd.DataFrame({"question": [q for q, _ in rows.values()], "context": [c for _, c in rows.values()]}))
+    out = model.predict(
+        pd.DataFrame({"question": [q for q, _ in rows.values()], "context": [c for _, c in rows.values()]})
+    )
     assert dict(zip(rows, out["answer"])) == expected
-    assert all(out["null_odds"][i] == pytest.approx(null_odds[k], abs=1e-3) for i, k in enumerate(rows)
-               if np.isfinite(null_odds[k]))
+    assert all(
+        out["null_odds"][i] == pytest.approx(null_odds[k], abs=1e-3)
+        for i, k in enumerate(rows)
+        if np.isfinite(null_odds[k])
+    )
 
 
-@pytest.mark.parametrize("stage,recorded_in", [("train", "data/tokenized"), ("evaluate", "data/tokenized"),
-                                               ("export", "models/trained")])
+@pytest.mark.parametrize(
+    "stage,recorded_in", [("train", "data/tokenized"), ("evaluate", "data/tokenized"), ("export", "models/trained")]
+)
 def test_a_workspace_changed_during_a_run_stops_the_next_stage(repo, stage, recorded_in):
     """What a `dvc exp run` started during a `dvc repro` does: it rewrites params.yaml (here
     tokenize.max_length 128 -> 96) while the repro's next stage is about to start. That stage
     finds its input built with other settings and stops with one line; nothing is overwritten."""
-    before = {p: (repo / p).read_bytes() for p in ("metrics/eval.json", "models/export/inference.json",
-                                                   "models/trained/qa_windows.json")}
+    before = {
+        p: (repo / p).read_bytes()
+        for p in ("metrics/eval.json", "models/export/inference.json", "models/trained/qa_windows.json")
+    }
     set_params(repo, {"tokenize": {"max_length": 96}})
     out = run_cmd([sys.executable, "-m", f"pipeline.{stage}"], repo, check=False)
     errors = failure_lines(out)

@@ -19,8 +19,16 @@ VEGA_PACKAGES = {  # the versions DVC's page asks for
     "vega-lite": ("5.2.0", "build/vega-lite.min.js"),
     "vega-embed": ("6.18.2", "build/vega-embed.min.js"),
 }
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def local_scripts(page: Path, workdir: Path) -> str:
@@ -28,8 +36,20 @@ def local_scripts(page: Path, workdir: Path) -> str:
     npm = shutil.which("npm")
     assert npm, "npm is needed to fetch the vega scripts for an offline render"
     # --legacy-peer-deps: the exact versions DVC loads from the CDN declare conflicting peers
-    run_cmd([npm, "install", "--silent", "--no-audit", "--no-fund", "--legacy-peer-deps", "--prefix", str(workdir),
-             *[f"{name}@{version}" for name, (version, _) in VEGA_PACKAGES.items()]], workdir)
+    run_cmd(
+        [
+            npm,
+            "install",
+            "--silent",
+            "--no-audit",
+            "--no-fund",
+            "--legacy-peer-deps",
+            "--prefix",
+            str(workdir),
+            *[f"{name}@{version}" for name, (version, _) in VEGA_PACKAGES.items()],
+        ],
+        workdir,
+    )
     html = page.read_text()
     for name, (version, build) in VEGA_PACKAGES.items():
         url = f"https://cdn.jsdelivr.net/npm/{name}@{version}"
@@ -46,9 +66,19 @@ def test_plots_page_renders_every_plot_in_headless_chromium(project, tmp_path):
     page = tmp_path / "offline.html"
     page.write_text(local_scripts(repo / "dvc_plots/index.html", tmp_path))
     proc = subprocess.run(
-        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0",
-         "--virtual-time-budget=10000", "--dump-dom", page.as_uri()],
-        capture_output=True, text=True, timeout=180,
+        [
+            chromium,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     dom = proc.stdout
     assert proc.returncode == 0 and dom, f"chromium failed ({proc.returncode}): {proc.stderr[-3000:]}"

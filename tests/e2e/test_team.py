@@ -39,7 +39,9 @@ def test_teammate_pulls_data_models_and_run_cache_and_runs_nothing(team):
     clone = root / "teammate"
     run_cmd(["git", "clone", "-q", str(repo), str(clone)], root)
     # the clone's relative remote URL would point beside *it*: use the team's remote
-    run_cmd(["dvc", "remote", "modify", "--local", "localremote", "url", str(root / "squad-pipeline-dvc-remote")], clone)
+    run_cmd(
+        ["dvc", "remote", "modify", "--local", "localremote", "url", str(root / "squad-pipeline-dvc-remote")], clone
+    )
     run_cmd(["dvc", "pull", "--run-cache"], clone)
     proc = run_cmd(["dvc", "repro"], clone)
     assert executed_stages(proc) == set()
@@ -54,13 +56,17 @@ def test_teammate_with_an_experiments_params_restores_it_from_the_remote_run_cac
     root, repo = team
     run_cmd(["dvc", "exp", "run", "-n", "seed-7", "-S", "train.seed=7"], repo)
     params = (repo / "params.yaml").read_text()
-    outputs = {p: (repo / p).read_bytes() for p in ("metrics/eval.json", "metrics/train.json",
-                                                    "predictions/predictions.json", "plots/train/steps.csv")}
+    outputs = {
+        p: (repo / p).read_bytes()
+        for p in ("metrics/eval.json", "metrics/train.json", "predictions/predictions.json", "plots/train/steps.csv")
+    }
     run_cmd(["dvc", "push", "--run-cache"], repo)
 
     clone = root / "teammate-exp"
     run_cmd(["git", "clone", "-q", str(repo), str(clone)], root)
-    run_cmd(["dvc", "remote", "modify", "--local", "localremote", "url", str(root / "squad-pipeline-dvc-remote")], clone)
+    run_cmd(
+        ["dvc", "remote", "modify", "--local", "localremote", "url", str(root / "squad-pipeline-dvc-remote")], clone
+    )
     (clone / "params.yaml").write_text(params)
     assert "train.seed" in run_cmd(["dvc", "params", "diff"], clone).stdout  # not what dvc.lock records
     proc = run_cmd(["dvc", "repro", "--pull"], clone)
@@ -84,7 +90,9 @@ def test_make_push_refuses_an_uncommitted_dvc_lock_and_make_pull_works_on_a_clea
     clone = root / "clean-clone"
     run_cmd(["git", "clone", "-q", str(repo), str(clone)], root)
     git(clone, "checkout", "-q", "HEAD~1")  # the project as shipped: no dvc.lock yet
-    run_cmd(["dvc", "remote", "modify", "--local", "localremote", "url", str(root / "squad-pipeline-dvc-remote")], clone)
+    run_cmd(
+        ["dvc", "remote", "modify", "--local", "localremote", "url", str(root / "squad-pipeline-dvc-remote")], clone
+    )
     out = run_cmd([*make, "pull"], clone)
     assert "no dvc.lock committed: fetched the run-cache" in out.stdout
 
@@ -141,8 +149,9 @@ def test_queued_sweep_with_two_workers_and_mlflow_comparison(team):
     client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
     experiment_id = client.get_experiment_by_name("squad-pipeline").experiment_id
     sweep_runs = client.search_runs([experiment_id], filter_string="tags.dvc_exp_name != ''")
-    by_key = {(float(r.data.params["train.learning_rate"]), int(r.data.params["evaluate.n_best"])): r
-              for r in sweep_runs}
+    by_key = {
+        (float(r.data.params["train.learning_rate"]), int(r.data.params["evaluate.n_best"])): r for r in sweep_runs
+    }
     assert set(by_key) == set(results)
     for key, run_ in by_key.items():
         assert run_.data.metrics["f1"] == pytest.approx(results[key]["f1"])
@@ -153,12 +162,25 @@ def test_queued_sweep_with_two_workers_and_mlflow_comparison(team):
 
     # the same runs through a real MLflow server's REST API
     port = free_port()
-    cmd = [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri",
-           f"sqlite:///{repo / 'mlflow.db'}", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    cmd = [
+        str(Path(sys.executable).parent / "mlflow"),
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{repo / 'mlflow.db'}",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     with serving(cmd, f"http://127.0.0.1:{port}/health", root / "mlflow-server.log", root, dict(os.environ)):
         body = json.dumps({"experiment_ids": [experiment_id], "max_results": 100}).encode()
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/search", data=body,
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/search",
+            data=body,
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=30) as response:
             runs = json.loads(response.read())["runs"]
         served = {r["info"]["run_id"] for r in runs}
@@ -177,14 +199,17 @@ def test_missing_and_unreachable_remotes_give_clear_messages(team):
 def test_mlflow_server_down_stops_training_before_it_starts(team):
     _, repo = team
     before = tree_digest(repo / "models/trained")
-    out = run_cmd([sys.executable, "-m", "pipeline.train"], repo, check=False,
-                  env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"})
+    out = run_cmd(
+        [sys.executable, "-m", "pipeline.train"],
+        repo,
+        check=False,
+        env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"},
+    )
     assert out.returncode == 1
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith("error: MLflow tracking server MLFLOW_TRACKING_URI=http://127.0.0.1:")
     assert "nothing was run" in last and "unset MLFLOW_TRACKING_URI" in last
     assert tree_digest(repo / "models/trained") == before
-
 
 
 def test_dvc_plots_render_the_loss_curve_and_an_em_f1_comparison(team):

@@ -118,8 +118,9 @@ class Project:
         self._attr_types: dict[str, dict[str, str]] = {}
 
     @classmethod
-    def from_files(cls, root: Path, packages: Iterable[str] = ("pipeline",),
-                   flat_dirs: Iterable[str] = ()) -> "Project":
+    def from_files(
+        cls, root: Path, packages: Iterable[str] = ("pipeline",), flat_dirs: Iterable[str] = ()
+    ) -> "Project":
         """The .py files under root/<package> (named pipeline.x.y) and in root/<flat dir> (named by
         their stem, as a script's own directory on sys.path imports them)."""
         sources = {}
@@ -168,8 +169,13 @@ class Project:
         if isinstance(node, ast.ClassDef):
             for child in node.body:
                 if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                    self._index_def(module, child, f"{name}.{child.name}",
-                                    name if not isinstance(child, ast.ClassDef) else None, enclosing)
+                    self._index_def(
+                        module,
+                        child,
+                        f"{name}.{child.name}",
+                        name if not isinstance(child, ast.ClassDef) else None,
+                        enclosing,
+                    )
             return
         for child in _walk_own(node.body):
             if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
@@ -189,7 +195,7 @@ class Project:
             module = ".".join(parts[:cut])
             if module not in self.trees:
                 continue
-            head, rest = parts[cut], parts[cut + 1:]
+            head, rest = parts[cut], parts[cut + 1 :]
             if f"{module}.{head}" in self.defs:
                 return self._attribute_chain(f"{module}.{head}", rest)
             target = self.bindings[module].get(head)
@@ -290,7 +296,7 @@ class Project:
                 for module in scope.module_names(elements[i + 1]):
                     if module == "pipeline" or module.startswith("pipeline."):
                         found.add(self.resolve_dotted(f"{module}.main") or f"{module}.main")
-            if strings[i:i + 3] == ["mlflow", "models", "serve"]:
+            if strings[i : i + 3] == ["mlflow", "models", "serve"]:
                 found.add(PYFUNC_PREDICT)
         return found
 
@@ -302,8 +308,9 @@ class Project:
         definition = self.defs[name]
         out: set[str] = set()
         if definition.is_class:
-            out |= self.references(_walk_own([*definition.node.bases, *definition.node.decorator_list]),
-                                   self.scope(name))
+            out |= self.references(
+                _walk_own([*definition.node.bases, *definition.node.decorator_list]), self.scope(name)
+            )
             out |= self.references(_body_nodes(definition.node), self.scope(name))
             out |= set(self.bases(name)[0])
             for attr in self._instance_members(name):
@@ -312,9 +319,12 @@ class Project:
             out |= self.references(_body_nodes(definition.node), self.scope(name))
             out |= set(definition.nested.values())
             if definition.is_function:
-                out |= self.references(_walk_own(definition.node.decorator_list),
-                                       Scope(self, self.defs[definition.enclosing]) if definition.enclosing
-                                       else self.scope(f"{definition.module}.{MODULE_CODE}"))
+                out |= self.references(
+                    _walk_own(definition.node.decorator_list),
+                    Scope(self, self.defs[definition.enclosing])
+                    if definition.enclosing
+                    else self.scope(f"{definition.module}.{MODULE_CODE}"),
+                )
         if not name.endswith(MODULE_CODE):
             out.add(f"{definition.module}.{MODULE_CODE}")
         out.discard(name)
@@ -384,8 +394,9 @@ class Project:
             except SyntaxError:
                 return None
         if isinstance(annotation, ast.BinOp) and isinstance(annotation.op, ast.BitOr):  # X | None
-            return (self.annotation_class(annotation.left, definition, owner)
-                    or self.annotation_class(annotation.right, definition, owner))
+            return self.annotation_class(annotation.left, definition, owner) or self.annotation_class(
+                annotation.right, definition, owner
+            )
         if isinstance(annotation, ast.Subscript) and (_dotted(annotation.value) or [""])[-1] == "Optional":
             return self.annotation_class(annotation.slice, definition, owner)
         parts = _dotted(annotation)
@@ -417,8 +428,11 @@ class Project:
                 for node in _walk_own(child.body):
                     if isinstance(node, ast.Assign):
                         for target in node.targets:
-                            if (isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name)
-                                    and target.value.id == method_scope.self_name):
+                            if (
+                                isinstance(target, ast.Attribute)
+                                and isinstance(target.value, ast.Name)
+                                and target.value.id == method_scope.self_name
+                            ):
                                 found = method_scope.type_of(node.value)
                                 if found and found != PYFUNC_MODEL:
                                     types.setdefault(target.attr, found)
@@ -427,7 +441,6 @@ class Project:
                 types.setdefault(k, v)
         self._attr_types[cls] = types
         return types
-
 
 
 class Scope:
@@ -483,8 +496,11 @@ class Scope:
                         self.loops[child.target.id] = values
             for _ in range(2):  # a type may come from a variable typed later in the walk
                 for child in own:
-                    if (isinstance(child, ast.Assign) and len(child.targets) == 1
-                            and isinstance(child.targets[0], ast.Name)):
+                    if (
+                        isinstance(child, ast.Assign)
+                        and len(child.targets) == 1
+                        and isinstance(child.targets[0], ast.Name)
+                    ):
                         found = self.type_of(child.value)
                         if found:
                             self.types[child.targets[0].id] = found
@@ -614,7 +630,7 @@ class Scope:
         for i, attr in enumerate(attrs):
             member = self.project.class_attribute(owner, attr)
             if member is not None:
-                rest = attrs[i + 1:]
+                rest = attrs[i + 1 :]
                 return member if not rest else self.project._attribute_chain(member, rest)
             owner = self.project.attribute_types(owner).get(attr)
             if owner is None:
@@ -623,8 +639,11 @@ class Scope:
 
 
 def _string_literals(expr) -> Optional[tuple[str, ...]]:
-    if isinstance(expr, (ast.Tuple, ast.List)) and expr.elts and all(
-            isinstance(e, ast.Constant) and isinstance(e.value, str) for e in expr.elts):
+    if (
+        isinstance(expr, (ast.Tuple, ast.List))
+        and expr.elts
+        and all(isinstance(e, ast.Constant) and isinstance(e.value, str) for e in expr.elts)
+    ):
         return tuple(e.value for e in expr.elts)
     return None
 
@@ -651,19 +670,25 @@ def timed_regions(project: Project, name: str) -> list[list[ast.stmt]]:
             if clock is None:
                 continue
             region = []
-            for later in block[i + 1:]:
+            for later in block[i + 1 :]:
                 region.append(later)
-                if any(isinstance(n, ast.Name) and n.id == clock and isinstance(n.ctx, ast.Load)
-                       for n in ast.walk(later)):
+                if any(
+                    isinstance(n, ast.Name) and n.id == clock and isinstance(n.ctx, ast.Load) for n in ast.walk(later)
+                ):
                     break
             regions.append(region)
     return regions
 
 
 def _clock_variable(scope: Scope, statement) -> Optional[str]:
-    if (isinstance(statement, ast.Assign) and len(statement.targets) == 1 and isinstance(statement.targets[0], ast.Name)
-            and isinstance(statement.value, ast.Call) and not statement.value.args
-            and scope.dotted_name(statement.value.func) in CLOCKS):
+    if (
+        isinstance(statement, ast.Assign)
+        and len(statement.targets) == 1
+        and isinstance(statement.targets[0], ast.Name)
+        and isinstance(statement.value, ast.Call)
+        and not statement.value.args
+        and scope.dotted_name(statement.value.func) in CLOCKS
+    ):
         return statement.targets[0].id
     return None
 
@@ -686,8 +711,12 @@ class Benchmark:
     def declared(self) -> Optional[dict[str, tuple[str, tuple[str, ...]]]]:
         """section -> (function, production names), read as a literal; None when not declared."""
         for node in self.project.trees[self.module].body:
-            if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
-                    and node.targets[0].id == self.DECLARATION):
+            if (
+                isinstance(node, ast.Assign)
+                and len(node.targets) == 1
+                and isinstance(node.targets[0], ast.Name)
+                and node.targets[0].id == self.DECLARATION
+            ):
                 value = ast.literal_eval(node.value)
                 return {section: (function, tuple(names)) for section, (function, names) in value.items()}
         return None
@@ -750,9 +779,17 @@ class Benchmark:
             if definition.module == self.module and not definition.is_class:
                 called |= {r for r in self.direct_references(name) if r in self.project.defs and self.is_production(r)}
         reached = self.project.reach(called)
-        return {f"{c}.predict" for c in reached if self.project.defs[c].is_class
-                and PYFUNC_BASE in self.project.foreign_bases(c) and f"{c}.predict" in self.project.defs}
+        return {
+            f"{c}.predict"
+            for c in reached
+            if self.project.defs[c].is_class
+            and PYFUNC_BASE in self.project.foreign_bases(c)
+            and f"{c}.predict" in self.project.defs
+        }
 
     def functions_with_timing(self) -> list[str]:
-        return [name for name, d in self.project.defs.items()
-                if d.module == self.module and d.is_function and timed_regions(self.project, name)]
+        return [
+            name
+            for name, d in self.project.defs.items()
+            if d.module == self.module and d.is_function and timed_regions(self.project, name)
+        ]

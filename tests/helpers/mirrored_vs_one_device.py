@@ -17,8 +17,15 @@ def main() -> None:
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
     from pipeline.qa.callbacks import LossCurves
-    from pipeline.qa.training import (MIRRORED, ONE_DEVICE, Placement, batch_rows, make_dataset, report_loss_sums,
-                                      steps_per_epoch)
+    from pipeline.qa.training import (
+        MIRRORED,
+        ONE_DEVICE,
+        Placement,
+        batch_rows,
+        make_dataset,
+        report_loss_sums,
+        steps_per_epoch,
+    )
     from tests.helpers.tiny_model import random_table, tiny_bert, tiny_config
 
     n_features = int(sys.argv[1])
@@ -35,11 +42,20 @@ def main() -> None:
             report_loss_sums(model)
         replicas = placement.strategy.num_replicas_in_sync
         curves = LossCurves(0.2, per_epoch, 1, lambda m, s: None, False, batch_rows(table, cfg))
-        model.fit(make_dataset(table, cfg, placement=placement), epochs=1, steps_per_epoch=per_epoch,
-                  callbacks=[curves], verbose=0)
-        return {"replicas": replicas, "initial": [w.ravel()[:50].tolist() for w in initial],
-                "weights": [w.numpy().ravel().tolist() for w in model.weights],
-                "steps": curves.steps, "epochs": curves.epochs}
+        model.fit(
+            make_dataset(table, cfg, placement=placement),
+            epochs=1,
+            steps_per_epoch=per_epoch,
+            callbacks=[curves],
+            verbose=0,
+        )
+        return {
+            "replicas": replicas,
+            "initial": [w.ravel()[:50].tolist() for w in initial],
+            "weights": [w.numpy().ravel().tolist() for w in model.weights],
+            "steps": curves.steps,
+            "epochs": curves.epochs,
+        }
 
     one = run(Placement(tf.distribute.get_strategy(), ONE_DEVICE, 0, 1))
     two = run(Placement(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), MIRRORED, 0, 1))

@@ -30,9 +30,17 @@ def composed_config(*overrides: str) -> PipelineConfig:
 def sample_data_config(**overrides) -> DataConfig:
     """conf/data/sample.yaml's settings on the whole shipped sample (all keys given: the
     config has no defaults of its own)."""
-    values = dict(source="json", name=None, config_name=None, train_file=str(SAMPLE_DIR / "train.json.gz"),
-                  validation_file=str(SAMPLE_DIR / "validation.json.gz"), max_train_samples=None,
-                  max_eval_samples=None, bad_records="error", version_2_with_negative=False)
+    values = dict(
+        source="json",
+        name=None,
+        config_name=None,
+        train_file=str(SAMPLE_DIR / "train.json.gz"),
+        validation_file=str(SAMPLE_DIR / "validation.json.gz"),
+        max_train_samples=None,
+        max_eval_samples=None,
+        bad_records="error",
+        version_2_with_negative=False,
+    )
     values.update(overrides)
     return DataConfig(**values)
 
@@ -41,7 +49,10 @@ def project_files() -> list[str]:
     """Tracked and untracked-but-not-ignored files: what a fresh clone (plus local edits) holds."""
     out = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, check=True,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split("\n")
     return [f for f in out if f and (PROJECT_ROOT / f).is_file()]
 
@@ -91,8 +102,9 @@ def cmd_env(env: dict | None = None) -> dict:
     return full_env
 
 
-def run_cmd(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None,
-            timeout: int = 1200, capture: bool = True) -> subprocess.CompletedProcess:
+def run_cmd(
+    cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None, timeout: int = 1200, capture: bool = True
+) -> subprocess.CompletedProcess:
     """Run a command with the test venv first on PATH (DVC stages call `python`).
 
     capture=False for commands that leave a daemon behind (`dvc queue start`): a daemon
@@ -194,5 +206,7 @@ def _replace_in_sqlite(path: Path, old: str, new: str) -> None:
         for table in tables:
             for _, column, kind, *_ in db.execute(f'PRAGMA table_info("{table}")').fetchall():
                 if any(t in kind.upper() for t in ("CHAR", "TEXT", "CLOB")):
-                    db.execute(f'UPDATE "{table}" SET "{column}" = replace("{column}", ?, ?) WHERE instr("{column}", ?)',
-                               (old, new, old))
+                    db.execute(
+                        f'UPDATE "{table}" SET "{column}" = replace("{column}", ?, ?) WHERE instr("{column}", ?)',
+                        (old, new, old),
+                    )

@@ -24,8 +24,9 @@ def answer_tokens(offsets: Sequence, start_char: int, end_char: int) -> Optional
     return start, end
 
 
-def realistic_logits(features: dict, answers_by_id: dict, seed: int, hit_rate: float = 0.6,
-                     cls_boost: Optional[dict] = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def realistic_logits(
+    features: dict, answers_by_id: dict, seed: int, hit_rate: float = 0.6, cls_boost: Optional[dict] = None
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """One (start, end) float32 array per feature, each of the feature's own length.
 
     answers_by_id: example id -> {"text": [...], "answer_start": [...]}. cls_boost: example

@@ -23,8 +23,11 @@ READ: set[str] = set()
 # (module, function): what reads the config only for MLflow records: the params logged to a run
 # (config.flatten), a run's name (tracking.run_name) and a logged dataset's (tracking.data_label).
 # config first: tracking imports flatten by name.
-RECORDS = (("pipeline.runtime.config", "flatten"), ("pipeline.runtime.tracking", "run_name"),
-           ("pipeline.runtime.tracking", "data_label"))
+RECORDS = (
+    ("pipeline.runtime.config", "flatten"),
+    ("pipeline.runtime.tracking", "run_name"),
+    ("pipeline.runtime.tracking", "data_label"),
+)
 _RECORDING: dict[tuple[type, str], type] = {}
 
 
@@ -48,9 +51,16 @@ def recording_class(cls: type, prefix: str) -> type:
             READ.update(prefix + f.name for f, value in zip(fields(cls), values) if not is_dataclass(value))
             return cls, tuple(values)
 
-        _RECORDING[key] = type(cls.__name__, (cls,), {"__getattribute__": __getattribute__,
-                                                      "__reduce_ex__": __reduce_ex__,
-                                                      "__module__": cls.__module__, "_unrecorded": cls})
+        _RECORDING[key] = type(
+            cls.__name__,
+            (cls,),
+            {
+                "__getattribute__": __getattribute__,
+                "__reduce_ex__": __reduce_ex__,
+                "__module__": cls.__module__,
+                "_unrecorded": cls,
+            },
+        )
     return _RECORDING[key]
 
 

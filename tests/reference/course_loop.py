@@ -42,8 +42,12 @@ def course_loop_as_written(examples, features, start_logits, end_logits, n_best:
                         continue
                     if end_index < start_index or end_index - start_index + 1 > max_answer_length:
                         continue
-                    answers.append({"text": context[offsets[start_index][0] : offsets[end_index][1]],
-                                    "logit_score": start_logit[start_index] + end_logit[end_index]})
+                    answers.append(
+                        {
+                            "text": context[offsets[start_index][0] : offsets[end_index][1]],
+                            "logit_score": start_logit[start_index] + end_logit[end_index],
+                        }
+                    )
         best_answer = max(answers, key=lambda x: x["logit_score"]) if answers else None
         predicted[example_id] = best_answer["text"] if best_answer else ""
     return predicted
@@ -104,8 +108,12 @@ def example_candidates(
     for f in feature_indices:
         candidates.extend(
             feature_spans(
-                np.asarray(start_logits[f]), np.asarray(end_logits[f]), feature_offsets[f], context,
-                n_best, max_answer_length,
+                np.asarray(start_logits[f]),
+                np.asarray(end_logits[f]),
+                feature_offsets[f],
+                context,
+                n_best,
+                max_answer_length,
             )
         )
     return candidates
@@ -130,8 +138,13 @@ def best_spans(
     best: dict[str, Span | None] = {}
     for example_id, context in zip(example_ids, contexts):
         candidates = example_candidates(
-            features_per_example.get(example_id, []), context, feature_offsets, start_logits, end_logits,
-            n_best, max_answer_length,
+            features_per_example.get(example_id, []),
+            context,
+            feature_offsets,
+            start_logits,
+            end_logits,
+            n_best,
+            max_answer_length,
         )
         best[example_id] = max(candidates, key=lambda s: s.score) if candidates else None
     return best
@@ -140,8 +153,6 @@ def best_spans(
 def answer_texts(spans: dict[str, Span | None]) -> dict[str, str]:
     """id -> answer text, "" where there is no valid span (the SQuAD predictions.json layout)."""
     return {example_id: span.text if span else "" for example_id, span in spans.items()}
-
-
 
 
 def postprocess_predictions(

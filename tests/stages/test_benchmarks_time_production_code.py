@@ -52,8 +52,9 @@ def benchmark(project: Project, module: str) -> Benchmark:
 
 
 def declared_sections() -> list[tuple[str, str]]:
-    return [(module, section) for module in BENCHMARK_MODULES
-            for section in (benchmark(PROJECT, module).declared() or {})]
+    return [
+        (module, section) for module in BENCHMARK_MODULES for section in (benchmark(PROJECT, module).declared() or {})
+    ]
 
 
 # --- the three rules, as functions returning what breaks them (tested below on made-up code) ---
@@ -69,10 +70,15 @@ def unreached(project: Project, bench: Benchmark, section: str, roots=STAGE_MAIN
             problems.append(f"{name}: no such function in the project")
         elif resolved not in reached:
             module = project.defs[resolved].module
-            nearby = sorted(r.removeprefix(module + ".") for r in reached
-                            if project.defs[r].module == module and not r.endswith("<module>"))
-            problems.append(f"{name}: no stage's main calls it (static calls from {', '.join(roots)}); "
-                            f"what the stages run in {module}: {nearby}")
+            nearby = sorted(
+                r.removeprefix(module + ".")
+                for r in reached
+                if project.defs[r].module == module and not r.endswith("<module>")
+            )
+            problems.append(
+                f"{name}: no stage's main calls it (static calls from {', '.join(roots)}); "
+                f"what the stages run in {module}: {nearby}"
+            )
     return problems
 
 
@@ -82,8 +88,11 @@ def uncalled(project: Project, bench: Benchmark, section: str) -> list[str]:
     if f"{bench.module}.{function}" not in project.defs:
         return [f"{function}: no such function in {bench.module}"]
     calls = bench.section_references(function)
-    return [f"{name}: {function} does not call it (it calls {sorted(calls)})"
-            for name in names if (project.resolve_dotted(name) or name) not in calls]
+    return [
+        f"{name}: {function} does not call it (it calls {sorted(calls)})"
+        for name in names
+        if (project.resolve_dotted(name) or name) not in calls
+    ]
 
 
 def undeclared(project: Project, bench: Benchmark) -> list[str]:
@@ -101,8 +110,10 @@ def undeclared(project: Project, bench: Benchmark) -> list[str]:
         for section in owners:
             names = {project.resolve_dotted(n) or n for n in declared[section][1]}
             if refs - names:
-                problems.append(f"{timed} times {sorted(refs - names)}, which section {section!r} does not declare "
-                                f"(it declares {sorted(declared[section][1])})")
+                problems.append(
+                    f"{timed} times {sorted(refs - names)}, which section {section!r} does not declare "
+                    f"(it declares {sorted(declared[section][1])})"
+                )
     return problems
 
 
@@ -113,7 +124,8 @@ def test_every_benchmark_declares_what_it_times_or_is_known_to_time_no_pipeline_
     undeclared_modules = [m for m in BENCHMARK_MODULES if benchmark(PROJECT, m).declared() is None]
     assert sorted(undeclared_modules) == sorted(NO_PRODUCTION_TIMING), (
         "a benchmark module times pipeline code: declare TIMED_PRODUCTION_CODE in it (or, if it times none, "
-        "add it to NO_PRODUCTION_TIMING with the reason)")
+        "add it to NO_PRODUCTION_TIMING with the reason)"
+    )
     declaring = set(BENCHMARK_MODULES) - set(undeclared_modules)
     assert {"speed", "serving", "quality", "quickstart", "profile_train"} <= declaring
 
@@ -124,10 +136,12 @@ def test_a_stage_runs_every_function_a_benchmark_times(module, section):
     gap = KNOWN_GAPS.get((module, section), set())
     new = [p for p in problems if p.split(":")[0] not in gap]
     assert not new, f"benchmarks/{module}.py section {section!r} times code the pipeline does not run:\n  " + (
-        "\n  ".join(new))
+        "\n  ".join(new)
+    )
     closed = gap - {p.split(":")[0] for p in problems}
-    assert not closed, (f"benchmarks/{module}.py section {section!r}: remove the closed gap {sorted(closed)} "
-                        "from KNOWN_GAPS")
+    assert not closed, (
+        f"benchmarks/{module}.py section {section!r}: remove the closed gap {sorted(closed)} from KNOWN_GAPS"
+    )
 
 
 @pytest.mark.parametrize("module,section", declared_sections())
@@ -144,8 +158,11 @@ def test_every_pipeline_function_called_while_timing_is_declared(module):
 
 def test_speed_declares_every_section_it_can_run():
     tree = ast.parse((PROJECT_ROOT / "benchmarks/speed.py").read_text())
-    sections = next(ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
-                    and getattr(n.targets[0], "id", None) == "SECTIONS")
+    sections = next(
+        ast.literal_eval(n.value)
+        for n in tree.body
+        if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", None) == "SECTIONS"
+    )
     assert set(benchmark(PROJECT, "speed").declared()) == set(sections)
 
 
@@ -153,7 +170,9 @@ def test_the_analysis_sees_what_the_benchmarks_time():
     """Not blind: the timed calls found in the real benchmarks include the ones we know are there."""
     speed = benchmark(PROJECT, "speed")
     assert speed.timed_references("speed.bench_postprocessing") == {
-        "pipeline.qa.postprocess.postprocess_predictions", "pipeline.qa.postprocess.ContextOffsets.from_dataset"}
+        "pipeline.qa.postprocess.postprocess_predictions",
+        "pipeline.qa.postprocess.ContextOffsets.from_dataset",
+    }
     assert speed.timed_references("speed.train_ours") == {"pipeline.qa.training.make_dataset"}
     assert speed.timed_references("speed.bench_evaluate_rss") == {"pipeline.evaluate_model.main"}
     assert "speed.train_ours" in speed.closure(["speed.bench_training"])  # helpers count as the section's code
@@ -163,12 +182,17 @@ def test_the_analysis_sees_what_the_benchmarks_time():
     reached = PROJECT.reach(STAGE_MAINS)
     assert "pipeline.qa.postprocess.best_spans" not in reached  # the function the benchmark used to time
     assert PROJECT.path(reached, "pipeline.qa.postprocess.postprocess_predictions") == [
-        "pipeline.evaluate.main", "pipeline.evaluate.evaluate", "pipeline.evaluate.predict",
-        "pipeline.qa.predictions.predict_split", "pipeline.qa.postprocess.postprocess_predictions"]
+        "pipeline.evaluate.main",
+        "pipeline.evaluate.evaluate",
+        "pipeline.evaluate.predict",
+        "pipeline.qa.predictions.predict_split",
+        "pipeline.qa.postprocess.postprocess_predictions",
+    ]
 
 
 def test_postprocessing_benchmark_calls_what_predict_split_calls_with_the_evaluate_stages_settings(
-        monkeypatch, sample_raw, tokenizer):
+    monkeypatch, sample_raw, tokenizer
+):
     """Run on the sample: the benchmark's post-processing call and the evaluate stage's (through
     predict_split) reach the same function with the same kinds of columns and the same settings,
     and the benchmark's three answers agree."""
@@ -182,9 +206,13 @@ def test_postprocessing_benchmark_calls_what_predict_split_calls_with_the_evalua
     import speed  # noqa: E402
 
     examples = sample_raw["validation"].select(range(60)).flatten_indices()
-    features = examples.map(prepare_validation_features, batched=True, remove_columns=examples.column_names,
-                            fn_kwargs={"tokenizer": tokenizer, "cfg": TokenizeConfig(max_length=128, stride=32)},
-                            keep_in_memory=True)
+    features = examples.map(
+        prepare_validation_features,
+        batched=True,
+        remove_columns=examples.column_names,
+        fn_kwargs={"tokenizer": tokenizer, "cfg": TokenizeConfig(max_length=128, stride=32)},
+        keep_in_memory=True,
+    )
     cfg = speed.evaluate_stage_config()
     assert speed.postprocess_predictions is predictions.postprocess_predictions is postprocess.postprocess_predictions
 
@@ -192,23 +220,37 @@ def test_postprocessing_benchmark_calls_what_predict_split_calls_with_the_evalua
         def spy(*args):
             calls.append(args)
             return postprocess.postprocess_predictions(*args)
+
         return spy
 
     ours, stage = [], []
     monkeypatch.setattr(speed, "postprocess_predictions", recorder(ours))
     monkeypatch.setattr(predictions, "postprocess_predictions", recorder(stage))
     result = speed.bench_postprocessing(examples, features, cfg)
-    predictions.predict_split(lambda batch: (np.zeros(batch["input_ids"].shape, np.float32),) * 2, examples,
-                              features, cfg.evaluate, cfg.data.version_2_with_negative, progress=False)
+    predictions.predict_split(
+        lambda batch: (np.zeros(batch["input_ids"].shape, np.float32),) * 2,
+        examples,
+        features,
+        cfg.evaluate,
+        cfg.data.version_2_with_negative,
+        progress=False,
+    )
 
     assert len(ours) == 3 and len(stage) == 1  # best of 3
     assert [type(a) for a in ours[0]] == [type(a) for a in stage[0]]
-    assert ours[0][6:] == stage[0][6:] == (cfg.evaluate.n_best, cfg.evaluate.max_answer_length, False,
-                                           cfg.evaluate.null_score_diff_threshold)
+    assert (
+        ours[0][6:]
+        == stage[0][6:]
+        == (cfg.evaluate.n_best, cfg.evaluate.max_answer_length, False, cfg.evaluate.null_score_diff_threshold)
+    )
     assert [list(a) for a in ours[0][:3]] == [list(a) for a in stage[0][:3]]
     assert result["function"] == result["ours"]["function"] == "pipeline.qa.postprocess.postprocess_predictions"
-    assert result["arguments"] == {"n_best": 20, "max_answer_length": 30, "version_2_with_negative": False,
-                                   "null_score_diff_threshold": 0.0}
+    assert result["arguments"] == {
+        "n_best": 20,
+        "max_answer_length": 30,
+        "version_2_with_negative": False,
+        "null_score_diff_threshold": 0.0,
+    }
     assert result["identical_predictions"] and result["identical_nbest"]
     assert result["questions"] == 60 and result["features"] == features.num_rows > 60
 
@@ -220,7 +262,7 @@ def made_up(benchmark_source: str, **extra: str) -> tuple[Project, Benchmark]:
     sources = {
         "pipeline": "",
         "pipeline.qa": "",
-        "pipeline.qa.post": textwrap.dedent('''
+        "pipeline.qa.post": textwrap.dedent("""
             class Offsets:
                 @classmethod
                 def from_dataset(cls, d):
@@ -234,13 +276,13 @@ def made_up(benchmark_source: str, **extra: str) -> tuple[Project, Benchmark]:
                 return _rank(ids)
             def _rank(ids):
                 return ids
-        '''),
-        "pipeline.evaluate": textwrap.dedent('''
+        """),
+        "pipeline.evaluate": textwrap.dedent("""
             from pipeline.qa.post import Offsets, postprocess
             def main():
                 return postprocess([], Offsets.from_dataset(None))
-        '''),
-        "pipeline.export": textwrap.dedent('''
+        """),
+        "pipeline.export": textwrap.dedent("""
             import mlflow.pyfunc
             from pipeline.qa.post import Offsets, best_spans
             class Served(mlflow.pyfunc.PythonModel):
@@ -252,7 +294,7 @@ def made_up(benchmark_source: str, **extra: str) -> tuple[Project, Benchmark]:
                 return {"python_model": Served()}
             def main():
                 mlflow.pyfunc.log_model(**model_kwargs())
-        '''),
+        """),
         "bench": textwrap.dedent(benchmark_source),
         **{k: textwrap.dedent(v) for k, v in extra.items()},
     }
@@ -262,7 +304,7 @@ def made_up(benchmark_source: str, **extra: str) -> tuple[Project, Benchmark]:
 
 ROOTS = ("pipeline.evaluate.main",)
 
-TIMES_BEST_SPANS = textwrap.dedent('''
+TIMES_BEST_SPANS = textwrap.dedent("""
     import time
     from pipeline.qa.post import Offsets, best_spans, postprocess
     TIMED_PRODUCTION_CODE = {"post": ("bench_post", ("pipeline.qa.post.best_spans",
@@ -272,7 +314,7 @@ TIMES_BEST_SPANS = textwrap.dedent('''
         best_spans(ids, Offsets.from_dataset(data))
         seconds = time.perf_counter() - started
         return seconds
-''')
+""")
 
 
 def test_a_function_no_stage_calls_is_reported_with_what_the_stage_runs_instead():
@@ -290,15 +332,18 @@ def test_a_misspelled_declaration_is_reported():
 
 
 def test_a_declared_function_the_section_does_not_call_is_reported():
-    project, bench = made_up(TIMES_BEST_SPANS.replace("best_spans(ids, Offsets.from_dataset(data))",
-                                                      "postprocess(ids, None)"))
+    project, bench = made_up(
+        TIMES_BEST_SPANS.replace("best_spans(ids, Offsets.from_dataset(data))", "postprocess(ids, None)")
+    )
     problems = uncalled(project, bench, "post")
-    assert [p.split(":")[0] for p in problems] == ["pipeline.qa.post.best_spans",
-                                                   "pipeline.qa.post.Offsets.from_dataset"]
+    assert [p.split(":")[0] for p in problems] == [
+        "pipeline.qa.post.best_spans",
+        "pipeline.qa.post.Offsets.from_dataset",
+    ]
 
 
 def test_an_undeclared_function_called_while_timing_is_reported_even_through_a_helper():
-    source = '''
+    source = """
         import time
         from pipeline.qa.post import Offsets, best_spans, postprocess
         TIMED_PRODUCTION_CODE = {"post": ("bench_post", ("pipeline.qa.post.postprocess",))}
@@ -312,11 +357,12 @@ def test_an_undeclared_function_called_while_timing_is_reported_even_through_a_h
             seconds = time.perf_counter() - started
             best_spans(ids, offsets)  # after it: not timed
             return seconds
-    '''
+    """
     project, bench = made_up(source)
     assert undeclared(project, bench) == [
         "bench.bench_post times ['pipeline.qa.post.best_spans'], which section 'post' does not declare "
-        "(it declares ['pipeline.qa.post.postprocess'])"]
+        "(it declares ['pipeline.qa.post.postprocess'])"
+    ]
     assert bench.timed_references("bench.bench_post") == {"pipeline.qa.post.postprocess", "pipeline.qa.post.best_spans"}
 
 
@@ -325,11 +371,12 @@ def test_timing_outside_every_declared_section_is_reported():
     project, bench = made_up(source)
     assert undeclared(project, bench) == [
         "bench.bench_post times ['pipeline.qa.post.Offsets.from_dataset', 'pipeline.qa.post.best_spans'], "
-        "but no section of TIMED_PRODUCTION_CODE runs bench.bench_post"]
+        "but no section of TIMED_PRODUCTION_CODE runs bench.bench_post"
+    ]
 
 
 def test_subprocess_stage_commands_count_as_calls_to_their_main():
-    source = '''
+    source = """
         import subprocess, sys, time
         STAGES = ("evaluate", "export")
         TIMED_PRODUCTION_CODE = {"all": ("main", ("pipeline.evaluate.main",))}
@@ -338,16 +385,17 @@ def test_subprocess_stage_commands_count_as_calls_to_their_main():
             for stage in STAGES:
                 subprocess.run([sys.executable, "-m", f"pipeline.{stage}"])
             return time.perf_counter() - started
-    '''
+    """
     project, bench = made_up(source)
     assert bench.timed_references("bench.main") == {"pipeline.evaluate.main", "pipeline.export.main"}
     assert undeclared(project, bench) == [
         "bench.main times ['pipeline.export.main'], which section 'all' does not declare "
-        "(it declares ['pipeline.evaluate.main'])"]
+        "(it declares ['pipeline.evaluate.main'])"
+    ]
 
 
 def test_the_served_model_is_the_exports_product_and_loading_it_calls_its_predict():
-    source = '''
+    source = """
         import time
         import mlflow
         from pipeline import export
@@ -359,7 +407,7 @@ def test_the_served_model_is_the_exports_product_and_loading_it_calls_its_predic
             started = time.perf_counter()
             model.predict(frame)
             return time.perf_counter() - started
-    '''
+    """
     project, bench = made_up(source)
     assert bench.timed_references("bench.bench_batch") == {"pipeline.export.Served.predict"}
     assert uncalled(project, bench, "batch") == []
@@ -374,7 +422,7 @@ def test_the_served_model_is_the_exports_product_and_loading_it_calls_its_predic
 
 
 def test_timed_regions_end_where_the_clock_is_read():
-    project, _ = made_up('''
+    project, _ = made_up("""
         import time
         def f(a, b, c):
             a()
@@ -386,7 +434,9 @@ def test_timed_regions_end_where_the_clock_is_read():
                 t1 = time.perf_counter()
                 c()
                 a(t1)
-    ''')
+    """)
     regions = timed_regions(project, "bench.f")
     assert [[ast.unparse(s) for s in r] for r in regions] == [
-        ["b()", "elapsed = time.perf_counter() - t0"], ["c()", "a(t1)"]]
+        ["b()", "elapsed = time.perf_counter() - t0"],
+        ["c()", "a(t1)"],
+    ]

@@ -16,8 +16,9 @@ from pipeline.runtime.errors import PipelineError
 from tests.helpers.project import SAMPLE_DIR, sample_data_config
 
 
-def squad_file(tmp_path: Path, name: str, qas: list[dict], context: str = "The cat sat on the mat in 1999.",
-               version: str = "1.1") -> Path:
+def squad_file(
+    tmp_path: Path, name: str, qas: list[dict], context: str = "The cat sat on the mat in 1999.", version: str = "1.1"
+) -> Path:
     data = {"version": version, "data": [{"title": "T", "paragraphs": [{"context": context, "qas": qas}]}]}
     path = tmp_path / name
     if name.endswith(".gz"):
@@ -43,7 +44,7 @@ def test_shipped_sample_loads_with_hub_columns(sample_raw):
     assert sample_raw["validation"].num_rows == 627
     assert sample_raw["train"].column_names == ["id", "title", "context", "question", "answers"]
     row = sample_raw["validation"][0]
-    assert row["context"][row["answers"]["answer_start"][0]:].startswith(row["answers"]["text"][0])
+    assert row["context"][row["answers"]["answer_start"][0] :].startswith(row["answers"]["text"][0])
     # dev questions keep all their reference answers
     assert max(len(a["text"]) for a in sample_raw["validation"]["answers"]) >= 3
 
@@ -76,7 +77,10 @@ MALFORMED_RECORDS = {
         bad(lambda q: q[1]["answers"][0].update(answer_start=3)),
         r"record id='q2': answer '1999' does not match context at answer_start=3",
     ),
-    "answer_start not int": (bad(lambda q: q[1]["answers"][0].update(answer_start="26")), r"record id='q2': answer_start '26'"),
+    "answer_start not int": (
+        bad(lambda q: q[1]["answers"][0].update(answer_start="26")),
+        r"record id='q2': answer_start '26'",
+    ),
     "duplicate id": (bad(lambda q: q[1].update(id="q1")), r"record id='q1': duplicate id"),
     "no answers": (bad(lambda q: q[1].update(answers=[])), r"record id='q2': no answers"),
     "missing id": (bad(lambda q: q[1].pop("id")), r"record id=None: missing field 'id'"),
@@ -145,8 +149,9 @@ def test_squad_v2_unanswerable_questions(tmp_path):
 
 
 def test_output_is_byte_reproducible(tmp_path):
-    cfg = sample_data_config(train_file=str(SAMPLE_DIR / "validation.json.gz"), max_train_samples=50,
-                             max_eval_samples=20)
+    cfg = sample_data_config(
+        train_file=str(SAMPLE_DIR / "validation.json.gz"), max_train_samples=50, max_eval_samples=20
+    )
     run(cfg, tmp_path / "a")
     run(cfg, tmp_path / "b")
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
@@ -163,12 +168,17 @@ def test_a_hub_dataset_records_its_resolved_revision_and_fingerprint(tmp_path):
 
     def write(rows):
         for split in ("train", "validation"):
-            (folder / f"{split}.jsonl").write_text("".join(
-                json.dumps({c: r[c] for c in ("id", "title", "context", "question", "answers")}) + "\n" for r in rows))
+            (folder / f"{split}.jsonl").write_text(
+                "".join(
+                    json.dumps({c: r[c] for c in ("id", "title", "context", "question", "answers")}) + "\n"
+                    for r in rows
+                )
+            )
 
     write(records)
-    cfg = sample_data_config(source="hub", name=str(folder), train_file="conf/data/squad.yaml",
-                             validation_file="conf/data/squad.yaml")
+    cfg = sample_data_config(
+        source="hub", name=str(folder), train_file="conf/data/squad.yaml", validation_file="conf/data/squad.yaml"
+    )
     _, summary = build_dataset_dict(cfg)
     first = summary["validation"]
     assert first["examples"] == 6 and first["source"] == f"{folder}[validation]"

@@ -19,8 +19,13 @@ STAGES = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]
 
 def dvc_deps(*args: str) -> subprocess.CompletedProcess:
     """`python -m pipeline.dvc_deps` as `make deps` runs it (a fresh process: no TensorFlow, ~0.3 s)."""
-    return subprocess.run([sys.executable, "-m", "pipeline.dvc_deps", *args], cwd=PROJECT_ROOT,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.dvc_deps", *args],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_code_deps_are_the_modules_each_stage_imports_as_make_deps_writes_them():
@@ -41,13 +46,14 @@ def test_make_deps_puts_back_a_deleted_dep_and_leaves_every_other_byte(tmp_path)
     fresh = copy.read_bytes()
     lines = fresh.decode().splitlines(keepends=True)
     gone = lines.index("      - pipeline/runtime/errors.py\n", lines.index("  tokenize:\n"))
-    copy.write_text("".join(lines[:gone] + lines[gone + 1:]))
+    copy.write_text("".join(lines[:gone] + lines[gone + 1 :]))
 
     check = dvc_deps("--check", "--dvc-yaml", str(copy))
     assert check.returncode == 1
     assert check.stderr.splitlines() == [
         f"error: {copy}: the code deps of tokenize are not the modules it imports; "
-        "run `make deps` (python -m pipeline.dvc_deps) to rewrite them"]
+        "run `make deps` (python -m pipeline.dvc_deps) to rewrite them"
+    ]
     proc = dvc_deps("--dvc-yaml", str(copy))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == f"{copy}: rewrote the code deps of tokenize\n"
@@ -60,16 +66,19 @@ def test_make_deps_rewrites_only_code_deps_and_keeps_other_deps_and_comments_in_
     deps = yaml.safe_load(fresh)["stages"]["download"]["deps"]
     block = "".join(f"      - {d}\n" for d in deps if d.startswith("pipeline/"))
     assert block in fresh
-    scrambled = ("      - pipeline/predict.py\n"  # not imported by download
-                 "      - ${data.train_file}\n"  # a templated dep
-                 "      # why the next dep is here\n"
-                 "      - pipeline/runtime/config.py  # a comment on a code dep\n")
+    scrambled = (
+        "      - pipeline/predict.py\n"  # not imported by download
+        "      - ${data.train_file}\n"  # a templated dep
+        "      # why the next dep is here\n"
+        "      - pipeline/runtime/config.py  # a comment on a code dep\n"
+    )
     copy.write_text(fresh.replace(block, scrambled, 1))
 
     assert dvc_deps("--dvc-yaml", str(copy)).returncode == 0
     kept = block.replace("config.py\n", "config.py  # a comment on a code dep\n")
-    assert copy.read_text() == fresh.replace(block, kept + "      - ${data.train_file}\n"
-                                             "      # why the next dep is here\n", 1)
+    assert copy.read_text() == fresh.replace(
+        block, kept + "      - ${data.train_file}\n      # why the next dep is here\n", 1
+    )
 
 
 def test_the_generator_is_a_dev_command_that_no_stage_runs_or_imports():
@@ -100,8 +109,11 @@ def test_data_and_output_paths_are_the_ones_pipeline_runtime_paths_names():
     assert names("train", "plots") == {str(paths.STEPS_PLOT_FILE), str(paths.EPOCHS_PLOT_FILE)}
     assert names("evaluate", "outs") == {str(paths.PREDICTIONS_DIR)}
     assert names("evaluate", "metrics") == {str(paths.EVAL_METRICS_FILE), str(paths.SLICES_METRICS_FILE)}
-    assert names("evaluate", "plots") == {str(paths.SCORES_PLOT_FILE), str(paths.SLICES_PLOT_FILE),
-                                          str(paths.RISK_COVERAGE_PLOT_FILE)}
+    assert names("evaluate", "plots") == {
+        str(paths.SCORES_PLOT_FILE),
+        str(paths.SLICES_PLOT_FILE),
+        str(paths.RISK_COVERAGE_PLOT_FILE),
+    }
     assert names("export", "outs") == {str(paths.EXPORT_DIR)}
     data_deps = {stage: {d for d in s["deps"] if not d.startswith("pipeline/")} for stage, s in STAGES.items()}
     assert data_deps == {

@@ -14,15 +14,42 @@ from pipeline.evaluate import evaluate
 from pipeline.qa.metrics import load_metric
 from pipeline.runtime.compose import compose_params_text
 from pipeline.runtime.config import from_dict
-from pipeline.runtime.paths import (EVAL_METRICS_FILE, PREDICTIONS_DIR, RAW_DIR, RISK_COVERAGE_PLOT_FILE,
-                                    SLICES_METRICS_FILE, SLICES_PLOT_FILE, TOKENIZED_DIR, TRAINED_DIR)
+from pipeline.runtime.paths import (
+    EVAL_METRICS_FILE,
+    PREDICTIONS_DIR,
+    RAW_DIR,
+    RISK_COVERAGE_PLOT_FILE,
+    SLICES_METRICS_FILE,
+    SLICES_PLOT_FILE,
+    TOKENIZED_DIR,
+    TRAINED_DIR,
+)
 from tests.helpers.project import SAMPLE_DIR
 from tests.helpers.saved_model import save_packaged_model
 
-V2_KEYS = {"exact", "f1", "total", "HasAns_exact", "HasAns_f1", "HasAns_total", "NoAns_exact", "NoAns_f1",
-           "NoAns_total", "best_exact", "best_exact_thresh", "best_f1", "best_f1_thresh"}
-ANALYSIS_KEYS = {"exact_match_ci95_low", "exact_match_ci95_high", "f1_ci95_low", "f1_ci95_high", "risk_coverage_area",
-                 "expected_calibration_error"}
+V2_KEYS = {
+    "exact",
+    "f1",
+    "total",
+    "HasAns_exact",
+    "HasAns_f1",
+    "HasAns_total",
+    "NoAns_exact",
+    "NoAns_f1",
+    "NoAns_total",
+    "best_exact",
+    "best_exact_thresh",
+    "best_f1",
+    "best_f1_thresh",
+}
+ANALYSIS_KEYS = {
+    "exact_match_ci95_low",
+    "exact_match_ci95_high",
+    "f1_ci95_low",
+    "f1_ci95_high",
+    "risk_coverage_area",
+    "expected_calibration_error",
+}
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +75,15 @@ def test_evaluate_writes_metrics_prediction_files_and_logs_them(trained_dir, tmp
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     validation = str(SAMPLE_DIR / ("validation-v2.json.gz" if version_2 else "validation.json.gz"))
     overrides = ["data=sample_v2"] if version_2 else []
-    overrides += [f"data.train_file={validation}", f"data.validation_file={validation}", "data.max_train_samples=4",
-                  "data.max_eval_samples=32", "tokenize.max_length=128", "tokenize.stride=32", "evaluate.batch_size=8"]
+    overrides += [
+        f"data.train_file={validation}",
+        f"data.validation_file={validation}",
+        "data.max_train_samples=4",
+        "data.max_eval_samples=32",
+        "tokenize.max_length=128",
+        "tokenize.stride=32",
+        "evaluate.batch_size=8",
+    ]
     cfg = from_dict(yaml.safe_load(compose_params_text(overrides)))
     raw_dir, tokenized_dir = stage_inputs(tmp_path, cfg)
     (tmp_path / TRAINED_DIR).parent.mkdir(parents=True)
@@ -72,9 +106,12 @@ def test_evaluate_writes_metrics_prediction_files_and_logs_them(trained_dir, tmp
         assert set(written) == V2_KEYS | ANALYSIS_KEYS | {"exact_match", "examples", "features"}
         assert written["exact_match"] == written["exact"] and written["NoAns_total"] == 2
         rescored = load_metric("squad_v2").compute(
-            predictions=[{"id": i, "prediction_text": t, "no_answer_probability": files["null_odds.json"][i]}
-                         for i, t in answers.items()],
-            references=references, no_answer_threshold=cfg.evaluate.null_score_diff_threshold,
+            predictions=[
+                {"id": i, "prediction_text": t, "no_answer_probability": files["null_odds.json"][i]}
+                for i, t in answers.items()
+            ],
+            references=references,
+            no_answer_threshold=cfg.evaluate.null_score_diff_threshold,
         )
     else:
         assert sorted(files) == ["evaluation.json", "nbest_predictions.json", "predictions.json"]
@@ -103,7 +140,9 @@ def test_evaluate_writes_metrics_prediction_files_and_logs_them(trained_dir, tmp
     assert len(rows) == sum(len(d) for d in slices.values()) and rows[0]["slice"].startswith("question word: ")
     curve = (tmp_path / RISK_COVERAGE_PLOT_FILE).read_text().splitlines()
     assert curve[0] == "coverage,f1,threshold" and len(curve) == 33
-    assert float(curve[-1].split(",")[0]) == 1.0 and float(curve[-1].split(",")[1]) == pytest.approx(written["f1"], abs=1e-4)
+    assert float(curve[-1].split(",")[0]) == 1.0 and float(curve[-1].split(",")[1]) == pytest.approx(
+        written["f1"], abs=1e-4
+    )
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     run = client.get_run(metrics["mlflow_run_id"])
@@ -115,6 +154,9 @@ def test_evaluate_writes_metrics_prediction_files_and_logs_them(trained_dir, tmp
     logged = sorted(a.path for a in client.list_artifacts(run.info.run_id, "predictions"))
     assert logged == [f"predictions/{name}" for name in sorted(files)]
     (tmp_path / "artifacts").mkdir()
-    table = json.loads(Path(client.download_artifacts(run.info.run_id, "evaluation/slices.json",
-                                                      str(tmp_path / "artifacts"))).read_text())
+    table = json.loads(
+        Path(
+            client.download_artifacts(run.info.run_id, "evaluation/slices.json", str(tmp_path / "artifacts"))
+        ).read_text()
+    )
     assert table["columns"] == ["dimension", "slice", "count", "exact_match", "f1"] and len(table["data"]) == len(rows)

@@ -36,8 +36,12 @@ def workspace(tmp_path_factory):
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for d in (RAW_DIR, TOKENIZED_DIR)
-            for p in sorted((root / d).rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for d in (RAW_DIR, TOKENIZED_DIR)
+        for p in sorted((root / d).rglob("*"))
+        if p.is_file()
+    }
 
 
 def edit_params(root: Path, edit) -> None:
@@ -57,24 +61,54 @@ def long_question_train_file(root: Path) -> None:
 
 # (name, setup(root) -> None, command, substrings the one error line must hold)
 CASES = [
-    ("params.yaml missing section", lambda r: edit_params(r, lambda p: p.pop("train")), "tokenize",
-     ["params.yaml: section 'train' is missing", "make params"]),
-    ("params.yaml missing key", lambda r: edit_params(r, lambda p: p["train"].pop("epochs")), "tokenize",
-     ["params.yaml: train.epochs is missing", "make params"]),
-    ("params.yaml broken YAML", lambda r: (r / "params.yaml").write_text("data:\n  source: json\n bad: [\n"),
-     "tokenize", ["params.yaml: not valid YAML at line 3", "make params"]),
-    ("params.yaml not UTF-8", lambda r: (r / "params.yaml").write_bytes(b"data: \xff\xfe\n"), "tokenize",
-     ["params.yaml: not UTF-8 text", "make params"]),
-    ("stride leaves no room for a question", lambda r: edit_params(r, lambda p: p["tokenize"].update(stride=120)),
-     "tokenize", ["record id=", "tokenize.stride=120", "shorten the question, raise tokenize.max_length"]),
-    ("checkpoint path not found", lambda r: edit_params(r, lambda p: p["model"].update(checkpoint="./no/such/model")),
-     "tokenize", ["model.checkpoint='./no/such/model': local path not found"]),
-    ("unknown hub model offline fails at once",
-     lambda r: edit_params(r, lambda p: p["model"].update(checkpoint="no-such-model-xyz")), "tokenize",
-     ["model.checkpoint='no-such-model-xyz'", "HF_HUB_OFFLINE is set"]),
-    ("data file is a directory",
-     lambda r: edit_params(r, lambda p: p["data"].update(train_file="data/sample")), "download",
-     ["data/sample", "directory"]),
+    (
+        "params.yaml missing section",
+        lambda r: edit_params(r, lambda p: p.pop("train")),
+        "tokenize",
+        ["params.yaml: section 'train' is missing", "make params"],
+    ),
+    (
+        "params.yaml missing key",
+        lambda r: edit_params(r, lambda p: p["train"].pop("epochs")),
+        "tokenize",
+        ["params.yaml: train.epochs is missing", "make params"],
+    ),
+    (
+        "params.yaml broken YAML",
+        lambda r: (r / "params.yaml").write_text("data:\n  source: json\n bad: [\n"),
+        "tokenize",
+        ["params.yaml: not valid YAML at line 3", "make params"],
+    ),
+    (
+        "params.yaml not UTF-8",
+        lambda r: (r / "params.yaml").write_bytes(b"data: \xff\xfe\n"),
+        "tokenize",
+        ["params.yaml: not UTF-8 text", "make params"],
+    ),
+    (
+        "stride leaves no room for a question",
+        lambda r: edit_params(r, lambda p: p["tokenize"].update(stride=120)),
+        "tokenize",
+        ["record id=", "tokenize.stride=120", "shorten the question, raise tokenize.max_length"],
+    ),
+    (
+        "checkpoint path not found",
+        lambda r: edit_params(r, lambda p: p["model"].update(checkpoint="./no/such/model")),
+        "tokenize",
+        ["model.checkpoint='./no/such/model': local path not found"],
+    ),
+    (
+        "unknown hub model offline fails at once",
+        lambda r: edit_params(r, lambda p: p["model"].update(checkpoint="no-such-model-xyz")),
+        "tokenize",
+        ["model.checkpoint='no-such-model-xyz'", "HF_HUB_OFFLINE is set"],
+    ),
+    (
+        "data file is a directory",
+        lambda r: edit_params(r, lambda p: p["data"].update(train_file="data/sample")),
+        "download",
+        ["data/sample", "directory"],
+    ),
 ]
 
 
@@ -84,8 +118,12 @@ def test_bad_input_stops_with_one_clear_line_and_leaves_outputs(workspace, tmp_p
     shutil.copytree(workspace, root, symlinks=True)
     before = snapshot(root)
     setup(root)
-    out = run_cmd([sys.executable, "-m", f"pipeline.{stage}", *(["--num-proc", "1"] if stage == "tokenize" else [])],
-                  root, check=False, timeout=300)
+    out = run_cmd(
+        [sys.executable, "-m", f"pipeline.{stage}", *(["--num-proc", "1"] if stage == "tokenize" else [])],
+        root,
+        check=False,
+        timeout=300,
+    )
     errors = failure_lines(out)
     assert len(errors) == 1, out.stderr[-3000:]
     for part in expected:
@@ -115,14 +153,25 @@ def test_predict_checks_its_arguments_before_loading_anything(tmp_path):
     cases = {
         ("--question", " ", "--context", "text"): "error: --question is empty; ask a question",
         ("--question", "q?", "--context", "  "): "error: --context is empty; give the text to answer from",
-        ("--question", "q?", "--context-file", str(tmp_path / "none.txt")):
-            f"error: --context-file {tmp_path / 'none.txt'}: file not found",
-        ("--question", "q?", "--context-file", str(bad)):
-            f"error: --context-file {bad}: not UTF-8 text (byte 3); convert it, e.g. iconv -t UTF-8",
+        (
+            "--question",
+            "q?",
+            "--context-file",
+            str(tmp_path / "none.txt"),
+        ): f"error: --context-file {tmp_path / 'none.txt'}: file not found",
+        (
+            "--question",
+            "q?",
+            "--context-file",
+            str(bad),
+        ): f"error: --context-file {bad}: not UTF-8 text (byte 3); convert it, e.g. iconv -t UTF-8",
     }
     for args, message in cases.items():
-        out = run_cmd([sys.executable, "-m", "pipeline.predict", "--model", str(tmp_path / "no-export"), *args],
-                      tmp_path, check=False)
+        out = run_cmd(
+            [sys.executable, "-m", "pipeline.predict", "--model", str(tmp_path / "no-export"), *args],
+            tmp_path,
+            check=False,
+        )
         assert out.returncode == 1 and "Traceback" not in out.stderr
         assert out.stderr.strip().splitlines() == [message]
 
@@ -147,5 +196,7 @@ def test_max_windows_drops_and_names_questions_with_too_long_contexts(workspace,
     dropped = summary["train"]["dropped_over_max_windows"]
     assert dropped > 0 and summary["train"]["examples"] == 24 - dropped
     assert summary["train"]["features"] == summary["train"]["examples"]  # one window each now
-    assert f"data/raw/train: dropped {dropped} question(s) whose context gives more than tokenize.max_windows=1" \
+    assert (
+        f"data/raw/train: dropped {dropped} question(s) whose context gives more than tokenize.max_windows=1"
         in out.stderr
+    )

@@ -23,8 +23,13 @@ if mode == "fail":
 
 
 def launch(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.launch", *args], cwd=PROJECT_ROOT, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.launch", *args],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_each_worker_gets_its_tf_config_and_the_chiefs_output_passes_through():

@@ -36,8 +36,13 @@ def layer(module: str) -> str:
 @pytest.mark.parametrize("path", SOURCES)
 def test_imports_point_down(path):
     module = path[:-3].replace("/", ".").removesuffix(".__init__")
-    allowed = {"runtime": {"runtime"}, "qa": {"qa", "runtime"}, "adapter": {"qa", "runtime"},
-               "entry": {"adapter", "qa", "runtime"}, "package": set()}[layer(module)]
+    allowed = {
+        "runtime": {"runtime"},
+        "qa": {"qa", "runtime"},
+        "adapter": {"qa", "runtime"},
+        "entry": {"adapter", "qa", "runtime"},
+        "package": set(),
+    }[layer(module)]
     wrong = [m for m in imported_modules(path) if m != "pipeline" and layer(m) not in allowed]
     assert not wrong, f"{path} ({layer(module)}) imports {wrong}"
 
@@ -73,28 +78,50 @@ def imported_names(tree: ast.AST) -> set[str]:
 
 
 def test_imported_names_see_every_spelling_of_an_import():
-    for source in ("from pipeline.runtime import paths", "import pipeline.runtime.paths",
-                   "from pipeline.runtime.paths import PARAMS_FILE", "import mlflow.tracking", "from mlflow import log_metric"):
+    for source in (
+        "from pipeline.runtime import paths",
+        "import pipeline.runtime.paths",
+        "from pipeline.runtime.paths import PARAMS_FILE",
+        "import mlflow.tracking",
+        "from mlflow import log_metric",
+    ):
         assert imported_names(ast.parse(source)) & {"pipeline.runtime.paths", "mlflow"}, source
-    assert imported_names(ast.parse("from pipeline.runtime import errors")) & {"pipeline.runtime.paths", "mlflow"} == set()
+    assert (
+        imported_names(ast.parse("from pipeline.runtime import errors")) & {"pipeline.runtime.paths", "mlflow"} == set()
+    )
 
 
 def test_the_library_knows_nothing_of_argparse_mlflow_or_dvc_paths():
     for path in (p for p in SOURCES if p.startswith("pipeline/qa/")):
         tree = ast.parse((PROJECT_ROOT / path).read_text())
-        assert not imported_names(tree) & {"argparse", "mlflow", "dvc", "pipeline.runtime.paths",
-                                           "pipeline.runtime.tracking"}, path
-        docstrings = {id(n.body[0].value) for n in ast.walk(tree)
-                      if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef)) and n.body
-                      and isinstance(n.body[0], ast.Expr)}
-        literals = [n.value for n in ast.walk(tree)
-                    if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docstrings]
+        assert not imported_names(tree) & {
+            "argparse",
+            "mlflow",
+            "dvc",
+            "pipeline.runtime.paths",
+            "pipeline.runtime.tracking",
+        }, path
+        docstrings = {
+            id(n.body[0].value)
+            for n in ast.walk(tree)
+            if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef)) and n.body and isinstance(n.body[0], ast.Expr)
+        }
+        literals = [
+            n.value
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docstrings
+        ]
         for stage_path in ("data/raw", "data/tokenized", "models/trained", "models/export", "params.yaml"):
             assert not [s for s in literals if stage_path in s], f"{path} names {stage_path}"
 
 
 def test_a_bare_pytest_collects_without_import_errors():
-    proc = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "slow or not slow"],
-                          cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "slow or not slow"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "error" not in proc.stdout.lower().split("tests collected")[-1]

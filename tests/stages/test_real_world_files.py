@@ -19,8 +19,11 @@ CONTEXT = "The cat sat on the mat in 1999. Dogs barked at the cat."
 CLEAN_QAS = [
     {"id": "q1", "question": "Who sat?", "answers": [{"text": "The cat", "answer_start": 0}]},
     {"id": "q2", "question": "When?", "answers": [{"text": "1999", "answer_start": 26}]},
-    {"id": "q3", "question": "What barked?", "answers": [{"text": "Dogs", "answer_start": 32},
-                                                         {"text": "Dogs barked", "answer_start": 32}]},
+    {
+        "id": "q3",
+        "question": "What barked?",
+        "answers": [{"text": "Dogs", "answer_start": 32}, {"text": "Dogs barked", "answer_start": 32}],
+    },
 ]
 
 
@@ -89,9 +92,11 @@ def test_repair_drops_and_counts_what_it_cannot_fix(tmp_path, defect):
 
 def test_repair_reports_counts_and_examples_of_a_mixed_file(tmp_path):
     qas = defective(lambda q: (REPAIRABLE["leading space"](q), REPAIRABLE["trailing space, start one after"](q)))
-    qas += [{"id": "q4", "question": "Where?", "answers": [{"text": "the moon", "answer_start": 3}]},
-            {"id": "q5", "question": "Where?", "answers": [{"text": "mat ", "answer_start": 20}]},
-            {"id": "q6", "question": "Where?", "answers": [{"text": "mat ", "answer_start": 19}]}]
+    qas += [
+        {"id": "q4", "question": "Where?", "answers": [{"text": "the moon", "answer_start": 3}]},
+        {"id": "q5", "question": "Where?", "answers": [{"text": "mat ", "answer_start": 20}]},
+        {"id": "q6", "question": "Where?", "answers": [{"text": "mat ", "answer_start": 19}]},
+    ]
     dataset, summary = load(tmp_path, qas, "repair")
     assert dataset["train"]["id"] == ["q1", "q2", "q3", "q5", "q6"]
     assert dataset["train"][3]["answers"] == {"text": ["mat"], "answer_start": [19]}
@@ -118,14 +123,33 @@ def test_place_answer_prefers_the_stripped_text_and_the_nearest_occurrence():
 
 
 def test_integer_ids_missing_titles_and_extra_keys_are_accepted(tmp_path):
-    qas = [{"id": 101, "question": "Who sat?", "answers": [{"text": "The cat", "answer_start": 0, "extra": 1}],
-            "difficulty": "easy"},
-           {"id": "q2", "question": "When?", "answers": [{"text": "1999", "answer_start": 26}]}]
-    data = {"version": "1.1", "source": "other tool", "data": [
-        {"paragraphs": [{"context": CONTEXT, "qas": qas, "document_id": 7}]},  # no title
-        {"title": None, "paragraphs": [{"context": CONTEXT, "qas": [
-            {"id": 102, "question": "What barked?", "answers": [{"text": "Dogs", "answer_start": 32}]}]}]},
-    ]}
+    qas = [
+        {
+            "id": 101,
+            "question": "Who sat?",
+            "answers": [{"text": "The cat", "answer_start": 0, "extra": 1}],
+            "difficulty": "easy",
+        },
+        {"id": "q2", "question": "When?", "answers": [{"text": "1999", "answer_start": 26}]},
+    ]
+    data = {
+        "version": "1.1",
+        "source": "other tool",
+        "data": [
+            {"paragraphs": [{"context": CONTEXT, "qas": qas, "document_id": 7}]},  # no title
+            {
+                "title": None,
+                "paragraphs": [
+                    {
+                        "context": CONTEXT,
+                        "qas": [
+                            {"id": 102, "question": "What barked?", "answers": [{"text": "Dogs", "answer_start": 32}]}
+                        ],
+                    }
+                ],
+            },
+        ],
+    }
     path = tmp_path / "other.json"
     path.write_text(json.dumps(data))
     records = read_squad_json(path)
@@ -136,18 +160,23 @@ def test_integer_ids_missing_titles_and_extra_keys_are_accepted(tmp_path):
     assert examples["id"] == ["101", "q2", "102"] and counts["dropped"] == counts["repaired"] == 0
 
 
-@pytest.mark.parametrize("start,message", [
-    (-5, r"record id='q2': answer '1999' has a negative answer_start=-5"),
-    (-180, r"record id='q2': answer '1999' has a negative answer_start=-180"),
-    ("26", r"record id='q2': answer_start '26' is not an integer"),
-    (26.0, r"record id='q2': answer_start 26\.0 is not an integer"),
-    (True, r"record id='q2': answer_start True is not an integer"),
-])
+@pytest.mark.parametrize(
+    "start,message",
+    [
+        (-5, r"record id='q2': answer '1999' has a negative answer_start=-5"),
+        (-180, r"record id='q2': answer '1999' has a negative answer_start=-180"),
+        ("26", r"record id='q2': answer_start '26' is not an integer"),
+        (26.0, r"record id='q2': answer_start 26\.0 is not an integer"),
+        (True, r"record id='q2': answer_start True is not an integer"),
+    ],
+)
 def test_negative_or_non_integer_answer_start_is_rejected_with_the_record_id(tmp_path, start, message):
     # context[-5:-1] is "1999": Python's negative slicing would accept answer_start=-5
     context = "The cat sat on the mat in 1999.1999x"
-    qas = [{"id": "q1", "question": "Who sat?", "answers": [{"text": "The cat", "answer_start": 0}]},
-           {"id": "q2", "question": "When?", "answers": [{"text": "1999", "answer_start": start}]}]
+    qas = [
+        {"id": "q1", "question": "Who sat?", "answers": [{"text": "The cat", "answer_start": 0}]},
+        {"id": "q2", "question": "When?", "answers": [{"text": "1999", "answer_start": start}]},
+    ]
     path = write(tmp_path / "neg.json", qas, context=context)
     with pytest.raises(PipelineError, match=message):
         build_dataset_dict(sample_data_config(train_file=str(path), validation_file=str(path)))
@@ -158,20 +187,38 @@ def test_negative_or_non_integer_answer_start_is_rejected_with_the_record_id(tmp
 def test_download_writes_the_overlap_and_warns_when_validation_occurs_in_train(tmp_path, capsys):
     train = write(tmp_path / "train.json", CLEAN_QAS)
     other = "Birds sang in the old oak tree at dawn."
-    validation_qas = [{"id": "v1", "question": "who  SAT?", "answers": [{"text": "The cat", "answer_start": 0}]},
-                      {"id": "v2", "question": "Who sang?", "answers": [{"text": "Birds", "answer_start": 0}]}]
-    data = {"version": "1.1", "data": [{"title": "A", "paragraphs": [
-        {"context": CONTEXT, "qas": validation_qas[:1]}, {"context": other, "qas": validation_qas[1:]}]}]}
+    validation_qas = [
+        {"id": "v1", "question": "who  SAT?", "answers": [{"text": "The cat", "answer_start": 0}]},
+        {"id": "v2", "question": "Who sang?", "answers": [{"text": "Birds", "answer_start": 0}]},
+    ]
+    data = {
+        "version": "1.1",
+        "data": [
+            {
+                "title": "A",
+                "paragraphs": [
+                    {"context": CONTEXT, "qas": validation_qas[:1]},
+                    {"context": other, "qas": validation_qas[1:]},
+                ],
+            }
+        ],
+    }
     validation = tmp_path / "validation.json"
     validation.write_text(json.dumps(data))
     out = tmp_path / "raw"
     summary = run(sample_data_config(train_file=str(train), validation_file=str(validation)), out)
     overlap = json.loads((out / OVERLAP_FILE_NAME).read_text())
-    assert overlap == summary["overlap"] == {
-        "validation_contexts": 2, "validation_contexts_in_train": 1,
-        "validation_questions": 2, "validation_questions_in_train": 1,  # case and spacing ignored
-        "validation_questions_in_train_same_context": 1,
-    }
+    assert (
+        overlap
+        == summary["overlap"]
+        == {
+            "validation_contexts": 2,
+            "validation_contexts_in_train": 1,
+            "validation_questions": 2,
+            "validation_questions_in_train": 1,  # case and spacing ignored
+            "validation_questions_in_train_same_context": 1,
+        }
+    )
     assert "overlap" not in json.loads((out / SUMMARY_FILE_NAME).read_text())  # summary.json stays per split
     err = capsys.readouterr().err
     assert "warning: 1 of 2 validation contexts and 1 of 2 validation questions also occur in train" in err

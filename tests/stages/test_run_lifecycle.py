@@ -44,8 +44,14 @@ def store(tmp_path, monkeypatch):
 
 
 def start(tmp_path, mode):
-    proc = subprocess.Popen([sys.executable, "-c", STAGE, mode], cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STAGE, mode],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+    )
     run_id = proc.stdout.readline().strip()
     assert run_id, proc.stderr.read()
     return proc, run_id
@@ -58,8 +64,10 @@ def test_a_run_ends_finished_or_failed_with_its_stage(store, tmp_path, mode, sta
     assert proc.returncode == (0 if mode == "finish" else 1)
     assert store.get_run(run_id).info.status == status
     if mode == "error":
-        assert proc.stderr.read().strip().splitlines()[-1] == \
-            "error: params.yaml: train.epochs=0 is invalid: use at least 1 epoch"
+        assert (
+            proc.stderr.read().strip().splitlines()[-1]
+            == "error: params.yaml: train.epochs=0 is invalid: use at least 1 epoch"
+        )
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])

@@ -22,8 +22,14 @@ sys.path.insert(0, str(PROJECT_ROOT / "benchmarks"))
 import course_recipe  # noqa: E402
 import quality  # noqa: E402
 
-MEASURED = {"features": 320, "steps": 20, "batch_size": 16, "first_step_seconds": 9.0, "steady_step_seconds": 3.5,
-            "steady_features_per_second": 16 / 3.5}
+MEASURED = {
+    "features": 320,
+    "steps": 20,
+    "batch_size": 16,
+    "first_step_seconds": 9.0,
+    "steady_step_seconds": 3.5,
+    "steady_features_per_second": 16 / 3.5,
+}
 
 
 def test_the_budget_is_the_course_recipes_epoch_from_its_measured_throughput():
@@ -71,10 +77,14 @@ def test_snapshots_make_a_curve_that_is_scored_written_and_logged(project, tmp_p
     update_conf(repo, {"train/cpu.yaml": {"epochs": 2}})
     snapshots = tmp_path / "snapshots"
     bad = run_cmd([sys.executable, "-m", "pipeline.train", "--snapshot-every-steps", "5"], repo, check=False)
-    assert bad.returncode != 0 and "error: --snapshot-every-steps 5: use a positive number of steps, together with " \
-        "--snapshots DIR" in bad.stderr
-    out = run_cmd([sys.executable, "-m", "pipeline.train", "--snapshots", str(snapshots),
-                   "--snapshot-every-steps", "5"], repo)
+    assert (
+        bad.returncode != 0
+        and "error: --snapshot-every-steps 5: use a positive number of steps, together with --snapshots DIR"
+        in bad.stderr
+    )
+    out = run_cmd(
+        [sys.executable, "-m", "pipeline.train", "--snapshots", str(snapshots), "--snapshot-every-steps", "5"], repo
+    )
     summary = read_json(repo / "metrics/train.json")
     per_epoch = summary["steps"] // 2
     assert summary["steps"] == 2 * per_epoch == 26  # 100 features, batch 8
@@ -102,8 +112,9 @@ def test_snapshots_make_a_curve_that_is_scored_written_and_logged(project, tmp_p
 
     course_epoch = 100.0
     curve = quality.score_curve(points, course_epoch, score)
-    direct = evaluate_file(repo / "models/trained", validation, cfg.tokenize, cfg.evaluate, max_samples=24,
-                           progress=False)[0]
+    direct = evaluate_file(
+        repo / "models/trained", validation, cfg.tokenize, cfg.evaluate, max_samples=24, progress=False
+    )[0]
     assert curve[-1]["dev_f1"] == pytest.approx(direct["f1"], abs=1e-4)
     assert curve[0]["budget_fraction"] == pytest.approx(points[0]["train_seconds"] / course_epoch, abs=1e-4)
     assert all(0 <= p["dev_f1"] <= 100 and p["tuning_exact_match"] <= p["tuning_f1"] + 1e-9 for p in curve)
@@ -112,8 +123,12 @@ def test_snapshots_make_a_curve_that_is_scored_written_and_logged(project, tmp_p
     rigged = [dict(curve[0], tuning_f1=90.0, dev_f1=10.0), dict(curve[1], tuning_f1=5.0, dev_f1=99.0)]
     chosen = quality.verdict(rigged, 10.0, 70.0)
     assert chosen["chosen"]["step"] == 13 and not chosen["met"]
-    assert quality.verdict(rigged, 0.0, 70.0) == {"budget_fraction": 0.0, "dev_f1_target": 70.0, "met": False,
-                                                  "chosen": None}
+    assert quality.verdict(rigged, 0.0, 70.0) == {
+        "budget_fraction": 0.0,
+        "dev_f1_target": 70.0,
+        "met": False,
+        "chosen": None,
+    }
     assert quality.first_reaching(rigged, 70.0)["step"] == 26
 
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -123,9 +138,12 @@ def test_snapshots_make_a_curve_that_is_scored_written_and_logged(project, tmp_p
     written = quality.log_curve(client, run_id, curve, budget_info, tmp_path)
     assert json.loads(written.read_text()) == {"budget": budget_info, "curve": curve}
     history = client.get_metric_history(run_id, "curve_dev_f1")
-    assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [(p["step"], p["dev_f1"]) for p in curve]
-    assert [m.value for m in client.get_metric_history(run_id, "curve_train_seconds")] == \
-        [p["train_seconds"] for p in curve]
+    assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [
+        (p["step"], p["dev_f1"]) for p in curve
+    ]
+    assert [m.value for m in client.get_metric_history(run_id, "curve_train_seconds")] == [
+        p["train_seconds"] for p in curve
+    ]
     assert client.get_run(run_id).data.metrics["course_epoch_seconds"] == budget_info["course_epoch_seconds"]
     assert [a.path for a in client.list_artifacts(run_id)] == ["time_to_quality.json"]
     assert math.isclose(budget_info["course_epoch_seconds"], 9.0 + (100 // 16 - 1) * 3.5)

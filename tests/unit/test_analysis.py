@@ -6,8 +6,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.qa.analysis import (analyse, answer_confidence, bootstrap_intervals, calibration, question_scores,
-                                  question_word, risk_coverage, slice_labels)
+from pipeline.qa.analysis import (
+    analyse,
+    answer_confidence,
+    bootstrap_intervals,
+    calibration,
+    question_scores,
+    question_word,
+    risk_coverage,
+    slice_labels,
+)
 from pipeline.qa.answers import QAPredictions
 from pipeline.qa.metrics import load_metric
 
@@ -46,20 +54,40 @@ def predictions(answers=ANSWERS, nbest=NBEST):
     return QAPredictions(answers=dict(answers), nbest=dict(nbest))
 
 
-@pytest.mark.parametrize("question,word", [
-    ("What is it?", "what"), ("In what year?", "what"), ("What's that?", "what"), ("Whose dog barked?", "who"),
-    ("To whom?", "who"), ("WHEN did it end?", "when"), ("How many?", "how"), ("The team beat which rival?", "which"),
-    ("Where and why?", "where"), ("Why?", "why"), ("Name the river.", "other"), ("Somewhat large?", "other"),
-])
+@pytest.mark.parametrize(
+    "question,word",
+    [
+        ("What is it?", "what"),
+        ("In what year?", "what"),
+        ("What's that?", "what"),
+        ("Whose dog barked?", "who"),
+        ("To whom?", "who"),
+        ("WHEN did it end?", "when"),
+        ("How many?", "how"),
+        ("The team beat which rival?", "which"),
+        ("Where and why?", "where"),
+        ("Why?", "why"),
+        ("Name the river.", "other"),
+        ("Somewhat large?", "other"),
+    ],
+)
 def test_question_word_is_the_first_wh_word(question, word):
     assert question_word(question) == word
 
 
 def test_slice_labels_of_each_dimension():
     assert slice_labels("Who?", CONTEXT, EXAMPLES[1]["answers"], 2) == {
-        "question_word": "who", "answer_tokens": "3-4", "windows": "2", "answer_position": "second third"}
+        "question_word": "who",
+        "answer_tokens": "3-4",
+        "windows": "2",
+        "answer_position": "second third",
+    }
     assert slice_labels("Why?", CONTEXT, {"text": [], "answer_start": []}, 7) == {
-        "question_word": "why", "answer_tokens": "no answer", "windows": "3+", "answer_position": "no answer"}
+        "question_word": "why",
+        "answer_tokens": "no answer",
+        "windows": "3+",
+        "answer_position": "no answer",
+    }
     long = {"text": ["one two three four five six seven eight nine"], "answer_start": [len(CONTEXT) - 1]}
     assert slice_labels("How?", CONTEXT, long, 1)["answer_tokens"] == "9+"
     assert slice_labels("How?", CONTEXT, long, 1)["answer_position"] == "last third"
@@ -95,28 +123,37 @@ def test_slices_on_known_predictions():
 
 @pytest.mark.parametrize("version_2", [False, True], ids=["v1.1", "v2.0"])
 def test_per_question_scores_average_to_the_metric(version_2):
-    examples = EXAMPLES + [{"id": "e", "question": "Who flew?", "context": CONTEXT,
-                            "answers": {"text": [], "answer_start": []}}] if version_2 else EXAMPLES
+    examples = (
+        EXAMPLES
+        + [{"id": "e", "question": "Who flew?", "context": CONTEXT, "answers": {"text": [], "answer_start": []}}]
+        if version_2
+        else EXAMPLES
+    )
     answers = {**ANSWERS, "e": "", "a": "the Paris!"} if version_2 else {**ANSWERS, "a": "the Paris!"}
     references = [{"id": e["id"], "answers": e["answers"]} for e in examples]
     exact, f1 = question_scores(answers, references, version_2)
     if version_2:
         metric = load_metric("squad_v2").compute(
             predictions=[{"id": i, "prediction_text": t, "no_answer_probability": 0.0} for i, t in answers.items()],
-            references=references, no_answer_threshold=1.0)
+            references=references,
+            no_answer_threshold=1.0,
+        )
         expected = (metric["exact"], metric["f1"])
         assert exact[-1] == f1[-1] == 100.0  # "" on an unanswerable question
     else:
         metric = load_metric("squad").compute(
-            predictions=[{"id": i, "prediction_text": t} for i, t in answers.items()], references=references)
+            predictions=[{"id": i, "prediction_text": t} for i, t in answers.items()], references=references
+        )
         expected = (metric["exact_match"], metric["f1"])
     assert exact[0] == 100.0  # normalised as the metric does: articles and punctuation ignored
     assert (exact.mean(), f1.mean()) == pytest.approx(expected)
 
 
 def test_answer_confidence_is_the_probability_of_the_answer_given():
-    preds = predictions(answers={**ANSWERS, "d": ""}, nbest={**NBEST, "d": [], "b": [
-        {"text": "", "probability": 0.7}, {"text": "2 million", "probability": 0.3}]})
+    preds = predictions(
+        answers={**ANSWERS, "d": ""},
+        nbest={**NBEST, "d": [], "b": [{"text": "", "probability": 0.7}, {"text": "2 million", "probability": 0.3}]},
+    )
     assert answer_confidence(preds, ["a", "b", "c", "d"]).tolist() == [0.9, 0.3, 0.3, 0.0]
 
 
@@ -179,11 +216,16 @@ def test_expected_calibration_error_on_a_constructed_case():
 
 def test_curve_rows_are_thinned_but_keep_the_last_point():
     n = 1234
-    preds = QAPredictions(answers={str(i): "Paris" for i in range(n)},
-                          nbest={str(i): [{"text": "Paris", "probability": (i % 97) / 97}] for i in range(n)})
-    examples = {"id": [str(i) for i in range(n)], "question": ["What?"] * n, "context": [CONTEXT] * n,
-                "answers": [{"text": ["Paris" if i % 2 else "France"], "answer_start": [0 if i % 2 else 24]}
-                            for i in range(n)]}
+    preds = QAPredictions(
+        answers={str(i): "Paris" for i in range(n)},
+        nbest={str(i): [{"text": "Paris", "probability": (i % 97) / 97}] for i in range(n)},
+    )
+    examples = {
+        "id": [str(i) for i in range(n)],
+        "question": ["What?"] * n,
+        "context": [CONTEXT] * n,
+        "answers": [{"text": ["Paris" if i % 2 else "France"], "answer_start": [0 if i % 2 else 24]} for i in range(n)],
+    }
     result = analyse(preds, examples, {}, False, bootstrap_samples=100, seed=0)
     rows = result.curve_rows(max_points=100)
     assert len(rows) == 100 and rows[-1]["coverage"] == 1.0

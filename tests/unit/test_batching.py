@@ -12,8 +12,14 @@ from tests.helpers.project import composed_config
 def table(lengths) -> FeatureTable:
     rows = [list(range(1, n + 1)) for n in lengths]
     return FeatureTable(
-        {"input_ids": RaggedColumn.from_lists(rows), "attention_mask": RaggedColumn.from_lists([[1] * n for n in lengths])},
-        {"start_positions": np.arange(len(lengths), dtype=np.int32), "end_positions": np.arange(len(lengths), dtype=np.int32)},
+        {
+            "input_ids": RaggedColumn.from_lists(rows),
+            "attention_mask": RaggedColumn.from_lists([[1] * n for n in lengths]),
+        },
+        {
+            "start_positions": np.arange(len(lengths), dtype=np.int32),
+            "end_positions": np.arange(len(lengths), dtype=np.int32),
+        },
     )
 
 
@@ -33,7 +39,7 @@ def test_bucketed_epoch_covers_every_feature_once_and_is_reproducible():
 def test_bucketing_cuts_padding():
     padded_bucketed = sum(len(b) * LENGTHS[b].max() for b in bucketed_batches(LENGTHS, 16, 1, 0))
     order = np.random.default_rng(1).permutation(1000)
-    padded_random = sum(16 * LENGTHS[order[i:i + 16]].max() for i in range(0, 1000, 16))
+    padded_random = sum(16 * LENGTHS[order[i : i + 16]].max() for i in range(0, 1000, 16))
     assert padded_bucketed < 0.7 * padded_random
 
 
@@ -83,7 +89,9 @@ def test_feature_table_of_a_selected_view_holds_the_selected_rows(sample_raw, to
 
     from datasets import Dataset
 
-    feats = Dataset.from_dict(prepare_validation_features(sample_raw["validation"][:10], tokenizer, TokenizeConfig(128, 32)))
+    feats = Dataset.from_dict(
+        prepare_validation_features(sample_raw["validation"][:10], tokenizer, TokenizeConfig(128, 32))
+    )
     view = feats.select([3, 0])
     table = FeatureTable.from_dataset(view)
     assert table.inputs["input_ids"].row(0).tolist() == view[0]["input_ids"]
@@ -123,7 +131,7 @@ def test_keras_fit_trains_every_epoch_on_that_epochs_batches():
     history = model.fit(make_dataset(t, cfg), epochs=3, steps_per_epoch=steps, verbose=0)
     assert len(history.history["loss"]) == 3
     assert len(seen) == 3 * steps
-    epochs = [sorted(sum(seen[e * steps:(e + 1) * steps], [])) for e in range(3)]
+    epochs = [sorted(sum(seen[e * steps : (e + 1) * steps], [])) for e in range(3)]
     assert all(e == list(range(len(t))) for e in epochs)  # each epoch: every feature exactly once
     plans = [[b.tolist() for b in bucketed_batches(t.lengths, 4, 3, e)] for e in range(3)]
-    assert [seen[e * steps:(e + 1) * steps] for e in range(3)] == plans  # epoch e's own seeded order
+    assert [seen[e * steps : (e + 1) * steps] for e in range(3)] == plans  # epoch e's own seeded order

@@ -44,7 +44,8 @@ def test_two_cores_with_avx512_bf16_and_no_amx():
 def test_one_hyperthreaded_core_with_amx():
     # Two CPUs that are one core's two hyperthreads train at about one core's speed: the line says so.
     assert describe_machine(XEON).startswith(
-        "Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz, 2 CPUs (1 core x 2 threads), AVX512-BF16, AMX, ")
+        "Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz, 2 CPUs (1 core x 2 threads), AVX512-BF16, AMX, "
+    )
 
 
 def test_no_cpuinfo_falls_back_to_the_platform():

@@ -92,7 +92,10 @@ def _params(**section_overrides):
 @pytest.mark.parametrize(
     "override,message",
     [
-        ({"tokenize__stride": 384}, r"tokenize\.stride=384 is invalid: stride must be >= 0 and less than tokenize\.max_length \(384\)"),
+        (
+            {"tokenize__stride": 384},
+            r"tokenize\.stride=384 is invalid: stride must be >= 0 and less than tokenize\.max_length \(384\)",
+        ),
         ({"tokenize__stride": 500}, r"tokenize\.stride=500"),
         ({"train__epochs": 0}, r"train\.epochs=0"),
         ({"train__padding": "dynamic"}, r"train\.padding='dynamic'.*'bucketed' or 'max_length'"),
@@ -103,18 +106,33 @@ def _params(**section_overrides):
         ({"data__source": "ftp"}, r"data\.source='ftp'"),
         ({"evaluate__n_best": 0}, r"evaluate\.n_best=0"),
         ({"train__warmup_ratio": 1.5}, r"train\.warmup_ratio=1\.5"),
-        ({"train__strategy": "horovod"}, r"train\.strategy='horovod' is invalid: use one of auto, mirrored, multi_worker"),
+        (
+            {"train__strategy": "horovod"},
+            r"train\.strategy='horovod' is invalid: use one of auto, mirrored, multi_worker",
+        ),
         ({"train__backup_every_steps": 0}, r"train\.backup_every_steps=0 is invalid: use at least 1"),
-        ({"train__dropout": 1.0}, r"train\.dropout=1\.0 is invalid: use null \(the checkpoint's rates\) or a rate in \[0, 1\)"),
+        (
+            {"train__dropout": 1.0},
+            r"train\.dropout=1\.0 is invalid: use null \(the checkpoint's rates\) or a rate in \[0, 1\)",
+        ),
         ({"train__dropout": "none"}, r"train\.dropout: Value 'none' of type 'str' could not be converted to Float"),
-        ({"train__attention_dropout": -0.1}, r"train\.attention_dropout=-0\.1 is invalid: use null \(the same as "
-                                             r"train\.dropout\) or a rate in \[0, 1\)"),
+        (
+            {"train__attention_dropout": -0.1},
+            r"train\.attention_dropout=-0\.1 is invalid: use null \(the same as "
+            r"train\.dropout\) or a rate in \[0, 1\)",
+        ),
         ({"train__fuse_elementwise": "maybe"}, r"train\.fuse_elementwise: Value 'maybe' is not a valid bool"),
-        ({"evaluate__precision": "int8"}, r"evaluate\.precision='int8' is invalid: use one of auto, float32, "
-                                          r"mixed_float16, mixed_bfloat16"),
-        ({"train__jit_compile": True}, r"train\.pad_to_multiple_of=8 is invalid: with train\.jit_compile=true XLA "
-                                       r"compiles once per batch width, and tokenize\.max_length=384 leaves 48 widths; "
-                                       r"use at least 48"),
+        (
+            {"evaluate__precision": "int8"},
+            r"evaluate\.precision='int8' is invalid: use one of auto, float32, "
+            r"mixed_float16, mixed_bfloat16",
+        ),
+        (
+            {"train__jit_compile": True},
+            r"train\.pad_to_multiple_of=8 is invalid: with train\.jit_compile=true XLA "
+            r"compiles once per batch width, and tokenize\.max_length=384 leaves 48 widths; "
+            r"use at least 48",
+        ),
     ],
 )
 def test_invalid_values_fail_with_key_value_and_fix(override, message):
@@ -160,12 +178,22 @@ def test_a_missing_section_is_an_error_not_hidden_defaults(section):
     del params[section]
     with pytest.raises(PipelineError) as err:
         from_dict(params)
-    assert str(err.value) == f"params.yaml: section '{section}' is missing; run `make params` to compose params.yaml " \
-                             "from conf/, or add the key"
+    assert (
+        str(err.value) == f"params.yaml: section '{section}' is missing; run `make params` to compose params.yaml "
+        "from conf/, or add the key"
+    )
 
 
-@pytest.mark.parametrize("key", ["train.epochs", "train.learning_rate", "tokenize.stride", "data.max_eval_samples",
-                                 "evaluate.null_score_diff_threshold"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "train.epochs",
+        "train.learning_rate",
+        "tokenize.stride",
+        "data.max_eval_samples",
+        "evaluate.null_score_diff_threshold",
+    ],
+)
 def test_a_missing_key_is_an_error_naming_it(key):
     params = yaml.safe_load(compose_params_text())
     section, name = key.split(".")
@@ -180,5 +208,8 @@ def test_the_commands_defaults_are_confs():
 
     conf = yaml.safe_load((PROJECT_ROOT / "conf/config.yaml").read_text())["evaluate"]
     assert (conf["n_best"], conf["max_answer_length"], conf["batch_size"]) == (
-        COURSE_N_BEST, COURSE_MAX_ANSWER_LENGTH, DEFAULT_BATCH_SIZE)
+        COURSE_N_BEST,
+        COURSE_MAX_ANSWER_LENGTH,
+        DEFAULT_BATCH_SIZE,
+    )
     assert (conf["bootstrap_samples"], conf["bootstrap_seed"]) == (DEFAULT_BOOTSTRAP_SAMPLES, DEFAULT_BOOTSTRAP_SEED)

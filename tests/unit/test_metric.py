@@ -14,7 +14,9 @@ def squad():
 
 def compute(metric, pairs):
     predictions = [{"id": str(i), "prediction_text": p} for i, (p, _) in enumerate(pairs)]
-    references = [{"id": str(i), "answers": {"text": t, "answer_start": [0] * len(t)}} for i, (_, t) in enumerate(pairs)]
+    references = [
+        {"id": str(i), "answers": {"text": t, "answer_start": [0] * len(t)}} for i, (_, t) in enumerate(pairs)
+    ]
     return metric.compute(predictions=predictions, references=references)
 
 

@@ -88,8 +88,9 @@ def test_local_squad_metric_equals_the_official_definition(validation, seed):
     examples, features = validation
     answers_by_id = dict(zip(examples["id"], examples["answers"]))
     starts, ends = realistic_logits(features, answers_by_id, seed)
-    answers = postprocess_predictions(examples["id"], examples["context"], features["example_id"],
-                                      features["offset_mapping"], starts, ends).answers
+    answers = postprocess_predictions(
+        examples["id"], examples["context"], features["example_id"], features["offset_mapping"], starts, ends
+    ).answers
     rng = np.random.default_rng(seed)
     answers = {qid: restyle(text, rng) if rng.random() < 0.3 else text for qid, text in answers.items()}
 

@@ -12,8 +12,21 @@ from tests.helpers.project import SAMPLE_DIR
 from pipeline.qa.squad import read_squad_json
 from pipeline.qa.metrics import METRICS_DIR, load_metric
 
-KEYS = ["exact", "f1", "total", "HasAns_exact", "HasAns_f1", "HasAns_total", "NoAns_exact", "NoAns_f1",
-        "NoAns_total", "best_exact", "best_exact_thresh", "best_f1", "best_f1_thresh"]
+KEYS = [
+    "exact",
+    "f1",
+    "total",
+    "HasAns_exact",
+    "HasAns_f1",
+    "HasAns_total",
+    "NoAns_exact",
+    "NoAns_f1",
+    "NoAns_total",
+    "best_exact",
+    "best_exact_thresh",
+    "best_f1",
+    "best_f1_thresh",
+]
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +36,12 @@ def squad_v2():
 
 def compute(metric, rows, **kwargs):
     """rows: (prediction, no-answer probability, gold answers)."""
-    predictions = [{"id": str(i), "prediction_text": p, "no_answer_probability": na} for i, (p, na, _) in enumerate(rows)]
-    references = [{"id": str(i), "answers": {"text": g, "answer_start": [0] * len(g)}} for i, (_, _, g) in enumerate(rows)]
+    predictions = [
+        {"id": str(i), "prediction_text": p, "no_answer_probability": na} for i, (p, na, _) in enumerate(rows)
+    ]
+    references = [
+        {"id": str(i), "answers": {"text": g, "answer_start": [0] * len(g)}} for i, (_, _, g) in enumerate(rows)
+    ]
     return metric.compute(predictions=predictions, references=references, **kwargs)
 
 
@@ -34,13 +51,16 @@ def test_loaded_from_the_repo_not_the_hub(squad_v2):
 
 
 def test_answerable_and_unanswerable_questions_are_scored_apart(squad_v2):
-    result = compute(squad_v2, [
-        ("the Denver Broncos", 0.0, ["Denver Broncos"]),   # right
-        ("Broncos", 0.0, ["Denver Broncos", "Carolina"]),   # partly right: F1 2/3
-        ("", 0.0, ["Santa Clara"]),                         # answerable, said "no answer"
-        ("", 0.0, []),                                      # unanswerable, said "no answer"
-        ("Levi's Stadium", 0.0, []),                        # unanswerable, answered
-    ])
+    result = compute(
+        squad_v2,
+        [
+            ("the Denver Broncos", 0.0, ["Denver Broncos"]),  # right
+            ("Broncos", 0.0, ["Denver Broncos", "Carolina"]),  # partly right: F1 2/3
+            ("", 0.0, ["Santa Clara"]),  # answerable, said "no answer"
+            ("", 0.0, []),  # unanswerable, said "no answer"
+            ("Levi's Stadium", 0.0, []),  # unanswerable, answered
+        ],
+    )
     assert list(result) == KEYS
     assert result["total"] == 5 and result["HasAns_total"] == 3 and result["NoAns_total"] == 2
     assert result["HasAns_exact"] == pytest.approx(100 / 3)
@@ -65,12 +85,15 @@ def test_no_answer_threshold_overrides_the_prediction_text(squad_v2):
 
 
 def test_best_threshold_over_no_answer_probabilities(squad_v2):
-    result = compute(squad_v2, [
-        ("Denver Broncos", 0.1, ["Denver Broncos"]),
-        ("Paris", 0.8, []),
-        ("Santa Clara", 0.5, ["Santa Clara"]),
-        ("", 0.3, []),
-    ])
+    result = compute(
+        squad_v2,
+        [
+            ("Denver Broncos", 0.1, ["Denver Broncos"]),
+            ("Paris", 0.8, []),
+            ("Santa Clara", 0.5, ["Santa Clara"]),
+            ("", 0.3, []),
+        ],
+    )
     # start: all "" -> 2 right; past 0.1: +1 (3); past 0.3: +0; past 0.5: +1 (4, best); past 0.8: -1
     assert result["exact"] == 75.0
     assert (result["best_exact"], result["best_exact_thresh"]) == (100.0, 0.5)
@@ -79,8 +102,10 @@ def test_best_threshold_over_no_answer_probabilities(squad_v2):
 
 def test_every_question_needs_exactly_one_prediction(squad_v2):
     with pytest.raises(ValueError, match="same unique ids"):
-        squad_v2.compute(predictions=[{"id": "a", "prediction_text": "", "no_answer_probability": 0.0}],
-                         references=[{"id": "b", "answers": {"text": [], "answer_start": []}}])
+        squad_v2.compute(
+            predictions=[{"id": "a", "prediction_text": "", "no_answer_probability": 0.0}],
+            references=[{"id": "b", "answers": {"text": [], "answer_start": []}}],
+        )
 
 
 def varied_predictions(records, seed):
@@ -96,8 +121,9 @@ def varied_predictions(records, seed):
             text = ["", "", other, other.lower(), " "][choice]
         else:
             text = [gold, f"the {gold.upper()}.", gold.split()[0], other, ""][choice]
-        predictions.append({"id": r["id"], "prediction_text": text,
-                            "no_answer_probability": float(np.round(rng.normal(0, 2), 1))})
+        predictions.append(
+            {"id": r["id"], "prediction_text": text, "no_answer_probability": float(np.round(rng.normal(0, 2), 1))}
+        )
     return predictions
 
 
@@ -113,8 +139,11 @@ def test_agrees_with_transformers_squad_v2_evaluation(squad_v2, seed, threshold)
         no_answer_probs={p["id"]: p["no_answer_probability"] for p in predictions},
         no_answer_probability_threshold=threshold,
     )
-    got = squad_v2.compute(predictions=predictions, references=[{"id": r["id"], "answers": r["answers"]} for r in records],
-                           no_answer_threshold=threshold)
+    got = squad_v2.compute(
+        predictions=predictions,
+        references=[{"id": r["id"], "answers": r["answers"]} for r in records],
+        no_answer_threshold=threshold,
+    )
     assert list(got) == KEYS
     assert got == pytest.approx(dict(expected), abs=1e-9)
     assert 0 < got["HasAns_f1"] < 100 and 0 < got["NoAns_exact"] < 100

@@ -26,14 +26,20 @@ def test_a_cached_hub_model_passes_through_even_offline(monkeypatch, tmp_path):
 
 
 def test_missing_package_names_the_fix():
-    with pytest.raises(PipelineError, match=r"model\.checkpoint='package://no_such_pkg/model': Python package 'no_such_pkg' is not installed"):
+    with pytest.raises(
+        PipelineError,
+        match=r"model\.checkpoint='package://no_such_pkg/model': Python package 'no_such_pkg' is not installed",
+    ):
         resolve_checkpoint("package://no_such_pkg/model")
 
 
 def test_unknown_model_name_or_path_is_one_clear_error(tmp_path):
     # HF_HUB_OFFLINE=1 in tests: an uncached name is refused at once, saying why
-    with pytest.raises(PipelineError, match=r"model\.checkpoint='no-such-org/no-such-model': not in the local Hugging "
-                                            r"Face cache and HF_HUB_OFFLINE is set"):
+    with pytest.raises(
+        PipelineError,
+        match=r"model\.checkpoint='no-such-org/no-such-model': not in the local Hugging "
+        r"Face cache and HF_HUB_OFFLINE is set",
+    ):
         load_tokenizer("no-such-org/no-such-model")
     with pytest.raises(PipelineError, match=r"model\.checkpoint='\./missing/model': local path not found"):
         load_tokenizer("./missing/model")

@@ -92,10 +92,21 @@ def test_padding_positions_beyond_the_offsets_are_ignored():
 
 # --- n-best lists and SQuAD v2.0 null answers ---------------------------------------------
 
+
 def postprocess(starts, ends, n_best=20, v2=False, threshold=0.0, offsets=None):
     offsets = offsets or [OFFSETS] * len(starts)
-    return postprocess_predictions(["q"], [CONTEXT], ["q"] * len(starts), offsets, starts, ends, n_best, 30,
-                                   version_2_with_negative=v2, null_score_diff_threshold=threshold)
+    return postprocess_predictions(
+        ["q"],
+        [CONTEXT],
+        ["q"] * len(starts),
+        offsets,
+        starts,
+        ends,
+        n_best,
+        30,
+        version_2_with_negative=v2,
+        null_score_diff_threshold=threshold,
+    )
 
 
 def test_nbest_lists_the_top_spans_with_softmax_probabilities():
@@ -105,7 +116,8 @@ def test_nbest_lists_the_top_spans_with_softmax_probabilities():
     assert result.null_odds is None
     nbest = result.nbest["q"]
     assert [(e["text"], e["start_logit"], e["end_logit"]) for e in nbest] == [
-        ("Paris", 5.0, 4.0), ("Paris is the capital of France", 5.0, 3.0),  # n_best=2 entries, best first
+        ("Paris", 5.0, 4.0),
+        ("Paris is the capital of France", 5.0, 3.0),  # n_best=2 entries, best first
     ]
     assert nbest[0]["probability"] == pytest.approx(1 / (1 + math.exp(-1)))
     assert nbest[1]["probability"] == pytest.approx(math.exp(-1) / (1 + math.exp(-1)))

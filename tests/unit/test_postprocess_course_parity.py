@@ -42,13 +42,30 @@ def test_the_sample_has_many_multi_window_examples(sample):
 def test_predictions_equal_the_course_loop_for_every_example(sample, seed, n_best, max_answer_length):
     examples, features, answers_by_id = sample
     starts, ends = realistic_logits(features, answers_by_id, seed)
-    expected = course_loop_as_written(Dataset.from_dict(examples), Dataset.from_dict(features), starts, ends, n_best,
-                                      max_answer_length)
+    expected = course_loop_as_written(
+        Dataset.from_dict(examples), Dataset.from_dict(features), starts, ends, n_best, max_answer_length
+    )
 
-    spans = best_spans(examples["id"], examples["context"], features["example_id"], features["offset_mapping"],
-                       starts, ends, n_best, max_answer_length)
-    full = postprocess_predictions(examples["id"], examples["context"], features["example_id"],
-                                   features["offset_mapping"], starts, ends, n_best, max_answer_length)
+    spans = best_spans(
+        examples["id"],
+        examples["context"],
+        features["example_id"],
+        features["offset_mapping"],
+        starts,
+        ends,
+        n_best,
+        max_answer_length,
+    )
+    full = postprocess_predictions(
+        examples["id"],
+        examples["context"],
+        features["example_id"],
+        features["offset_mapping"],
+        starts,
+        ends,
+        n_best,
+        max_answer_length,
+    )
 
     assert answer_texts(spans) == expected  # 100% of the examples, in the same order
     assert full.answers == expected
@@ -67,9 +84,16 @@ def test_predictions_equal_the_course_loop_for_every_example(sample, seed, n_bes
         if span is None or len(windows[example_id]) < 2:
             continue
         first = windows[example_id][0]
-        first_window_best = best_spans([example_id], [contexts[example_id]], [example_id],
-                                       [features["offset_mapping"][first]], [starts[first]], [ends[first]],
-                                       n_best, max_answer_length)[example_id]
+        first_window_best = best_spans(
+            [example_id],
+            [contexts[example_id]],
+            [example_id],
+            [features["offset_mapping"][first]],
+            [starts[first]],
+            [ends[first]],
+            n_best,
+            max_answer_length,
+        )[example_id]
         if first_window_best is None or first_window_best.score < span.score:
             from_later_window += 1
     assert from_later_window >= 50

@@ -42,16 +42,21 @@ def test_the_script_rebuilds_the_shipped_v2_samples_byte_for_byte(tmp_path):
         assert (tmp_path / name).read_bytes() == (SAMPLE_DIR / name).read_bytes(), name
 
 
-@pytest.mark.parametrize("v1,v2,total,unanswerable", [
-    ("validation.json.gz", "validation-v2.json.gz", 819, 192),
-    ("train.json.gz", "train-v2.json.gz", 3477, 881),
-])
+@pytest.mark.parametrize(
+    "v1,v2,total,unanswerable",
+    [
+        ("validation.json.gz", "validation-v2.json.gz", 819, 192),
+        ("train.json.gz", "train-v2.json.gz", 3477, 881),
+    ],
+)
 def test_v2_sample_is_the_v1_sample_plus_questions_whose_answer_is_not_in_the_context(v1, v2, total, unanswerable):
     original, extended = load_squad(v1), load_squad(v2)
     assert extended["version"] == "v2.0"
     qas = all_qas(extended)
     assert len(qas) == total and all("is_impossible" in qa for _, qa in qas)
-    answerable = [(c, {k: v for k, v in qa.items() if k != "is_impossible"}) for c, qa in qas if not qa["is_impossible"]]
+    answerable = [
+        (c, {k: v for k, v in qa.items() if k != "is_impossible"}) for c, qa in qas if not qa["is_impossible"]
+    ]
     assert answerable == all_qas(original)  # the v1.1 questions, unchanged and in order
     borrowed = {qa["id"]: qa for _, qa in all_qas(original)}
     negatives = [(c, qa) for c, qa in qas if qa["is_impossible"]]
@@ -89,17 +94,26 @@ def test_unanswerable_questions_are_labelled_with_cls_in_every_window(v2_validat
 
 def score_v2(examples, predictions, threshold):
     return load_metric("squad_v2").compute(
-        predictions=[{"id": i, "prediction_text": predictions.answers[i], "no_answer_probability": predictions.null_odds[i]}
-                     for i in examples["id"]],
+        predictions=[
+            {"id": i, "prediction_text": predictions.answers[i], "no_answer_probability": predictions.null_odds[i]}
+            for i in examples["id"]
+        ],
         references=[{"id": i, "answers": a} for i, a in zip(examples["id"], examples["answers"])],
         no_answer_threshold=threshold,
     )
 
 
 def postprocess(examples, features, starts, ends, threshold=0.0):
-    return postprocess_predictions(examples["id"], examples["context"], features["example_id"],
-                                   features["offset_mapping"], starts, ends,
-                                   version_2_with_negative=True, null_score_diff_threshold=threshold)
+    return postprocess_predictions(
+        examples["id"],
+        examples["context"],
+        features["example_id"],
+        features["offset_mapping"],
+        starts,
+        ends,
+        version_2_with_negative=True,
+        null_score_diff_threshold=threshold,
+    )
 
 
 def test_all_null_predictions_score_every_unanswerable_and_no_answerable_question(v2_validation):
@@ -167,7 +181,8 @@ def test_best_f1_threshold_set_as_the_null_threshold_gives_best_f1(v2_validation
     # Equal but for one quirk of the official sweep: an unanswerable question answered with
     # a text that normalises to nothing (".") is right in f1 but wrong in the sweep.
     quirks = sum(
-        1 for i, a in zip(examples["id"], examples["answers"])
+        1
+        for i, a in zip(examples["id"], examples["answers"])
         if not a["text"] and tuned.answers[i] and not normalize_answer(tuned.answers[i])
     )
     assert quirks <= 20

@@ -11,5 +11,6 @@ if os.environ.get("DVC_STAGE") and os.environ.get("SQUAD_PIPELINE_RECORD_PARAMS"
     sys.path.insert(0, os.getcwd())  # the stage's repo (python -m adds it only after start-up)
     from tests.helpers import record_params
 
-    record_params.record_at_exit(os.path.join(os.environ["SQUAD_PIPELINE_RECORD_PARAMS"],
-                                              os.environ["DVC_STAGE"].split(":")[-1] + ".json"))
+    record_params.record_at_exit(
+        os.path.join(os.environ["SQUAD_PIPELINE_RECORD_PARAMS"], os.environ["DVC_STAGE"].split(":")[-1] + ".json")
+    )

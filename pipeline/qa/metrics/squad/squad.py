@@ -27,7 +27,9 @@ Returns:
     f1: mean over questions of the best token F1 against any answer, as a percentage
 """
 
-_CITATION = "Rajpurkar, Zhang, Lopyrev and Liang (2016). SQuAD: 100,000+ Questions for Machine Comprehension of Text. EMNLP."
+_CITATION = (
+    "Rajpurkar, Zhang, Lopyrev and Liang (2016). SQuAD: 100,000+ Questions for Machine Comprehension of Text. EMNLP."
+)
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = frozenset(string.punctuation)

@@ -35,7 +35,9 @@ import string
 import datasets
 import evaluate
 
-_DESCRIPTION = "SQuAD v2.0 exact match and F1 with unanswerable questions, computed as the official evaluation defines them."
+_DESCRIPTION = (
+    "SQuAD v2.0 exact match and F1 with unanswerable questions, computed as the official evaluation defines them."
+)
 
 _KWARGS_DESCRIPTION = """
 Args:
@@ -158,7 +160,9 @@ def squad_v2_scores(predictions, references, no_answer_threshold=1.0):
             result[f"{prefix}_exact"] = mean_percentage(exact, qids)
             result[f"{prefix}_f1"] = mean_percentage(f1, qids)
             result[f"{prefix}_total"] = len(qids)
-    result["best_exact"], result["best_exact_thresh"] = best_threshold(predictions_by_id, exact_raw, probabilities, has_answer)
+    result["best_exact"], result["best_exact_thresh"] = best_threshold(
+        predictions_by_id, exact_raw, probabilities, has_answer
+    )
     result["best_f1"], result["best_f1_thresh"] = best_threshold(predictions_by_id, f1_raw, probabilities, has_answer)
     return result
 

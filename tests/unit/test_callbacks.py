@@ -1,7 +1,7 @@
 """Resume after interruption, in one process on a tiny model: the backup callback (Keras'
 BackupAndRestore plus the curves and dropout RNG states), the generator started at the saved
 epoch and step, and the stop at a step boundary on SIGTERM. A resumed training ends with the
-same weights and the same curves as an uninterrupted one. (tests/e2e/test_resume_e2e.py does it
+same weights and the same curves as an uninterrupted one. (tests/e2e/test_distributed_e2e.py does it
 with real processes, SIGKILL and `dvc repro`.)"""
 
 from __future__ import annotations
@@ -14,8 +14,16 @@ import pytest
 
 from pipeline.qa.backup import TrainingBackup
 from pipeline.qa.callbacks import LossCurves, ResumableBackup
-from pipeline.qa.training import (ONE_DEVICE, Placement, batch_rows, dropout_generators, make_dataset,
-                                  report_loss_sums, resumable_dropout, steps_per_epoch)
+from pipeline.qa.training import (
+    ONE_DEVICE,
+    Placement,
+    batch_rows,
+    dropout_generators,
+    make_dataset,
+    report_loss_sums,
+    resumable_dropout,
+    steps_per_epoch,
+)
 from pipeline.runtime.errors import Interrupted, deferred_interrupts
 from tests.helpers.tiny_model import random_table, tiny_bert, tiny_config
 
@@ -44,16 +52,19 @@ def train_tiny(backup_dir, stop_at=None, how=None):
     tf.keras.utils.set_random_seed(7)
     with resumable_dropout():
         model = tiny_bert(dropout=0.1)
-    optimizer, schedule = create_optimizer(init_lr=1e-3, num_train_steps=total, num_warmup_steps=2,
-                                           weight_decay_rate=0.01)
+    optimizer, schedule = create_optimizer(
+        init_lr=1e-3, num_train_steps=total, num_warmup_steps=2, weight_decay_rate=0.01
+    )
     model.compile(optimizer=optimizer)
     report_loss_sums(model)
-    curves = LossCurves(schedule, per_epoch, 1, lambda m, s: None, False, batch_rows(table, cfg),
-                        resume.state if resume else None)
+    curves = LossCurves(
+        schedule, per_epoch, 1, lambda m, s: None, False, batch_rows(table, cfg), resume.state if resume else None
+    )
     placement = Placement(tf.distribute.get_strategy(), ONE_DEVICE, 0, 1)
     backups = []
-    backup_cb = ResumableBackup(backup, EVERY, per_epoch, total, placement, curves, resume,
-                                on_backup=backups.append, stop_on_signal=True)
+    backup_cb = ResumableBackup(
+        backup, EVERY, per_epoch, total, placement, curves, resume, on_backup=backups.append, stop_on_signal=True
+    )
 
     class Stop(tf.keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -136,7 +147,8 @@ def test_the_backup_of_a_live_training_with_other_inputs_is_left_alone(tmp_path)
     live = TrainingBackup(tmp_path, "cd" * 32)
     live.record_owner("run-1")
     (live.dir / "owner.json").write_text(
-        (live.dir / "owner.json").read_text().replace(f'"pid": {os.getpid()}', f'"pid": {os.getppid()}'))
+        (live.dir / "owner.json").read_text().replace(f'"pid": {os.getpid()}', f'"pid": {os.getppid()}')
+    )
     assert TrainingBackup(tmp_path, "ab" * 32).remove_stale() == []
     assert live.dir.exists()
 

@@ -13,15 +13,20 @@ from tests.conftest import MINILM
 
 def _batch(width: int, rows: int = 3) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(width)
-    return {"input_ids": rng.integers(1000, 20000, (rows, width)).astype(np.int32),
-            "attention_mask": np.ones((rows, width), np.int32), "token_type_ids": np.zeros((rows, width), np.int32)}
+    return {
+        "input_ids": rng.integers(1000, 20000, (rows, width)).astype(np.int32),
+        "attention_mask": np.ones((rows, width), np.int32),
+        "token_type_ids": np.zeros((rows, width), np.int32),
+    }
 
 
 def test_float32_inference_is_the_plain_model():
     import tensorflow as tf
 
     model = load_inference_model(MINILM, "float32")
-    assert {layer.compute_dtype for layer in model.submodules if isinstance(layer, tf.keras.layers.Layer)} == {"float32"}
+    assert {layer.compute_dtype for layer in model.submodules if isinstance(layer, tf.keras.layers.Layer)} == {
+        "float32"
+    }
     assert not any(getattr(layer, "_fused_elementwise", False) for layer in model.submodules)
 
 
@@ -32,8 +37,11 @@ def test_bfloat16_inference_keeps_float32_logits_close_to_float32(capsys):
     model = load_inference_model(MINILM, "mixed_bfloat16")
     model.set_weights(reference.get_weights())  # the QA head is freshly initialised at each load
     assert model.qa_outputs.compute_dtype == "float32"
-    assert {layer.compute_dtype for layer in model.submodules
-            if isinstance(layer, tf.keras.layers.Dense) and layer is not model.qa_outputs} == {"bfloat16"}
+    assert {
+        layer.compute_dtype
+        for layer in model.submodules
+        if isinstance(layer, tf.keras.layers.Dense) and layer is not model.qa_outputs
+    } == {"bfloat16"}
     assert sum(getattr(layer, "_fused_elementwise", False) for layer in model.submodules) == 13
     fast, exact = keras_logits_fn(model), keras_logits_fn(reference)
     for width in (40, 64):  # two batch widths: the fused islands compile per width

@@ -46,9 +46,12 @@ def test_mixed_float16_forced_on_a_cpu_trains_a_tiny_model_with_loss_scaling_and
     assert isinstance(model.optimizer, tf.keras.mixed_precision.LossScaleOptimizer)
     assert model.optimizer.dynamic
 
-    batch = {"input_ids": np.array([[2, 15, 27, 3, 40, 41, 42, 3]], np.int32),
-             "attention_mask": np.ones((1, 8), np.int32),
-             "start_positions": np.array([4], np.int32), "end_positions": np.array([6], np.int32)}
+    batch = {
+        "input_ids": np.array([[2, 15, 27, 3, 40, 41, 42, 3]], np.int32),
+        "attention_mask": np.ones((1, 8), np.int32),
+        "start_positions": np.array([4], np.int32),
+        "end_positions": np.array([6], np.int32),
+    }
     out = model(batch, training=False)
     assert out.start_logits.dtype == tf.float32 and out.end_logits.dtype == tf.float32
     assert out.loss.dtype == tf.float32
@@ -66,8 +69,10 @@ def test_jit_compile_trains_a_few_steps_on_the_coarse_widths():
 
     cfg = tiny_config("train.epochs=1", "train.jit_compile=true", "train.pad_to_multiple_of=64")
     table = random_table(22)
-    widths = {min(round_up(int(table.lengths[b].max()), 64), 128)
-              for b in epoch_plan(table.lengths, 4, cfg.train.seed, 0, "bucketed")}
+    widths = {
+        min(round_up(int(table.lengths[b].max()), 64), 128)
+        for b in epoch_plan(table.lengths, 4, cfg.train.seed, 0, "bucketed")
+    }
     assert widths <= {64, 128} and len(widths) <= JIT_MAX_WIDTHS
 
     tf.keras.utils.set_random_seed(0)

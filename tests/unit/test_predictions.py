@@ -12,8 +12,11 @@ from pipeline.runtime.config import TokenizeConfig
 
 WINDOWS = TokenizeConfig(max_length=64, stride=16)
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-LONG = ("The Amazon rainforest covers much of the Amazon basin. " * 8 + "The Eiffel Tower was finished in 1889. "
-        + "Most of the forest is in Brazil. " * 8)
+LONG = (
+    "The Amazon rainforest covers much of the Amazon basin. " * 8
+    + "The Eiffel Tower was finished in 1889. "
+    + "Most of the forest is in Brazil. " * 8
+)
 ROWS = [
     ("Where is the tower?", "The Eiffel Tower is in Paris. It was finished in 1889."),
     ("When was the Eiffel Tower finished?", LONG),
@@ -35,24 +38,43 @@ def token_logits(batch):
 @pytest.mark.parametrize("version_2", [False, True], ids=["v1.1", "v2.0"])
 @pytest.mark.parametrize("batch_size", [1, 3, 64])
 def test_many_questions_are_answered_as_one_at_a_time(tokenizer, version_2, batch_size):
-    one_by_one = [answer_question(token_logits, tokenizer, q, c, WINDOWS, INPUTS, 20, 30, version_2, 0.0)
-                  for q, c in ROWS]
-    together = answer_questions(token_logits, tokenizer, [q for q, _ in ROWS], [c for _, c in ROWS], WINDOWS, INPUTS,
-                                20, 30, version_2, 0.0, batch_size=batch_size)
+    one_by_one = [
+        answer_question(token_logits, tokenizer, q, c, WINDOWS, INPUTS, 20, 30, version_2, 0.0) for q, c in ROWS
+    ]
+    together = answer_questions(
+        token_logits,
+        tokenizer,
+        [q for q, _ in ROWS],
+        [c for _, c in ROWS],
+        WINDOWS,
+        INPUTS,
+        20,
+        30,
+        version_2,
+        0.0,
+        batch_size=batch_size,
+    )
     assert together == one_by_one
     assert together[1]["windows"] > 1
 
 
-@pytest.mark.parametrize("question, context, message", [
-    ("", "Some text.", "row 2: question is empty; ask a question"),
-    ("  ", "Some text.", "row 2: question is empty; ask a question"),
-    ("Who?", " ", "row 2: context is empty; give the text to answer from"),
-    (5, "Some text.", "row 2: question must be a string, got int 5"),
-    (None, "Some text.", "row 2: question must be a string, got null"),
-    (float("nan"), "Some text.", "row 2: question must be a string, got null"),
-    ("Who?", ["a"], "row 2: context must be a string, got list ['a']"),
-    ("Who?", "x" * 101, "row 2: context has 101 characters, over the limit of 100; split it or raise max_context_chars"),
-])
+@pytest.mark.parametrize(
+    "question, context, message",
+    [
+        ("", "Some text.", "row 2: question is empty; ask a question"),
+        ("  ", "Some text.", "row 2: question is empty; ask a question"),
+        ("Who?", " ", "row 2: context is empty; give the text to answer from"),
+        (5, "Some text.", "row 2: question must be a string, got int 5"),
+        (None, "Some text.", "row 2: question must be a string, got null"),
+        (float("nan"), "Some text.", "row 2: question must be a string, got null"),
+        ("Who?", ["a"], "row 2: context must be a string, got list ['a']"),
+        (
+            "Who?",
+            "x" * 101,
+            "row 2: context has 101 characters, over the limit of 100; split it or raise max_context_chars",
+        ),
+    ],
+)
 def test_bad_rows_are_refused_with_one_line(tokenizer, question, context, message):
     with pytest.raises(InvalidQuestion) as err:
         check_questions(tokenizer, ["Fine?", question], ["Fine.", context], WINDOWS, max_context_chars=100, first_row=1)

@@ -31,13 +31,16 @@ def test_bfloat16_on_a_cpu_without_native_support_warns(monkeypatch):
     assert resolve_precision("mixed_bfloat16", has_gpu=False) == ("mixed_bfloat16", None)
 
 
-@pytest.mark.parametrize("gpu, cpu_bf16, expected", [
-    (None, True, "mixed_bfloat16"),   # AVX512-BF16 / AMX CPU
-    (None, False, "float32"),         # a CPU that would emulate bfloat16
-    ((8, 0), False, "mixed_float16"),  # tensor cores
-    ((7, 0), True, "mixed_float16"),
-    ((6, 1), False, "float32"),        # no tensor cores: float16 is slow
-])
+@pytest.mark.parametrize(
+    "gpu, cpu_bf16, expected",
+    [
+        (None, True, "mixed_bfloat16"),  # AVX512-BF16 / AMX CPU
+        (None, False, "float32"),  # a CPU that would emulate bfloat16
+        ((8, 0), False, "mixed_float16"),  # tensor cores
+        ((7, 0), True, "mixed_float16"),
+        ((6, 1), False, "float32"),  # no tensor cores: float16 is slow
+    ],
+)
 def test_auto_precision_picks_the_fastest_policy_the_hardware_supports(gpu, cpu_bf16, expected):
     from pipeline.qa.precision import auto_precision
 
@@ -126,7 +129,9 @@ def test_train_dropout_sets_every_dropout_layer_and_an_unknown_config_key_is_ref
     assert dropout_config(None, 0.0) == {"attention_probs_dropout_prob": 0.0}
     assert dropout_config(0.2, None) == {"hidden_dropout_prob": 0.2, "attention_probs_dropout_prob": 0.2}
     hidden_only = load_qa_model(MINILM, dropout_config(0.1, 0.0))
-    attention = [layer.dropout.rate for layer in hidden_only.submodules if type(layer).__name__ == "TFBertSelfAttention"]
+    attention = [
+        layer.dropout.rate for layer in hidden_only.submodules if type(layer).__name__ == "TFBertSelfAttention"
+    ]
     assert attention == [0.0] * 6
     assert rates(hidden_only) == {0.0, 0.1}
 
@@ -150,9 +155,11 @@ def test_fuse_elementwise_keeps_the_math_and_the_gradients(precision):
     tol = 1e-4 if precision == "float32" else 0.15
     rng = np.random.default_rng(0)
     for width in (24, 40):
-        batch = {"input_ids": tf.constant(rng.integers(1000, 20000, (2, width)), tf.int32),
-                 "attention_mask": tf.ones((2, width), tf.int32),
-                 "token_type_ids": tf.zeros((2, width), tf.int32)}
+        batch = {
+            "input_ids": tf.constant(rng.integers(1000, 20000, (2, width)), tf.int32),
+            "attention_mask": tf.ones((2, width), tf.int32),
+            "token_type_ids": tf.zeros((2, width), tf.int32),
+        }
         grads = []
         for model in (plain, fused):
             with tf.GradientTape() as tape:

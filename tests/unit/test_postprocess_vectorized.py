@@ -19,7 +19,9 @@ def features(sample_raw, tokenizer):
     from datasets import DatasetDict
 
     raw = DatasetDict({"train": sample_raw["train"].select(range(2)), "validation": sample_raw["validation"]})
-    return sample_raw["validation"], tokenize_dataset_dict(raw, tokenizer, TokenizeConfig(max_length=128, stride=32))["validation"]
+    return sample_raw["validation"], tokenize_dataset_dict(raw, tokenizer, TokenizeConfig(max_length=128, stride=32))[
+        "validation"
+    ]
 
 
 @pytest.mark.parametrize("seed,n_best,max_answer_length", [(0, 20, 30), (1, 5, 3), (2, 1, 30)])
@@ -61,12 +63,17 @@ def test_selected_views_use_the_selected_rows(features):
 @pytest.fixture(scope="module")
 def v2_features(tokenizer):
     v2 = str(SAMPLE_DIR / "validation-v2.json.gz")
-    raw, _ = build_dataset_dict(sample_data_config(train_file=v2, validation_file=v2, version_2_with_negative=True,
-                                                   max_train_samples=2))
-    return raw["validation"], tokenize_dataset_dict(raw, tokenizer, TokenizeConfig(max_length=128, stride=32))["validation"]
+    raw, _ = build_dataset_dict(
+        sample_data_config(train_file=v2, validation_file=v2, version_2_with_negative=True, max_train_samples=2)
+    )
+    return raw["validation"], tokenize_dataset_dict(raw, tokenizer, TokenizeConfig(max_length=128, stride=32))[
+        "validation"
+    ]
 
 
-@pytest.mark.parametrize("version_2,threshold,n_best", [(False, 0.0, 20), (True, 0.0, 20), (True, -2.0, 5), (True, 3.0, 1)])
+@pytest.mark.parametrize(
+    "version_2,threshold,n_best", [(False, 0.0, 20), (True, 0.0, 20), (True, -2.0, 5), (True, 3.0, 1)]
+)
 def test_full_postprocessing_identical_to_the_loop(v2_features, version_2, threshold, n_best):
     """answers, n-best lists and null odds equal the course loop's (tests/reference)."""
 
@@ -75,9 +82,12 @@ def test_full_postprocessing_identical_to_the_loop(v2_features, version_2, thres
     boost = {i: 4.0 for i, a in answers_by_id.items() if not a["text"]}
     starts, ends = realistic_logits(feats[:], answers_by_id, seed=3, cls_boost=boost)
     args = (examples["id"], examples["context"], feats["example_id"])
-    loop = course_loop.postprocess_predictions(*args, feats["offset_mapping"], starts, ends, n_best, 30, version_2, threshold)
-    fast = postprocess_predictions(*args, ContextOffsets.from_dataset(feats), starts, ends, n_best, 30,
-                                   version_2, threshold, chunk_size=9)
+    loop = course_loop.postprocess_predictions(
+        *args, feats["offset_mapping"], starts, ends, n_best, 30, version_2, threshold
+    )
+    fast = postprocess_predictions(
+        *args, ContextOffsets.from_dataset(feats), starts, ends, n_best, 30, version_2, threshold, chunk_size=9
+    )
     assert fast.answers == loop.answers
     assert fast.nbest == loop.nbest
     assert fast.null_odds == loop.null_odds

@@ -19,8 +19,13 @@ def train_features(sample_raw, tokenizer):
 def test_every_answer_that_fits_its_window_decodes_back_to_the_answer_text(train_features, tokenizer):
     examples, features = train_features
     inputs = tokenizer(
-        [q.strip() for q in examples["question"]], examples["context"], max_length=CFG.max_length,
-        truncation="only_second", stride=CFG.stride, return_overflowing_tokens=True, return_offsets_mapping=True,
+        [q.strip() for q in examples["question"]],
+        examples["context"],
+        max_length=CFG.max_length,
+        truncation="only_second",
+        stride=CFG.stride,
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
     )
     labelled = exact = 0
     for i, (start, end) in enumerate(zip(features["start_positions"], features["end_positions"])):
@@ -41,13 +46,15 @@ def test_every_answer_that_fits_its_window_decodes_back_to_the_answer_text(train
         # the labels are the smallest token span covering the answer characters
         assert offsets[start][0] <= answer_start < offsets[start][1], examples["id"][example]
         assert offsets[end][0] < answer_end <= offsets[end][1], examples["id"][example]
-        span = context[offsets[start][0]:offsets[end][1]]
+        span = context[offsets[start][0] : offsets[end][1]]
         if span == answer["text"][0]:
             exact += 1
             # the tokens decode to the answer as well (lower-cased: the model is uncased)
-            ids = features["input_ids"][i][start:end + 1]
+            ids = features["input_ids"][i][start : end + 1]
             decoded = tokenizer.decode(ids).replace(" ", "")
-            assert tokenizer.unk_token_id in ids or decoded == tokenizer.backend_tokenizer.normalizer.normalize_str(span).replace(" ", "")
+            assert tokenizer.unk_token_id in ids or decoded == tokenizer.backend_tokenizer.normalizer.normalize_str(
+                span
+            ).replace(" ", "")
     assert labelled >= 0.97 * len(examples["id"])
     # answers that end inside a word piece ("evolution" in "evolutionary") are the only inexact ones
     assert exact >= 0.97 * labelled
@@ -62,9 +69,17 @@ def test_short_windows_split_long_contexts_and_label_cls_when_answer_is_outside(
 
 
 def test_questions_are_stripped(tokenizer):
-    examples = {"id": ["a"], "question": ["  Who?  "], "context": ["Bob."], "answers": [{"text": ["Bob"], "answer_start": [0]}]}
+    examples = {
+        "id": ["a"],
+        "question": ["  Who?  "],
+        "context": ["Bob."],
+        "answers": [{"text": ["Bob"], "answer_start": [0]}],
+    }
     stripped = dict(examples, question=["Who?"])
-    assert prepare_train_features(examples, tokenizer, CFG)["input_ids"] == prepare_train_features(stripped, tokenizer, CFG)["input_ids"]
+    assert (
+        prepare_train_features(examples, tokenizer, CFG)["input_ids"]
+        == prepare_train_features(stripped, tokenizer, CFG)["input_ids"]
+    )
 
 
 def test_validation_features_keep_example_ids_and_only_context_offsets(sample_raw, tokenizer):
