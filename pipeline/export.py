@@ -6,6 +6,12 @@ The layout is pipeline.qa.serving's. The windows come from the trained model's o
 (qa_windows.json), checked against params.yaml; the SQuAD v2.0 null threshold is recorded, so
 pipeline.predict answers "" by the same rule as the evaluate stage.
 
+export.engine=int8 (the int8 extra) adds models/export/int8/: the SavedModel quantized by
+pipeline.qa.int8, calibrated on the first export.calibration_samples train features, and its
+answers to the validation questions scored by the evaluate stage's code (evaluation.json,
+predictions.json). The export then serves int8, and the registered version carries the int8
+answers' scores (and the float32 ones beside them).
+
 MLflow (a record, not a DVC output: nothing is written into the workspace): the export is
 logged as a pyfunc model (pipeline.mlflow_model) on the training run, with the evaluate
 stage's answer settings (n_best, max_answer_length, the null threshold) as its defaults, and
@@ -24,23 +30,25 @@ from typing import Any
 
 import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pipeline import mlflow_model
+from pipeline.qa.batching import FeatureTable
+from pipeline.qa.int8 import INT8, calibration_inputs, int8_logits_fn, quantize, require_int8_extra
 from pipeline.qa.modeling import load_qa_model, load_tokenizer, read_windows
-from pipeline.qa.serving import save_export
+from pipeline.qa.predictions import PREDICTIONS_FILE, predict_split, score, write_prediction_files
+from pipeline.qa.serving import INT8_DIR, SAVED_MODEL_DIR, SIGNATURE_INPUTS, save_export
 from pipeline.runtime import registry, tracking
 from pipeline.runtime.config import PipelineConfig, stage_config
 from pipeline.runtime.errors import PipelineError, stage_entry_point
-from pipeline.runtime.files import atomic_output_dir, read_json
+from pipeline.runtime.files import atomic_output_dir, dvc_md5, read_json, write_json
 from pipeline.runtime.lineage import (
     EVALUATION_FILE_NAME,
     answer_settings,
     check_built_with,
     check_content_inputs,
     check_model_windows,
+    read_built_with,
     read_evaluation,
 )
-from pipeline.runtime.paths import EXPORT_DIR, PREDICTIONS_DIR, TRAINED_DIR
-
-SERVED_PRECISION = "float32"  # the SavedModel holds the trained float32 weights
+from pipeline.runtime.paths import EXPORT_DIR, PREDICTIONS_DIR, RAW_DIR, TOKENIZED_DIR, TRAINED_DIR
 
 
 def export(
@@ -50,14 +58,77 @@ def export(
     predictions_dir: Path = PREDICTIONS_DIR,
 ) -> dict[str, Any]:
     windows, evaluation, served = check_inputs(cfg, trained_dir, predictions_dir)
+    if cfg.export.engine == INT8:
+        require_int8_extra()
     tracking.check_server(tracking.tracking_uri())  # a down server stops us before any work
     settings = serving_settings(cfg, windows)
     with atomic_output_dir(out_dir) as tmp:
-        save_export(load_qa_model(str(trained_dir)), load_tokenizer(str(trained_dir)), settings, tmp)
+        tokenizer = load_tokenizer(str(trained_dir))
+        save_export(load_qa_model(str(trained_dir)), tokenizer, settings, tmp)
+        if cfg.export.engine == INT8:
+            evaluation = save_int8(cfg, tmp, tokenizer.pad_token_id or 0, evaluation, predictions_dir)
     run_file = trained_dir / tracking.RUN_FILE_NAME
     if run_file.is_file():
         log_export(cfg, read_json(run_file)["run_id"], out_dir, registry.evaluation_tags(evaluation, served))
     return settings
+
+
+def save_int8(
+    cfg: PipelineConfig, export_dir: Path, pad_token_id: int, float_evaluation: dict, predictions_dir: Path
+) -> dict[str, Any]:
+    """Quantize the export's SavedModel into export_dir/int8/ and score its answers to the
+    validation questions as the evaluate stage scores the float model's. Returns the int8
+    evaluation (predictions/evaluation.json's layout, plus the evaluate stage's scores under
+    `float` and the share of questions both answer alike)."""
+    from datasets import load_from_disk
+
+    for path in (RAW_DIR, TOKENIZED_DIR):
+        if not (path / "dataset_dict.json").is_file():
+            raise PipelineError(f"{path}: no saved dataset; run `dvc repro` to build it")
+    # Calibrated on the features the model was trained on, scored on the questions it was evaluated on.
+    check_content_inputs(read_built_with(TRAINED_DIR), TRAINED_DIR, TOKENIZED_DIR)
+    eval_digest = dvc_md5(RAW_DIR / "validation")
+    check_built_with(
+        {"eval_data_digest": float_evaluation["eval_data_digest"]},
+        {"eval_data_digest": eval_digest},
+        predictions_dir / EVALUATION_FILE_NAME,
+    )
+    features = load_from_disk(str(TOKENIZED_DIR))
+    calibration = calibration_inputs(
+        FeatureTable.from_dataset(features["train"], pad_token_id), cfg.export.calibration_samples, SIGNATURE_INPUTS
+    )
+    model_xml = quantize(export_dir / SAVED_MODEL_DIR, calibration, export_dir / INT8_DIR)
+    examples = load_from_disk(str(RAW_DIR))["validation"]
+    version_2 = cfg.data.version_2_with_negative
+    predictions = predict_split(
+        int8_logits_fn(model_xml),
+        examples,
+        features["validation"],
+        cfg.evaluate,
+        version_2,
+        pad_token_id,
+        progress_label="Scoring int8",
+    )
+    metrics = score(predictions, examples, version_2, cfg.evaluate.null_score_diff_threshold)
+    float_answers = read_json(predictions_dir / PREDICTIONS_FILE)
+    agreement = sum(predictions.answers[i] == a for i, a in float_answers.items()) / max(len(float_answers), 1)
+    evaluation = {
+        **float_evaluation,
+        "exact_match": metrics["exact_match"],
+        "f1": metrics["f1"],
+        "answer_settings": answer_settings(cfg, INT8),
+        "float": {k: float_evaluation[k] for k in ("exact_match", "f1", "answer_settings")},
+        "agreement_with_float": agreement,
+        "calibration_features": len(calibration),
+    }
+    write_prediction_files(export_dir / INT8_DIR, predictions)
+    write_json(export_dir / INT8_DIR / EVALUATION_FILE_NAME, evaluation)
+    print(
+        f"int8: exact_match {metrics['exact_match']:.2f} f1 {metrics['f1']:.2f} on {examples.num_rows} questions "
+        f"(evaluate stage: {float_evaluation['exact_match']:.2f} / {float_evaluation['f1']:.2f}); the same "
+        f"answer as the evaluate stage's for {agreement:.1%} of them; calibrated on {len(calibration)} train features"
+    )
+    return evaluation
 
 
 def check_inputs(cfg: PipelineConfig, trained_dir: Path, predictions_dir: Path) -> tuple[dict, dict, dict]:
@@ -73,7 +144,7 @@ def check_inputs(cfg: PipelineConfig, trained_dir: Path, predictions_dir: Path) 
         )
     check_model_windows(windows, cfg, trained_dir)
     evaluation = read_evaluation(predictions_dir)
-    served = answer_settings(cfg, SERVED_PRECISION)
+    served = answer_settings(cfg, cfg.export.engine)
     # A concurrent change of params.yaml since the evaluate stage ran (its precision may differ:
     # registry.evaluation_tags then leaves the version without scores).
     check_built_with(
@@ -94,6 +165,7 @@ def serving_settings(cfg: PipelineConfig, windows: dict) -> dict[str, Any]:
         "checkpoint": windows["checkpoint"],
         "version_2_with_negative": windows["version_2_with_negative"],
         "null_score_diff_threshold": cfg.evaluate.null_score_diff_threshold,
+        "engine": cfg.export.engine,
     }
 
 
@@ -112,7 +184,7 @@ def log_export(cfg: PipelineConfig, run_id: str, export_dir: Path, evaluation_ta
         kwargs = mlflow_model.model_kwargs(
             export_dir,
             Path(scratch),
-            mlflow_model.pip_requirements(),
+            mlflow_model.pip_requirements(engine=cfg.export.engine),
             ev.n_best,
             ev.max_answer_length,
             ev.batch_size,
@@ -121,6 +193,16 @@ def log_export(cfg: PipelineConfig, run_id: str, export_dir: Path, evaluation_ta
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(name="qa-model", **kwargs)
     client.set_tag(run_id, "exported", "true")
+    if registry.FLOAT_F1_TAG in evaluation_tags:  # an int8 export: its own scores beside the float model's
+        tracking.log_metrics(
+            client,
+            run_id,
+            {
+                "int8.exact_match": float(evaluation_tags[registry.EM_TAG]),
+                "int8.f1": float(evaluation_tags[registry.F1_TAG]),
+                "int8.agreement_with_float": float(evaluation_tags[registry.AGREEMENT_TAG]),
+            },
+        )
     tags = {k: v for k, v in tracking.git_tags().items() if k in ("git_commit", "git_dirty")}
     tags.update(
         {

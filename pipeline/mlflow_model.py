@@ -27,7 +27,8 @@ import pandas as pd
 import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pipeline.qa.exported import ExportedQA
 from pipeline.qa.predictions import check_questions
-from pipeline.qa.serving import HF_DIR, INFERENCE_FILE, SAVED_MODEL_DIR
+from pipeline.qa.int8 import INT8
+from pipeline.qa.serving import HF_DIR, INFERENCE_FILE, INT8_DIR, SAVED_MODEL_DIR
 from pipeline.runtime.errors import PipelineError
 from pipeline.runtime.paths import PROJECT_ROOT
 
@@ -39,6 +40,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 SAVED_MODEL_ARTIFACT = "saved_model"
 TOKENIZER_ARTIFACT = "tokenizer"
 SETTINGS_ARTIFACT = "inference"
+INT8_ARTIFACT = "int8"
 # Overrides the logged max_context_chars where the model is served.
 MAX_CONTEXT_ENV = "QA_MAX_CONTEXT_CHARS"
 # Needed to train or run the pipeline, not to answer questions.
@@ -86,18 +88,23 @@ def tokenizer_files(hf_dir: Path, out_dir: Path) -> Path:
 
 
 def artifacts(export_dir: Path, scratch_dir: Path) -> dict[str, str]:
-    return {
+    files = {
         SAVED_MODEL_ARTIFACT: str(export_dir / SAVED_MODEL_DIR),
         TOKENIZER_ARTIFACT: str(tokenizer_files(export_dir / HF_DIR, scratch_dir / TOKENIZER_ARTIFACT)),
         SETTINGS_ARTIFACT: str(export_dir / INFERENCE_FILE),
     }
+    if (export_dir / INT8_DIR).is_dir():
+        files[INT8_ARTIFACT] = str(export_dir / INT8_DIR)
+    return files
 
 
-def pip_requirements(pyproject: Path = PROJECT_ROOT / "pyproject.toml") -> list[str]:
-    """The project's pinned dependencies (pyproject.toml), minus those only the pipeline needs."""
+def pip_requirements(pyproject: Path = PROJECT_ROOT / "pyproject.toml", engine: str = "float32") -> list[str]:
+    """The project's pinned dependencies (pyproject.toml), minus those only the pipeline needs,
+    plus the int8 extra for an export that serves int8."""
     import tomllib
 
-    dependencies = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["dependencies"]
+    project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
+    dependencies = project["dependencies"] + (project["optional-dependencies"][INT8] if engine == INT8 else [])
     return [d for d in dependencies if d.split("==")[0].strip() not in NOT_NEEDED_TO_SERVE]
 
 
@@ -154,6 +161,7 @@ def signature(version_2_with_negative: bool, n_best: int, max_answer_length: int
     if version_2_with_negative:
         outputs.append(ColSpec("double", "null_odds", required=False))
         params.append(ParamSpec("null_score_diff_threshold", "double", null_score_diff_threshold))
+    outputs.append(ColSpec("string", "engine", required=False))  # float32 or int8: what computed the logits
     return ModelSignature(inputs=inputs, outputs=Schema(outputs), params=ParamSchema(params))
 
 
@@ -179,7 +187,10 @@ class QAModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context) -> None:
         art = context.artifacts
-        self.qa = ExportedQA.from_files(art[SAVED_MODEL_ARTIFACT], art[TOKENIZER_ARTIFACT], art[SETTINGS_ARTIFACT])
+        self.qa = ExportedQA.from_files(
+            art[SAVED_MODEL_ARTIFACT], art[TOKENIZER_ARTIFACT], art[SETTINGS_ARTIFACT], art.get(INT8_ARTIFACT)
+        )
+        print(f"squad-pipeline QA model: answers with the {self.qa.engine} engine", flush=True)
         config = dict(context.model_config or {})
         self.n_best = int(config.get("n_best", 20))
         self.max_answer_length = int(config.get("max_answer_length", 30))
@@ -217,9 +228,10 @@ class QAModel(mlflow.pyfunc.PythonModel):
                 params.get("null_score_diff_threshold"),
                 batch_size=self.batch_size,
             )
-        return pd.DataFrame([{k: r.get(k) for k in self.output_columns} for r in results], columns=self.output_columns)
+        rows = [{**{k: r.get(k) for k in self.output_columns}, "engine": self.qa.engine} for r in results]
+        return pd.DataFrame(rows, columns=self.output_columns)
 
     @property
     def output_columns(self) -> list[str]:
         columns = ["answer", "score", "start", "end"]
-        return columns + ["null_odds"] if self.qa.version_2_with_negative else columns
+        return columns + (["null_odds"] if self.qa.version_2_with_negative else []) + ["engine"]

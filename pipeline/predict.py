@@ -43,6 +43,7 @@ from typing import Any, Iterable, Iterator, Optional
 
 import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pipeline.qa.exported import ExportedQA
+from pipeline.qa.int8 import ENGINES
 from pipeline.qa.predictions import COURSE_MAX_ANSWER_LENGTH, COURSE_N_BEST, check_questions
 from pipeline.qa.squad import iter_questions
 from pipeline.runtime import tracking
@@ -86,6 +87,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help='SQuAD v2.0 models: answer "" when null score - best span score is above this '
         "(default: the export's evaluate.null_score_diff_threshold)",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default=None,
+        help="an export's logits from float32 (TensorFlow) or int8 (OpenVINO; an export made with "
+        "export.engine=int8) (default: the engine the export serves)",
     )
     args = parser.parse_args(argv)
     if args.input is None and args.question is None:
@@ -135,6 +143,8 @@ class Answerer:
         self.pyfunc = None
         self.export: Optional[ExportedQA] = None
         if is_mlflow_model(model):
+            if args.engine is not None:
+                raise PipelineError(f"--engine applies to an export directory; {model} serves its own engine")
             import mlflow
 
             mlflow.set_tracking_uri(tracking.tracking_uri())
@@ -144,7 +154,7 @@ class Answerer:
                 first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                 raise PipelineError(f"--model {model}: cannot load this MLflow model ({first[:300]})") from None
         else:
-            self.export = ExportedQA(model)
+            self.export = ExportedQA(model, args.engine)
 
     def answer(self, records: list[dict], first_row: int = 0) -> list[dict[str, Any]]:
         questions = [r["question"] for r in records]

@@ -6,41 +6,70 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from pipeline.qa.int8 import ENGINES, FLOAT32, INT8, INT8_MODEL_FILE, int8_logits_fn
 from pipeline.qa.predictions import answer_question, answer_questions
-from pipeline.qa.serving import HF_DIR, INFERENCE_FILE, SAVED_MODEL_DIR, read_settings
+from pipeline.qa.serving import HF_DIR, INFERENCE_FILE, INT8_DIR, SAVED_MODEL_DIR, read_settings
 from pipeline.runtime.config import TokenizeConfig
 from pipeline.runtime.errors import PipelineError
 from pipeline.runtime.files import read_json
 
 
 class ExportedQA:
-    """A loaded export: tokenizer + SavedModel signature + inference settings."""
+    """A loaded export: tokenizer + logits from one engine (the SavedModel's signature, or the
+    int8 model) + inference settings. `engine` None: the one the export serves."""
 
-    def __init__(self, export_dir: str | Path) -> None:
+    def __init__(self, export_dir: str | Path, engine: Optional[str] = None) -> None:
         export_dir = Path(export_dir)
         settings = read_settings(export_dir)
         if settings is None or not (export_dir / SAVED_MODEL_DIR).is_dir():
             raise PipelineError(
                 f"{export_dir}: not a model export (no {INFERENCE_FILE} or {SAVED_MODEL_DIR}/); run `dvc repro export`"
             )
-        self._load(export_dir / SAVED_MODEL_DIR, export_dir / HF_DIR, settings)
+        self._load(export_dir / SAVED_MODEL_DIR, export_dir / HF_DIR, settings, export_dir / INT8_DIR, engine)
 
     @classmethod
     def from_files(
-        cls, saved_model_dir: str | Path, tokenizer_dir: str | Path, settings_file: str | Path
+        cls,
+        saved_model_dir: str | Path,
+        tokenizer_dir: str | Path,
+        settings_file: str | Path,
+        int8_dir: Optional[str | Path] = None,
+        engine: Optional[str] = None,
     ) -> "ExportedQA":
         """An export whose parts live apart (an MLflow model's artifacts)."""
         qa = cls.__new__(cls)
-        qa._load(Path(saved_model_dir), Path(tokenizer_dir), read_json(settings_file))
+        qa._load(
+            Path(saved_model_dir), Path(tokenizer_dir), read_json(settings_file), int8_dir and Path(int8_dir), engine
+        )
         return qa
 
-    def _load(self, saved_model_dir: Path, tokenizer_dir: Path, settings: dict[str, Any]) -> None:
-        import tensorflow as tf
+    def _load(
+        self,
+        saved_model_dir: Path,
+        tokenizer_dir: Path,
+        settings: dict[str, Any],
+        int8_dir: Optional[Path],
+        engine: Optional[str],
+    ) -> None:
         from transformers import AutoTokenizer
 
         self.settings = settings
+        self.engine = engine or settings.get("engine", FLOAT32)
+        if self.engine not in ENGINES:
+            raise PipelineError(f"engine {self.engine!r} is unknown: use one of {', '.join(ENGINES)}")
         self.tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-        self.signature = tf.saved_model.load(str(saved_model_dir)).signatures["serving_default"]
+        if self.engine == INT8:
+            if int8_dir is None or not (int8_dir / INT8_MODEL_FILE).is_file():
+                raise PipelineError(
+                    f"{int8_dir or saved_model_dir.parent}: the export has no int8 model; "
+                    "export with `-S export.engine=int8`, or use the float32 engine"
+                )
+            self.logits = int8_logits_fn(int8_dir / INT8_MODEL_FILE)
+        else:
+            import tensorflow as tf
+
+            self.signature = tf.saved_model.load(str(saved_model_dir)).signatures["serving_default"]
+            self.logits = self._float32_logits
 
     @property
     def windows(self) -> TokenizeConfig:
@@ -56,7 +85,7 @@ class ExportedQA:
             return null_score_diff_threshold
         return self.settings.get("null_score_diff_threshold", 0.0)
 
-    def logits(self, batch: dict[str, Any]) -> tuple[Any, Any]:
+    def _float32_logits(self, batch: dict[str, Any]) -> tuple[Any, Any]:
         import tensorflow as tf
 
         inputs = {name: tf.constant(batch[name], dtype=tf.int32) for name in self.settings["signature_inputs"]}

@@ -19,6 +19,7 @@ from pipeline.qa.analysis import Analysis, analyse, windows_per_example
 from pipeline.qa.answers import QAPredictions
 from pipeline.qa.batching import FeatureTable, RaggedColumn
 from pipeline.qa.features import check_windows, prepare_validation_features, tokenize_examples
+from pipeline.qa.int8 import int8_logits_fn
 from pipeline.qa.inference import LogitsFn, keras_logits_fn, load_inference_model, predict_logits
 from pipeline.qa.metrics import load_metric
 from pipeline.qa.modeling import load_tokenizer
@@ -250,6 +251,11 @@ class LoadedModel:
     def load(cls, model_dir: Path, precision: str = "float32", key: str = "evaluate.precision") -> "LoadedModel":
         model = load_inference_model(str(model_dir), precision, key)
         return cls(load_tokenizer(str(model_dir)), keras_logits_fn(model))
+
+    @classmethod
+    def load_int8(cls, model_dir: Path, int8_model: Path) -> "LoadedModel":
+        """The int8 engine (qa.int8) of an export: the tokenizer from model_dir, logits from int8_model."""
+        return cls(load_tokenizer(str(model_dir)), int8_logits_fn(int8_model))
 
 
 @dataclass

@@ -5,7 +5,10 @@ tokenizer, and the inference settings. (qa.exported loads one and answers questi
       saved_model/   signature `serving_default`: input_ids, attention_mask, token_type_ids
                      (int32 [batch, seq]) -> start_logits, end_logits (float32 [batch, seq])
       hf/            save_pretrained model and tokenizer
-      inference.json the windows the model was trained on, and for SQuAD v2.0 the null rule
+      int8/          (export.engine=int8) model.xml/.bin: the SavedModel quantized by qa.int8;
+                     evaluation.json and predictions.json: its answers to the validation questions
+      inference.json the windows the model was trained on, for SQuAD v2.0 the null rule, and the
+                     engine it serves (float32 or int8)
 
 Everything needed to answer is inside the directory.
 """
@@ -22,6 +25,7 @@ SIGNATURE_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 INFERENCE_FILE = "inference.json"
 SAVED_MODEL_DIR = "saved_model"
 HF_DIR = "hf"
+INT8_DIR = "int8"
 
 
 def serving_function(model):

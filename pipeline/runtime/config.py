@@ -22,6 +22,7 @@ from pipeline.runtime.paths import PARAMS_FILE
 DEFAULT_PARAMS = str(PARAMS_FILE)
 PRECISION_POLICIES = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 BAD_RECORD_POLICIES = ("error", "drop", "repair")
+EXPORT_ENGINES = ("float32", "int8")  # what an export can serve (pipeline.qa.int8)
 MIN_BOOTSTRAP_SAMPLES = 100  # fewer resamples make a 95% percentile interval mostly noise
 STRATEGIES = ("auto", "mirrored", "multi_worker")
 # Under train.jit_compile, XLA compiles the step once per batch shape: bucketed padding must
@@ -94,6 +95,12 @@ class EvaluateConfig:
 
 
 @dataclass
+class ExportConfig:
+    engine: str = MISSING
+    calibration_samples: int = MISSING
+
+
+@dataclass
 class MlflowConfig:
     experiment_name: str = MISSING
     registered_model_name: str = MISSING
@@ -107,6 +114,7 @@ class PipelineConfig:
     tokenize: TokenizeConfig = MISSING
     train: TrainConfig = MISSING
     evaluate: EvaluateConfig = MISSING
+    export: ExportConfig = MISSING
     mlflow: MlflowConfig = MISSING
 
 
@@ -243,6 +251,15 @@ def validate(cfg: PipelineConfig, source: str = DEFAULT_PARAMS) -> PipelineConfi
         source,
     )
     _require(ev.bootstrap_seed >= 0, "evaluate.bootstrap_seed", ev.bootstrap_seed, "use a seed >= 0", source)
+    ex = cfg.export
+    _require(ex.engine in EXPORT_ENGINES, "export.engine", ex.engine, f"use one of {', '.join(EXPORT_ENGINES)}", source)
+    _require(
+        ex.calibration_samples >= 1,
+        "export.calibration_samples",
+        ex.calibration_samples,
+        "use at least 1 train feature (300 is usual)",
+        source,
+    )
     _require(
         bool(cfg.mlflow.experiment_name),
         "mlflow.experiment_name",

@@ -6,7 +6,9 @@ run), the answer settings it serves, and the evaluation of those answers: the ex
 depends on the evaluate stage's predictions/, so the scores are those of the same weights and
 settings (exact_match, f1, the digest of the evaluation data, the run holding them). A
 version whose evaluation used other settings (e.g. evaluate.precision=auto, while the export
-serves float32) gets no scores, and promote refuses it.
+serves float32) gets no scores, and promote refuses it. An int8 export (export.engine=int8)
+scores its own answers on the same questions when it is made: its version carries those scores,
+tagged engine=int8, with the float model's F1 and the share of answers both give alike.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ ANSWER_SETTINGS_TAG = "answer_settings"  # what the version serves
 EVAL_ANSWER_SETTINGS_TAG = "eval_answer_settings"  # what its scores were measured with
 EVAL_NOTE_TAG = "eval_note"
 TRAINING_RUN_TAG = "training_run_id"
+ENGINE_TAG = "engine"  # what computes the logits it serves: float32 (TensorFlow) or int8 (OpenVINO)
+FLOAT_F1_TAG = "float_f1"  # an int8 version: the F1 of the float model it was quantized from
+AGREEMENT_TAG = "agreement_with_float"  # an int8 version: share of questions answered as the float model does
 
 
 def register(client: Any, model_uri: str, name: str, tags: dict[str, str]) -> Any:
@@ -47,6 +52,7 @@ def evaluation_tags(evaluation: dict[str, Any], served: dict[str, Any]) -> dict[
     record (pipeline.runtime.lineage.EVALUATION_FILE_NAME): the scores only when they were
     measured with the settings the version serves, else a note saying what differs."""
     tags = {
+        ENGINE_TAG: served["precision"],
         ANSWER_SETTINGS_TAG: settings_tag(served),
         EVAL_ANSWER_SETTINGS_TAG: settings_tag(evaluation["answer_settings"]),
         EVAL_DIGEST_TAG: evaluation["eval_data_digest"],
@@ -65,6 +71,13 @@ def evaluation_tags(evaluation: dict[str, Any], served: dict[str, Any]) -> dict[
         )
         return tags
     tags.update({F1_TAG: repr(float(evaluation["f1"])), EM_TAG: repr(float(evaluation["exact_match"]))})
+    if "float" in evaluation:  # an int8 evaluation (pipeline.export.save_int8)
+        tags.update(
+            {
+                FLOAT_F1_TAG: repr(float(evaluation["float"]["f1"])),
+                AGREEMENT_TAG: repr(float(evaluation["agreement_with_float"])),
+            }
+        )
     return tags
 
 

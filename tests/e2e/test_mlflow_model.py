@@ -96,7 +96,7 @@ def test_export_is_logged_on_the_training_run_and_registered_as_candidate(repo, 
     )
     meta = Model.load(str(model_dir / "MLmodel"))
     assert [c.name for c in meta.signature.inputs.inputs] == ["question", "context", "id"]
-    assert [c.name for c in meta.signature.outputs.inputs] == ["answer", "score", "start", "end"]
+    assert [c.name for c in meta.signature.outputs.inputs] == ["answer", "score", "start", "end", "engine"]
     assert (model_dir / "artifacts/saved_model/saved_model.pb").is_file()
     assert (model_dir / "artifacts/tokenizer/tokenizer.json").is_file()
     assert not list((model_dir / "artifacts/tokenizer").glob("*.h5"))  # weights only once, in the SavedModel
@@ -370,6 +370,7 @@ def test_served_model_answers_short_and_long_questions_as_pipeline_predict(serve
         assert {k: row[k] for k in ("answer", "score", "start", "end")} == {
             k: expected[k] for k in ("answer", "score", "start", "end")
         }
+        assert row["engine"] == "float32"
     assert qa.answer(LONG["question"], LONG["context"], 20, 30)["windows"] > 2
 
 

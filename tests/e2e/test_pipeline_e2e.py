@@ -437,7 +437,14 @@ def test_squad_v2_experiment_trains_exports_and_predict_answers_nothing_when_nul
 
     mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
     model = mlflow.pyfunc.load_model("models:/squad-qa@candidate")
-    assert [c.name for c in model.metadata.signature.outputs.inputs] == ["answer", "score", "start", "end", "null_odds"]
+    assert [c.name for c in model.metadata.signature.outputs.inputs] == [
+        "answer",
+        "score",
+        "start",
+        "end",
+        "null_odds",
+        "engine",
+    ]
     out = model.predict(
         pd.DataFrame({"question": [q for q, _ in rows.values()], "context": [c for _, c in rows.values()]})
     )

@@ -24,6 +24,7 @@ MLFLOW_DESTINATION = {"mlflow.experiment_name", "mlflow.registered_model_name"}
 # see them read.
 READ_UNDER_OTHER_SETTINGS = {
     "download": {"data.name", "data.config_name"},  # data.source=hub; the sample is local JSON
+    "export": {"export.calibration_samples"},  # export.engine=int8; the baseline exports float32
 }
 
 

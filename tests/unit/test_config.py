@@ -172,7 +172,7 @@ def test_missing_or_garbled_params_file(tmp_path):
         load_config(bad)
 
 
-@pytest.mark.parametrize("section", ["data", "model", "tokenize", "train", "evaluate", "mlflow"])
+@pytest.mark.parametrize("section", ["data", "model", "tokenize", "train", "evaluate", "export", "mlflow"])
 def test_a_missing_section_is_an_error_not_hidden_defaults(section):
     params = yaml.safe_load(compose_params_text())
     del params[section]
@@ -192,6 +192,7 @@ def test_a_missing_section_is_an_error_not_hidden_defaults(section):
         "tokenize.stride",
         "data.max_eval_samples",
         "evaluate.null_score_diff_threshold",
+        "export.engine",
     ],
 )
 def test_a_missing_key_is_an_error_naming_it(key):
@@ -213,3 +214,18 @@ def test_the_commands_defaults_are_confs():
         DEFAULT_BATCH_SIZE,
     )
     assert (conf["bootstrap_samples"], conf["bootstrap_seed"]) == (DEFAULT_BOOTSTRAP_SAMPLES, DEFAULT_BOOTSTRAP_SEED)
+
+
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        ("engine", "int4", "export.engine='int4' is invalid: use one of float32, int8"),
+        ("calibration_samples", 0, "export.calibration_samples=0 is invalid: use at least 1 train feature"),
+    ],
+)
+def test_a_bad_export_setting_is_one_line_naming_it(key, value, message):
+    params = yaml.safe_load(compose_params_text())
+    params["export"][key] = value
+    with pytest.raises(PipelineError) as err:
+        from_dict(params)
+    assert str(err.value).startswith(f"params.yaml: {message}")
