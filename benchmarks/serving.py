@@ -16,6 +16,9 @@ writes JSON to benchmarks/results/serving-*.json.
 transformers' TF pipelines take `batch_size` but run the inputs one by one (their batching
 iterator is PyTorch-only in 4.57); that is what a TensorFlow user gets from it.
 
+An export made with export.engine=int8 is measured twice, side by side: the MLflow model on its
+float32 engine (the SavedModel, TensorFlow) and on its int8 engine (OpenVINO), each batch and HTTP.
+
 The MLflow model is saved with pipeline.mlflow_model's arguments (the export stage's), into
 a temporary directory, and served from there: no tracking store is touched. Ratios are the
 figures that count; absolute times are noisy on a shared 2-core box.
@@ -48,7 +51,7 @@ from machine import describe_machine  # noqa: E402
 from pipeline import mlflow_model  # noqa: E402
 from pipeline.qa.metrics import load_metric  # noqa: E402
 from pipeline.qa.predictions import COURSE_MAX_ANSWER_LENGTH, COURSE_N_BEST  # noqa: E402
-from pipeline.qa.serving import HF_DIR, read_settings  # noqa: E402
+from pipeline.qa.serving import HF_DIR, INT8_DIR, read_settings  # noqa: E402
 from pipeline.qa.squad import read_squad_json, validate_records  # noqa: E402
 
 # What each figure times of the pipeline's own code: figure -> (the function that runs it, the
@@ -79,18 +82,19 @@ def f1_of(records: list[dict], answers: list[str]) -> dict:
     )
 
 
-def save_model(export_dir: Path, out_dir: Path, batch_size: int) -> Path:
+def save_model(export_dir: Path, out_dir: Path, batch_size: int, engine: str) -> Path:
     import mlflow
 
     path = out_dir / "model"
     kwargs = mlflow_model.model_kwargs(
         export_dir,
         out_dir / "scratch",
-        mlflow_model.pip_requirements(),
+        mlflow_model.pip_requirements(engine=engine),
         COURSE_N_BEST,
         COURSE_MAX_ANSWER_LENGTH,
         batch_size,
         1_000_000,
+        engine,
     )
     mlflow.pyfunc.save_model(str(path), **kwargs)
     return path
@@ -290,14 +294,27 @@ def main() -> None:
     if read_settings(args.model) is None:
         raise SystemExit(f"{args.model}: not an export; run `dvc repro` (or pass --model)")
     records = load_questions(args.squad_dir / "dev-v1.1.json.gz", args.max_questions)
-    log(f"{len(records)} dev questions, export {args.model}")
+    # Every engine the export has, side by side: float32, and int8 when it was made with export.engine=int8.
+    engines = ["float32"] + (["int8"] if (args.model / INT8_DIR).is_dir() else [])
+    log(f"{len(records)} dev questions, export {args.model}, engines {', '.join(engines)}")
+    per_engine = {}
     with tempfile.TemporaryDirectory() as tmp:
-        model_path = save_model(args.model, Path(tmp), args.batch_size)
-        ours = bench_pyfunc(model_path, records)
         theirs = bench_transformers(args.model, records, args.batch_size)
-        http = bench_http(
-            model_path, records, args.http_requests, args.clients, args.concurrent_requests, Path(tmp) / "serve.log"
-        )
+        for engine in engines:
+            model_path = save_model(args.model, Path(tmp) / engine, args.batch_size, engine)
+            log(f"engine {engine}")
+            per_engine[engine] = {
+                "batch": bench_pyfunc(model_path, records),
+                "http": bench_http(
+                    model_path,
+                    records,
+                    args.http_requests,
+                    args.clients,
+                    args.concurrent_requests,
+                    Path(tmp) / f"serve-{engine}.log",
+                ),
+            }
+    ours, http = per_engine["float32"]["batch"], per_engine["float32"]["http"]
     result = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "cpu": describe_machine()},
@@ -311,6 +328,13 @@ def main() -> None:
             "f1_difference": ours["f1"] - theirs["f1"],
         },
         "http": http,
+        "engines": {
+            engine: {
+                **r,
+                "speedup_over_transformers": r["batch"]["questions_per_second"] / theirs["questions_per_second"],
+            }
+            for engine, r in per_engine.items()
+        },
     }
     out = ROOT / "benchmarks/results" / f"serving-{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -326,8 +350,16 @@ def main() -> None:
         f"p95 {h['sequential']['p95_ms']:.0f} ms ({h['sequential']['errors']} errors) |\n"
         f"| HTTP throughput, {h['concurrent']['clients']} clients | - | "
         f"{h['concurrent']['requests_per_second']:.1f} requests/s ({h['concurrent']['errors']} errors) |\n"
-        f"\nwritten to {out}"
     )
+    print("| engine | batch | HTTP, sequential | HTTP, concurrent |\n|---|---|---|---|")
+    for engine, r in result["engines"].items():
+        s, c = r["http"]["sequential"], r["http"]["concurrent"]
+        print(
+            f"| {engine} | {r['batch']['questions_per_second']:.1f} questions/s (F1 {r['batch']['f1']:.2f}), "
+            f"{r['speedup_over_transformers']:.2f}x the transformers pipeline | HTTP p50 {s['p50_ms']:.0f} ms, "
+            f"p95 {s['p95_ms']:.0f} ms | {c['requests_per_second']:.1f} requests/s |"
+        )
+    print(f"\nwritten to {out}")
 
 
 if __name__ == "__main__":

@@ -116,6 +116,7 @@ def model_kwargs(
     max_answer_length: int,
     batch_size: int,
     max_context_chars: int,
+    engine: Optional[str] = None,
 ) -> dict[str, Any]:
     """The arguments of mlflow.pyfunc.log_model / save_model for an export: the QAModel, its
     artifacts, the `pipeline` package as code (copied without caches into scratch_dir), the
@@ -138,6 +139,7 @@ def model_kwargs(
             "max_answer_length": max_answer_length,
             "batch_size": batch_size,
             "max_context_chars": max_context_chars,
+            **({"engine": engine} if engine else {}),  # None: the export's own (inference.json)
         },
     }
 
@@ -188,7 +190,11 @@ class QAModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         art = context.artifacts
         self.qa = ExportedQA.from_files(
-            art[SAVED_MODEL_ARTIFACT], art[TOKENIZER_ARTIFACT], art[SETTINGS_ARTIFACT], art.get(INT8_ARTIFACT)
+            art[SAVED_MODEL_ARTIFACT],
+            art[TOKENIZER_ARTIFACT],
+            art[SETTINGS_ARTIFACT],
+            art.get(INT8_ARTIFACT),
+            (context.model_config or {}).get("engine"),
         )
         print(f"squad-pipeline QA model: answers with the {self.qa.engine} engine", flush=True)
         config = dict(context.model_config or {})

@@ -122,5 +122,6 @@ def test_data_and_output_paths_are_the_ones_pipeline_runtime_paths_names():
         "tokenize": {str(paths.RAW_DIR), str(paths.CHECKPOINT_FILE)},
         "train": {str(paths.TOKENIZED_DIR), str(paths.CHECKPOINT_FILE)},
         "evaluate": {str(paths.RAW_DIR), str(paths.TOKENIZED_DIR), str(paths.TRAINED_DIR)},
-        "export": {str(paths.TRAINED_DIR), str(paths.PREDICTIONS_DIR)},  # serves what evaluate scored
+        # serves what evaluate scored; export.engine=int8 calibrates on train features and scores validation
+        "export": {str(paths.TRAINED_DIR), str(paths.PREDICTIONS_DIR), str(paths.RAW_DIR), str(paths.TOKENIZED_DIR)},
     }
