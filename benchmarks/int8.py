@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -102,6 +103,7 @@ def main() -> None:
     parser.add_argument("--squad-dir", type=Path, default=ROOT.parent / "shared/data/squad-v1.1")
     parser.add_argument("--questions", type=int, default=2000, help="the first N dev questions")
     parser.add_argument("--calibration", type=int, default=300, help="train features the int8 ranges come from")
+    parser.add_argument("--keep-export", type=Path, metavar="DIR", help="keep the export with its int8 model here")
     args = parser.parse_args()
     cfg = from_dict(yaml.safe_load(compose_params_text()))
     windows = read_windows(args.model) or {}
@@ -111,7 +113,7 @@ def main() -> None:
     tokenizer = load_tokenizer(str(args.model))
     examples = load_examples(args.squad_dir / "dev-v1.1.json.gz", False, args.questions)
     features = tokenize_examples(examples, tokenizer, tokenize_cfg)
-    train = load_examples(args.squad_dir / "train-v1.1.json.gz", False, args.calibration)
+    train = load_examples(args.squad_dir / "train-v1.1.reconstructed.json.gz", False, args.calibration)
     calibration = tokenize_examples(train, tokenizer, tokenize_cfg)
     log(f"{len(examples['id'])} dev questions, {features.num_rows} features; model {args.model}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -122,6 +124,8 @@ def main() -> None:
             "int8": int8_logits_fn(model_xml),
         }
         results = {name: bench_engine(name, fn, examples, features, cfg.evaluate) for name, fn in runs.items()}
+        if args.keep_export:  # e.g. for benchmarks/serving.py --model DIR
+            shutil.copytree(tmp, args.keep_export, dirs_exist_ok=True)
     reference = results["float32"].pop("answers")
     for name in ("auto", "int8"):
         answers = results[name].pop("answers")

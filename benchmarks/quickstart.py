@@ -45,7 +45,7 @@ STAGES = ("checkpoint", "download", "tokenize", "train", "evaluate", "export")  
 # the five stage commands, run as `make repro` runs them.
 TIMED_PRODUCTION_CODE = {
     "stages": (
-        "main",
+        "run_config",
         (
             "pipeline.checkpoint.main",
             "pipeline.download.main",
@@ -58,19 +58,15 @@ TIMED_PRODUCTION_CODE = {
 }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides for conf/ (default: the committed config)")
-    args = parser.parse_args()
-    params = yaml.safe_load(compose_params_text(["mlflow.experiment_name=squad-quickstart-tuning", *args.overrides]))
+def run_config(overrides: list[str]) -> dict:
+    """The stages on the composition of conf/ plus `overrides`, in a scratch directory; the figures."""
+    params = yaml.safe_load(compose_params_text(["mlflow.experiment_name=squad-quickstart-tuning", *overrides]))
     cfg = from_dict(params)
     if cfg.data.max_train_samples is None or cfg.data.max_train_samples > HELD_OUT[0]:
         sys.exit(
             f"error: data.max_train_samples={cfg.data.max_train_samples} would train on the held-out questions; "
             f"use at most {HELD_OUT[0]}"
         )
-    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{ROOT / 'mlflow.db'}")
-
     with tempfile.TemporaryDirectory(prefix="quickstart-") as tmp:
         work = Path(tmp)
         (work / "data").mkdir()
@@ -90,11 +86,8 @@ def main() -> None:
         train = read_json(work / TRAIN_METRICS_FILE)
         validation = read_json(work / EVAL_METRICS_FILE)
         tuning, _ = evaluate_file(work / TRAINED_DIR, held_out, cfg.tokenize, cfg.evaluate, progress=False)
-
     result = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": describe_machine(),
-        "overrides": args.overrides,
+        "overrides": overrides,
         "train": params["train"],
         "tokenize": params["tokenize"],
         "train_questions": cfg.data.max_train_samples,
@@ -107,12 +100,46 @@ def main() -> None:
         "train_seconds": train["train_seconds"],
         "pipeline_seconds": round(pipeline_seconds, 1),
     }
-    print(json.dumps(result, indent=2))
     print(
-        f"\n{' '.join(args.overrides) or '(committed config)'}: held-out F1 {tuning['f1']:.2f} | validation EM "
+        f"\n{' '.join(overrides) or '(committed config)'}: held-out F1 {tuning['f1']:.2f} | validation EM "
         f"{validation['exact_match']:.2f} F1 {validation['f1']:.2f} | train {train['train_seconds']:.0f} s, "
-        f"stages {pipeline_seconds:.0f} s"
+        f"stages {pipeline_seconds:.0f} s",
+        flush=True,
     )
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for conf/ (default: the committed config)")
+    parser.add_argument(
+        "--against",
+        nargs="+",
+        metavar="OVERRIDE",
+        help="first run another configuration (e.g. the previous settings) in the same invocation, and "
+        "print the ratio of the two runs' stage times",
+    )
+    args = parser.parse_args()
+    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{ROOT / 'mlflow.db'}")
+    runs = ([run_config(args.against)] if args.against else []) + [run_config(args.overrides)]
+    result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": describe_machine()}
+    if args.against:
+        against, ours = runs
+        result.update(
+            against=against,
+            ours=ours,
+            speedup=against["pipeline_seconds"] / ours["pipeline_seconds"],
+            train_speedup=against["train_seconds"] / ours["train_seconds"],
+        )
+        print(
+            f"\nside by side on {result['machine']}: stages {against['pipeline_seconds']:.0f} s -> "
+            f"{ours['pipeline_seconds']:.0f} s ({result['speedup']:.2f}x), training {result['train_speedup']:.2f}x; "
+            f"validation F1 {against['validation']['f1']:.2f} -> {ours['validation']['f1']:.2f}, held-out F1 "
+            f"{against['held_out']['f1']:.2f} -> {ours['held_out']['f1']:.2f}"
+        )
+    else:
+        result.update(runs[0])
+    print(json.dumps(result, indent=2))
     out = ROOT / "benchmarks/results"
     out.mkdir(parents=True, exist_ok=True)
     (out / f"quickstart-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}.json").write_text(json.dumps(result, indent=2))

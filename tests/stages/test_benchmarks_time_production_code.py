@@ -178,7 +178,7 @@ def test_the_analysis_sees_what_the_benchmarks_time():
     assert "speed.train_ours" in speed.closure(["speed.bench_training"])  # helpers count as the section's code
     serving = benchmark(PROJECT, "serving")
     assert serving.timed_references("serving.bench_pyfunc") == {"pipeline.mlflow_model.QAModel.predict"}
-    assert benchmark(PROJECT, "quickstart").timed_references("quickstart.main") == set(STAGE_MAINS)
+    assert benchmark(PROJECT, "quickstart").timed_references("quickstart.run_config") == set(STAGE_MAINS)
     reached = PROJECT.reach(STAGE_MAINS)
     assert "pipeline.qa.postprocess.best_spans" not in reached  # the function the benchmark used to time
     assert PROJECT.path(reached, "pipeline.qa.postprocess.postprocess_predictions") == [
