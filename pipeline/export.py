@@ -66,7 +66,7 @@ def export(
         tokenizer = load_tokenizer(str(trained_dir))
         save_export(load_qa_model(str(trained_dir)), tokenizer, settings, tmp)
         if cfg.export.engine == INT8:
-            evaluation = save_int8(cfg, tmp, tokenizer.pad_token_id or 0, evaluation, predictions_dir)
+            evaluation = save_int8(cfg, tmp, tokenizer.pad_token_id or 0, evaluation, trained_dir, predictions_dir)
     run_file = trained_dir / tracking.RUN_FILE_NAME
     if run_file.is_file():
         log_export(cfg, read_json(run_file)["run_id"], out_dir, registry.evaluation_tags(evaluation, served))
@@ -74,7 +74,12 @@ def export(
 
 
 def save_int8(
-    cfg: PipelineConfig, export_dir: Path, pad_token_id: int, float_evaluation: dict, predictions_dir: Path
+    cfg: PipelineConfig,
+    export_dir: Path,
+    pad_token_id: int,
+    float_evaluation: dict,
+    trained_dir: Path,
+    predictions_dir: Path,
 ) -> dict[str, Any]:
     """Quantize the export's SavedModel into export_dir/int8/ and score its answers to the
     validation questions as the evaluate stage scores the float model's. Returns the int8
@@ -86,7 +91,7 @@ def save_int8(
         if not (path / "dataset_dict.json").is_file():
             raise PipelineError(f"{path}: no saved dataset; run `dvc repro` to build it")
     # Calibrated on the features the model was trained on, scored on the questions it was evaluated on.
-    check_content_inputs(read_built_with(TRAINED_DIR), TRAINED_DIR, TOKENIZED_DIR)
+    check_content_inputs(read_built_with(trained_dir), trained_dir, TOKENIZED_DIR)
     eval_digest = dvc_md5(RAW_DIR / "validation")
     check_built_with(
         {"eval_data_digest": float_evaluation["eval_data_digest"]},
