@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import pipeline  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
+from pipeline.qa.answers import same_answer_share  # noqa: E402
 from pipeline.qa.batching import FeatureTable  # noqa: E402
 from pipeline.qa.features import tokenize_examples  # noqa: E402
 from pipeline.qa.inference import keras_logits_fn, load_inference_model, predict_logits  # noqa: E402
@@ -129,7 +130,7 @@ def main() -> None:
     reference = results["float32"].pop("answers")
     for name in ("auto", "int8"):
         answers = results[name].pop("answers")
-        results[name]["same_answer_as_float32"] = sum(answers[i] == a for i, a in reference.items()) / len(reference)
+        results[name]["same_answer_as_float32"] = same_answer_share(answers, reference)
     ratio = results["int8"]["features_per_second"] / results["auto"]["features_per_second"]
     result = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),

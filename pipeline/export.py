@@ -30,6 +30,7 @@ from typing import Any
 
 import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pipeline import mlflow_model
+from pipeline.qa.answers import same_answer_share
 from pipeline.qa.batching import FeatureTable
 from pipeline.qa.int8 import INT8, calibration_inputs, int8_logits_fn, quantize, require_int8_extra
 from pipeline.qa.modeling import load_qa_model, load_tokenizer, read_windows
@@ -116,7 +117,7 @@ def save_int8(
     )
     metrics = score(predictions, examples, version_2, cfg.evaluate.null_score_diff_threshold)
     float_answers = read_json(predictions_dir / PREDICTIONS_FILE)
-    agreement = sum(predictions.answers[i] == a for i, a in float_answers.items()) / max(len(float_answers), 1)
+    agreement = same_answer_share(predictions.answers, float_answers)
     evaluation = {
         **float_evaluation,
         "exact_match": metrics["exact_match"],

@@ -27,7 +27,7 @@ import pandas as pd
 import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pipeline.qa.exported import ExportedQA
 from pipeline.qa.predictions import check_questions
-from pipeline.qa.int8 import INT8
+from pipeline.qa.int8 import FLOAT32, INT8
 from pipeline.qa.serving import HF_DIR, INFERENCE_FILE, INT8_DIR, SAVED_MODEL_DIR
 from pipeline.runtime.errors import PipelineError
 from pipeline.runtime.paths import PROJECT_ROOT
@@ -98,7 +98,7 @@ def artifacts(export_dir: Path, scratch_dir: Path) -> dict[str, str]:
     return files
 
 
-def pip_requirements(pyproject: Path = PROJECT_ROOT / "pyproject.toml", engine: str = "float32") -> list[str]:
+def pip_requirements(pyproject: Path = PROJECT_ROOT / "pyproject.toml", engine: str = FLOAT32) -> list[str]:
     """The project's pinned dependencies (pyproject.toml), minus those only the pipeline needs,
     plus the int8 extra for an export that serves int8."""
     import tomllib

@@ -127,3 +127,9 @@ class PredictionCollector:
 
     def result(self) -> "QAPredictions":
         return QAPredictions(self.answers, self.nbest, self.null_odds if self.version_2 else None, self.spans)
+
+
+def same_answer_share(answers: dict[str, str], reference: dict[str, str]) -> float:
+    """The share of reference's questions whose answer text in `answers` is the same (int8 against
+    float: docs/int8.md)."""
+    return sum(answers.get(i) == a for i, a in reference.items()) / max(len(reference), 1)

@@ -59,12 +59,7 @@ class ExportedQA:
             raise PipelineError(f"engine {self.engine!r} is unknown: use one of {', '.join(ENGINES)}")
         self.tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
         if self.engine == INT8:
-            if int8_dir is None or not (int8_dir / INT8_MODEL_FILE).is_file():
-                raise PipelineError(
-                    f"{int8_dir or saved_model_dir.parent}: the export has no int8 model; "
-                    "export with `-S export.engine=int8`, or use the float32 engine"
-                )
-            self.logits = int8_logits_fn(int8_dir / INT8_MODEL_FILE)
+            self.logits = int8_logits_fn((int8_dir or saved_model_dir.parent / INT8_DIR) / INT8_MODEL_FILE)
         else:
             import tensorflow as tf
 

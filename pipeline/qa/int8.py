@@ -60,7 +60,8 @@ def calibration_inputs(table: FeatureTable, samples: int, inputs: Sequence[str])
 def quantize(saved_model_dir: Path, calibration: list[dict[str, np.ndarray]], out_dir: Path) -> Path:
     """Quantize a SavedModel (qa.serving's signature) to int8 with NNCF's post-training
     quantization for transformers (SmoothQuant, then per-channel weights and per-tensor
-    activations calibrated on `calibration`), the QA head kept float. Writes out_dir/model.xml."""
+    activations calibrated on `calibration`), the matmuls FLOAT_SCOPE names kept float. Writes
+    out_dir/model.xml."""
     if not calibration:
         raise PipelineError("int8 quantization needs calibration features; the train split has none")
     ov, nncf = _openvino()
@@ -82,7 +83,9 @@ def quantize(saved_model_dir: Path, calibration: list[dict[str, np.ndarray]], ou
 def int8_logits_fn(model_xml: Path) -> LogitsFn:
     """Batched logits from a quantized model (OpenVINO on the CPU; dynamic batch and width)."""
     if not Path(model_xml).is_file():
-        raise PipelineError(f"{model_xml}: no int8 model; export with export.engine=int8")
+        raise PipelineError(
+            f"{model_xml}: no int8 model; export with `-S export.engine=int8`, or use the float32 engine"
+        )
     ov, _ = _openvino()
     compiled = ov.Core().compile_model(str(model_xml), "CPU")
     names = [port.get_any_name() for port in compiled.inputs]
