@@ -23,12 +23,16 @@ TOKENIZED_DIR = Path("data/tokenized")
 TRAINED_DIR = Path("models/trained")
 EXPORT_DIR = Path("models/export")
 PREDICTIONS_DIR = Path("predictions")
+# Retrieve, then read: the passage index, and the k and weight chosen on train questions.
+INDEX_DIR = Path("models/index")
+RETRIEVAL_FILE = Path("models/retrieval.json")
 # The checkpoint stage's record of model.checkpoint's content (tokenize and train depend on it).
 CHECKPOINT_FILE = Path("models/checkpoint.json")
 
 TRAIN_METRICS_FILE = Path("metrics/train.json")
 EVAL_METRICS_FILE = Path("metrics/eval.json")
 SLICES_METRICS_FILE = Path("metrics/slices.json")
+OPEN_METRICS_FILE = Path("metrics/open.json")
 TRAIN_PLOTS_DIR = Path("plots/train")
 STEPS_PLOT_FILE = TRAIN_PLOTS_DIR / "steps.csv"
 EPOCHS_PLOT_FILE = TRAIN_PLOTS_DIR / "epochs.csv"
@@ -36,6 +40,9 @@ EVAL_PLOTS_DIR = Path("plots/eval")
 SCORES_PLOT_FILE = EVAL_PLOTS_DIR / "scores.json"
 SLICES_PLOT_FILE = EVAL_PLOTS_DIR / "slices.json"
 RISK_COVERAGE_PLOT_FILE = EVAL_PLOTS_DIR / "risk_coverage.csv"
+OPEN_PLOTS_DIR = Path("plots/open")
+RECALL_PLOT_FILE = OPEN_PLOTS_DIR / "recall.csv"
+OPEN_F1_PLOT_FILE = OPEN_PLOTS_DIR / "f1.csv"
 
 # Resumable training backups (gitignored, outside every DVC output), one directory per set of
 # training inputs, under the repo root: <repo>/.train_backup/<inputs hash>/.
