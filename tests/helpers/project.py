@@ -87,7 +87,7 @@ def tiny_conf(checkpoint: Path | str) -> dict:
     return {**TINY_CONF, "model/minilm.yaml": {"checkpoint": str(checkpoint)}}
 
 
-STAGES = ["checkpoint", "download", "tokenize", "train", "evaluate", "export"]
+STAGES = ["checkpoint", "download", "tokenize", "train", "evaluate", "index", "evaluate_open", "export"]
 # always_changed in dvc.yaml: it fingerprints model.checkpoint on every repro, and later stages
 # rerun only if its record changed. executed_stages and stale_stages leave it out, so that a
 # test states what a change reruns; test_pipeline_e2e checks the stage itself.
