@@ -45,7 +45,6 @@ from pipeline.qa.retrieval import (
     read_passages,
     recall_at,
 )
-from pipeline.qa.serving import SIGNATURE_INPUTS
 from pipeline.runtime import tracking
 from pipeline.runtime.config import PipelineConfig, TokenizeConfig, stage_config
 from pipeline.runtime.errors import PipelineError, stage_entry_point
@@ -70,8 +69,9 @@ def evaluate_open(cfg: PipelineConfig) -> dict[str, Any]:
     index, loaded, windows = load_inputs(cfg)
     tracking.check_server(tracking.tracking_uri())  # a down server stops us before any work
     ev = cfg.evaluate
+    inputs = tuple(loaded.tokenizer.model_input_names)
     reader = passage_reader(
-        loaded.logits_fn, loaded.tokenizer, windows, SIGNATURE_INPUTS, ev.n_best, ev.max_answer_length, ev.batch_size
+        loaded.logits_fn, loaded.tokenizer, windows, inputs, ev.n_best, ev.max_answer_length, ev.batch_size
     )
     from datasets import load_from_disk
 

@@ -246,7 +246,7 @@ def test_an_evaluate_only_change_registers_a_version_that_answers_as_its_evaluat
     first_f1 = client.get_model_version(NAME, "1").tags["f1"]
     first_answers = read_json(repo / "predictions/predictions.json")
     set_params(repo, {"evaluate": {"max_answer_length": 1}})
-    assert executed_stages(run_cmd(["dvc", "repro"], repo)) == {"evaluate", "export"}
+    assert executed_stages(run_cmd(["dvc", "repro"], repo)) == {"evaluate", "evaluate_open", "export"}
     newest = client.get_model_version_by_alias(NAME, registry.CANDIDATE)
     assert str(newest.version) == "2"
     metrics = read_json(repo / "metrics/eval.json")
