@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -210,6 +210,36 @@ def answer_questions(
             result["null_odds"] = round(float(np.float32(odds)), 4) if np.isfinite(odds) else None
         results.append(result)
     return results
+
+
+def passage_reader(
+    logits_fn: LogitsFn,
+    tokenizer: Any,
+    windows: TokenizeConfig,
+    input_names: tuple[str, ...],
+    n_best: int,
+    max_answer_length: int,
+    batch_size: int = 64,
+) -> Callable[[Sequence[str], Sequence[str]], list[dict[str, Any]]]:
+    """The evaluate stage's answer rule as qa.retrieval's Reader: every passage's best span (never the null
+    answer), with its null odds."""
+
+    def read(questions: Sequence[str], contexts: Sequence[str]) -> list[dict[str, Any]]:
+        return answer_questions(
+            logits_fn,
+            tokenizer,
+            questions,
+            contexts,
+            windows,
+            input_names,
+            n_best,
+            max_answer_length,
+            version_2_with_negative=True,  # null odds for every passage ...
+            null_score_diff_threshold=float("inf"),  # ... and the best span always answered
+            batch_size=batch_size,
+        )
+
+    return read
 
 
 def score(
