@@ -20,7 +20,6 @@ the questions being scored.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 from dataclasses import asdict, dataclass
@@ -29,7 +28,8 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
-from pipeline.qa.metrics import metric_module
+from pipeline.qa.analysis import question_scores
+from pipeline.qa.squad import load_squad_json, squad_paragraphs
 from pipeline.runtime.config import RETRIEVAL_QUESTION_TOKENS, TokenizeConfig
 from pipeline.runtime.errors import PipelineError
 from pipeline.runtime.files import read_json, write_json
@@ -94,10 +94,7 @@ def check_windows_fit(windows: TokenizeConfig, key: str = "tokenize") -> None:
 def documents_from_records(records: Iterable[dict]) -> list[Document]:
     """Every distinct (title, context) of SQuAD-style records, in order of first appearance; the
     id is "<title>/<n>", n counting the title's paragraphs from 0."""
-    seen: dict[tuple[str, str], None] = {}
-    for record in records:
-        seen.setdefault((str(record.get("title") or ""), record["context"]), None)
-    return _numbered(seen)
+    return _numbered(dict.fromkeys((str(record.get("title") or ""), record["context"]) for record in records))
 
 
 def _numbered(paragraphs: Iterable[tuple[str, str]]) -> list[Document]:
@@ -111,28 +108,14 @@ def _numbered(paragraphs: Iterable[tuple[str, str]]) -> list[Document]:
 
 
 def documents_from_squad_file(path: Path) -> list[Document]:
-    """Every paragraph of a SQuAD-format file (with or without questions)."""
-    try:
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rt", encoding="utf-8") as fh:
-            squad = json.load(fh)
-    except UnicodeDecodeError as err:
-        raise PipelineError(f"{path}: not UTF-8 text (byte {err.start}); convert it, e.g. iconv -t UTF-8") from None
-    except (OSError, EOFError, json.JSONDecodeError) as err:
-        raise PipelineError(
-            f"{path}: not a readable SQuAD JSON file ({err}); give a SQuAD-format .json/.json.gz"
-        ) from None
-    if not isinstance(squad, dict) or not isinstance(squad.get("data"), list):
-        raise PipelineError(f"{path}: no top-level 'data' list; expected the SQuAD v1.1/v2.0 layout")
+    """Every paragraph of a SQuAD-format file (with or without questions), read and checked as
+    the download stage reads it (qa.squad)."""
     paragraphs = []
-    for a, article in enumerate(squad["data"]):
-        if not isinstance(article, dict) or not isinstance(article.get("paragraphs"), list):
-            raise PipelineError(f"{path}: data[{a}] has no 'paragraphs' list")
-        for p, paragraph in enumerate(article["paragraphs"]):
-            context = paragraph.get("context") if isinstance(paragraph, dict) else None
-            if not isinstance(context, str):
-                raise PipelineError(f"{path}: data[{a}].paragraphs[{p}] has no 'context' string")
-            paragraphs.append((str(article.get("title") or ""), context))
+    for where, title, paragraph in squad_paragraphs(load_squad_json(path), path):
+        context = paragraph.get("context") if isinstance(paragraph, dict) else None
+        if not isinstance(context, str):
+            raise PipelineError(f"{path}: {where} has no 'context' string")
+        paragraphs.append((title, context))
     return _numbered(dict.fromkeys(paragraphs))
 
 
@@ -410,16 +393,14 @@ def recall_at(hits: np.ndarray, ks: Iterable[int]) -> dict[int, float]:
 
 
 def answer_scores(reads: Reads, gold: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
-    """[questions, K] exact match and F1 (0-100) of the answer read at each rank, by the squad
-    metric's own functions."""
-    metric = metric_module("squad")
-    shape = reads.passage.shape
-    exact, f1 = np.zeros(shape), np.zeros(shape)
-    for i, answers in enumerate(gold):
-        for r, read in enumerate(reads.answers[i]):
-            exact[i, r] = metric.best_over_ground_truths(metric.exact_match_score, read["answer"], answers)
-            f1[i, r] = metric.best_over_ground_truths(metric.f1_score, read["answer"], answers)
-    return 100.0 * exact, 100.0 * f1
+    """[questions, K] exact match and F1 (0-100) of the answer read at each rank, scored as the
+    evaluate stage scores answers (qa.analysis.question_scores, SQuAD v1.1's rule)."""
+    references = [{"id": str(i), "answers": {"text": list(answers)}} for i, answers in enumerate(gold)]
+    exact, f1 = np.zeros(reads.passage.shape), np.zeros(reads.passage.shape)
+    for r in range(reads.passage.shape[1]):
+        answers = {str(i): row[r]["answer"] for i, row in enumerate(reads.answers)}
+        exact[:, r], f1[:, r] = question_scores(answers, references, version_2_with_negative=False)
+    return exact, f1
 
 
 def integrated_scores(reads: Reads, exact: np.ndarray, f1: np.ndarray, k: int, weight: float) -> dict[str, float]:

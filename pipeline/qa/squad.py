@@ -50,12 +50,8 @@ def _string_id(value: Any) -> Any:
     return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
-def read_squad_json(path: str | Path) -> list[dict]:
-    """Flatten a SQuAD v1.1/v2.0 file (.json or .json.gz) into hub-style records.
-
-    Records keep the hub `squad` columns; v2.0 unanswerable questions (`is_impossible`)
-    get empty answer lists.
-    """
+def load_squad_json(path: str | Path) -> dict:
+    """A SQuAD v1.1/v2.0 file (.json or .json.gz) as JSON, its top-level 'data' list checked."""
     path = Path(path)
     if path.is_dir():
         raise PipelineError(
@@ -71,38 +67,52 @@ def read_squad_json(path: str | Path) -> list[dict]:
         raise PipelineError(f"{path}: not a readable SQuAD JSON file ({err})") from None
     if not isinstance(squad, dict) or not isinstance(squad.get("data"), list):
         raise PipelineError(f"{path}: no top-level 'data' list; expected the SQuAD v1.1/v2.0 layout")
+    return squad
 
-    records = []
+
+def squad_paragraphs(squad: dict, path: str | Path) -> Iterator[tuple[str, str, Any]]:
+    """(where, title, paragraph) for every paragraph of load_squad_json's result, where being
+    "data[a].paragraphs[p]" for messages; each article's 'paragraphs' list is checked."""
     for a, article in enumerate(squad["data"]):
         if not isinstance(article, dict) or not isinstance(article.get("paragraphs"), list):
             raise PipelineError(f"{path}: data[{a}] has no 'paragraphs' list")
         title = article.get("title")
         title = "" if title is None else str(title)  # articles without a title are common outside SQuAD
         for p, paragraph in enumerate(article["paragraphs"]):
-            if not isinstance(paragraph, dict) or not isinstance(paragraph.get("qas"), list):
-                raise PipelineError(f"{path}: data[{a}].paragraphs[{p}] has no 'qas' list")
-            context = paragraph.get("context")
-            for q, qa in enumerate(paragraph["qas"]):
-                if not isinstance(qa, dict):
-                    raise PipelineError(f"{path}: data[{a}].paragraphs[{p}].qas[{q}] is not an object")
-                answers = qa.get("answers")
-                records.append(
-                    {
-                        "id": _string_id(qa.get("id")),
-                        "title": title,
-                        "context": context,
-                        "question": qa.get("question"),
-                        "answers": answers
-                        if not isinstance(answers, list)
-                        else {
-                            "text": [ans.get("text") if isinstance(ans, dict) else None for ans in answers],
-                            "answer_start": [
-                                ans.get("answer_start") if isinstance(ans, dict) else None for ans in answers
-                            ],
-                        },
-                        "is_impossible": bool(qa.get("is_impossible", False)),
-                    }
-                )
+            yield f"data[{a}].paragraphs[{p}]", title, paragraph
+
+
+def read_squad_json(path: str | Path) -> list[dict]:
+    """Flatten a SQuAD v1.1/v2.0 file (.json or .json.gz) into hub-style records.
+
+    Records keep the hub `squad` columns; v2.0 unanswerable questions (`is_impossible`)
+    get empty answer lists.
+    """
+    path = Path(path)
+    records = []
+    for where, title, paragraph in squad_paragraphs(load_squad_json(path), path):
+        if not isinstance(paragraph, dict) or not isinstance(paragraph.get("qas"), list):
+            raise PipelineError(f"{path}: {where} has no 'qas' list")
+        context = paragraph.get("context")
+        for q, qa in enumerate(paragraph["qas"]):
+            if not isinstance(qa, dict):
+                raise PipelineError(f"{path}: {where}.qas[{q}] is not an object")
+            answers = qa.get("answers")
+            records.append(
+                {
+                    "id": _string_id(qa.get("id")),
+                    "title": title,
+                    "context": context,
+                    "question": qa.get("question"),
+                    "answers": answers
+                    if not isinstance(answers, list)
+                    else {
+                        "text": [ans.get("text") if isinstance(ans, dict) else None for ans in answers],
+                        "answer_start": [ans.get("answer_start") if isinstance(ans, dict) else None for ans in answers],
+                    },
+                    "is_impossible": bool(qa.get("is_impossible", False)),
+                }
+            )
     return records
 
 

@@ -207,6 +207,22 @@ def test_answer_open_reports_the_document_and_offsets_of_the_answer(corpus, toke
     assert result["reader_score"] == 2.0 and result["passage_rank"] == 1
 
 
+def test_answers_read_at_each_rank_are_scored_by_the_squad_rule():
+    from pipeline.qa.retrieval import answer_scores
+
+    reads = reads_of([[3.0, 2.0, 1.0]], [[0.0, 0.0, 0.0]], [["Mount Etna", "the Etna", "Vesuvius"]])
+    exact, f1 = answer_scores(reads, [["Mount Etna", "Etna volcano"]])
+    assert exact.tolist() == [[100.0, 0.0, 0.0]]
+    assert f1[0, 0] == 100.0 and f1[0, 1] == pytest.approx(200 / 3) and f1[0, 2] == 0.0
+
+
+def test_a_squad_corpus_file_without_a_context_names_the_paragraph(tmp_path):
+    path = tmp_path / "corpus.json"
+    path.write_text(json.dumps({"data": [{"title": "T", "paragraphs": [{"context": "ok"}, {"qas": []}]}]}))
+    with pytest.raises(PipelineError, match=r"corpus.json: data\[0\]\.paragraphs\[1\] has no 'context' string$"):
+        read_corpus(path)
+
+
 def test_the_throwaway_index_uses_the_conf_defaults():
     conf = yaml.safe_load((PROJECT_ROOT / "conf/retrieve/bm25.yaml").read_text())
     assert Bm25Settings(conf["k1"], conf["b"], conf["stemmer"]) == DEFAULT_BM25
