@@ -1,12 +1,14 @@
-"""Stage evaluate_open: models/trained/ reading from models/index/ -> metrics/open.json, plots/open/,
-models/retrieval.json. Retrieve, then read, measured beside reading the gold paragraph.
+"""Stage evaluate_open (open/dvc.yaml, `make repro-open`): models/trained/ reading from models/index/
+-> metrics/open.json, plots/open/. Retrieve, then read, measured beside reading the gold paragraph.
 
     python -m pipeline.evaluate_open [--params params.yaml]
 
-1. Choose k (passages read per question, among retrieve.k_choices) and the weight w of
-   (1 - w) * BM25 + w * reader score on the first retrieve.tune_questions *train* questions,
-   searching an index of the train paragraphs built like models/index (never validation
-   questions); written to models/retrieval.json, which the export carries.
+A pipeline file of its own, so `dvc repro` / `dvc exp run` (and `make repro`) skip it: reading the
+top 10 passages of every validation question costs ten evaluations. `dvc repro open/dvc.yaml`
+runs it and whatever it needs.
+
+1. k and the weight w of (1 - w) * BM25 + w * reader score: the tune_retrieval stage's choice,
+   made on train questions (models/retrieval.json), never on validation questions.
 2. Answer every validation question with an answer (SQuAD v2.0's unanswerable ones are left
    out) from models/index: answer-in-top-k recall for k = 1, 5, 10, 20 (a gold answer's text is
    in one of the top k passages), EM/F1 end to end ("integrated") for k = 1, 5, 10 and the
@@ -32,15 +34,13 @@ import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads
 from pipeline.qa.analysis import question_scores
 from pipeline.qa.modeling import read_windows
 from pipeline.qa.predictions import PREDICTIONS_FILE, LoadedModel, passage_reader
+from pipeline.qa.squad import load_saved
 from pipeline.qa.retrieval import (
     META_FILE,
-    Bm25Settings,
     PassageIndex,
     answer_in_passages,
     answer_open,
     answer_scores,
-    choose_settings,
-    documents_from_records,
     integrated_scores,
     read_passages,
     recall_at,
@@ -73,11 +73,10 @@ def evaluate_open(cfg: PipelineConfig) -> dict[str, Any]:
     reader = passage_reader(
         loaded.logits_fn, loaded.tokenizer, windows, inputs, ev.n_best, ev.max_answer_length, ev.batch_size
     )
-    from datasets import load_from_disk
-
-    raw = load_from_disk(str(RAW_DIR))
-    k, weight, tuned = tune(cfg, raw["train"], index, reader, loaded.tokenizer, windows)
-    questions = raw["validation"].filter(lambda answers: len(answers["text"]) > 0, input_columns="answers")
+    chosen = read_json(RETRIEVAL_FILE)
+    k, weight = int(chosen["k"]), float(chosen["weight"])
+    validation = load_saved(RAW_DIR)["validation"]
+    questions = validation.filter(lambda answers: len(answers["text"]) > 0, input_columns="answers")
     if questions.num_rows == 0:
         raise PipelineError(f"{RAW_DIR}: the validation split has no answerable question to retrieve for")
     texts, gold = list(questions["question"]), [list(a["text"]) for a in questions["answers"]]
@@ -94,7 +93,7 @@ def evaluate_open(cfg: PipelineConfig) -> dict[str, Any]:
         "questions": len(texts),
         "passages": index.meta["passages"],
         "documents": index.meta["documents"],
-        "chosen": {"k": k, "weight": weight, "tune_questions": tuned["questions"], "tune_f1": tuned["f1"]},
+        "chosen": {"k": k, "weight": weight, "tune_questions": chosen["tune_questions"], "tune_f1": chosen["tune_f1"]},
         "recall": {f"at_{kk}": recall[kk] for kk in RECALL_K},
         "integrated": {f"at_{kk}": integrated[kk] for kk in INTEGRATED_K},
         "integrated_chosen": integrated[k],
@@ -105,7 +104,6 @@ def evaluate_open(cfg: PipelineConfig) -> dict[str, Any]:
     write_json(OPEN_METRICS_FILE, metrics)
     write_csv(RECALL_PLOT_FILE, [{"k": kk, "recall": recall[kk]} for kk in sorted(recall)])
     write_csv(OPEN_F1_PLOT_FILE, [{"k": kk, "f1": integrated[kk]["f1"]} for kk in sorted(integrated)])
-    write_json(RETRIEVAL_FILE, {"k": k, "weight": weight, "index": index.meta})
     log_open(cfg, metrics)
     return metrics
 
@@ -118,34 +116,13 @@ def load_inputs(cfg: PipelineConfig) -> tuple[PassageIndex, LoadedModel, Tokeniz
         raise PipelineError(f"{PREDICTIONS_DIR}: no predictions; run `dvc repro evaluate`")
     if not (RAW_DIR / "dataset_dict.json").is_file():
         raise PipelineError(f"{RAW_DIR}: no saved dataset; run `dvc repro download`")
+    if not RETRIEVAL_FILE.is_file():
+        raise PipelineError(f"{RETRIEVAL_FILE}: no choice of k and weight; run `dvc repro tune_retrieval`")
     index = PassageIndex.load(INDEX_DIR)
     check_model_windows(read_windows(TRAINED_DIR) or {}, cfg, TRAINED_DIR)
     loaded = LoadedModel.load(TRAINED_DIR, cfg.evaluate.precision)
     index.check_reader(loaded.tokenizer, cfg.tokenize, str(INDEX_DIR))
     return index, loaded, cfg.tokenize
-
-
-def tune(cfg: PipelineConfig, train, index: PassageIndex, reader, tokenizer, windows) -> tuple[int, float, dict]:
-    """(k, weight) with the best F1 on the first tune_questions train questions, retrieving from
-    all train paragraphs with the index's BM25 settings."""
-    rt = cfg.retrieve
-    pool = PassageIndex.build(
-        documents_from_records(train.select_columns(["title", "context"])),
-        tokenizer,
-        windows,
-        Bm25Settings(**index.meta["bm25"]),
-        "train",
-    )
-    train = train.filter(lambda answers: len(answers["text"]) > 0, input_columns="answers")
-    tune_set = train.select(range(min(rt.tune_questions, train.num_rows)))
-    if tune_set.num_rows == 0:
-        raise PipelineError(f"{RAW_DIR}: the train split has no answerable question to choose k and the weight on")
-    reads = read_passages(reader, pool, list(tune_set["question"]), max(rt.k_choices))
-    _, f1 = answer_scores(reads, [list(a["text"]) for a in tune_set["answers"]])
-    weights = [round(float(w), 6) for w in np.linspace(0.0, 1.0, rt.weight_steps)]
-    k, weight, tuned_f1 = choose_settings(reads, f1, rt.k_choices, weights)
-    print(f"chose k={k}, weight={weight} on {tune_set.num_rows} train questions (F1 {tuned_f1:.2f})")
-    return k, weight, {"questions": tune_set.num_rows, "f1": tuned_f1}
 
 
 def isolated_scores(cfg: PipelineConfig, questions) -> dict[str, float]:

@@ -40,7 +40,8 @@ from pipeline.qa.batching import FeatureTable
 from pipeline.qa.int8 import INT8, calibration_inputs, int8_logits_fn, quantize, require_int8_extra
 from pipeline.qa.modeling import load_qa_model, load_tokenizer, read_windows
 from pipeline.qa.predictions import PREDICTIONS_FILE, predict_split, score, write_prediction_files
-from pipeline.qa.retrieval import CHOICE_FILE, META_FILE
+from pipeline.qa.squad import load_saved
+from pipeline.qa.retrieval import CHOICE_FILE, META_FILE, PassageIndex
 from pipeline.qa.serving import INDEX_DIR as SERVING_INDEX_DIR
 from pipeline.qa.serving import INT8_DIR, SAVED_MODEL_DIR, SIGNATURE_INPUTS, save_export
 from pipeline.runtime import registry, tracking
@@ -76,13 +77,13 @@ def export(
     retrieval_file: Path = RETRIEVAL_FILE,
 ) -> dict[str, Any]:
     windows, evaluation, served = check_inputs(cfg, trained_dir, predictions_dir)
-    check_index(index_dir, retrieval_file)
+    tokenizer = load_tokenizer(str(trained_dir))
+    check_index(index_dir, retrieval_file, tokenizer, cfg)
     if cfg.export.engine == INT8:
         require_int8_extra()
     tracking.check_server(tracking.tracking_uri())  # a down server stops us before any work
     settings = serving_settings(cfg, windows)
     with atomic_output_dir(out_dir) as tmp:
-        tokenizer = load_tokenizer(str(trained_dir))
         save_export(load_qa_model(str(trained_dir)), tokenizer, settings, tmp)
         if cfg.export.engine == INT8:
             evaluation = save_int8(cfg, tmp, tokenizer.pad_token_id or 0, evaluation, trained_dir, predictions_dir)
@@ -123,7 +124,7 @@ def save_int8(
         FeatureTable.from_dataset(features["train"], pad_token_id), cfg.export.calibration_samples, SIGNATURE_INPUTS
     )
     model_xml = quantize(export_dir / SAVED_MODEL_DIR, calibration, export_dir / INT8_DIR)
-    examples = load_from_disk(str(RAW_DIR))["validation"]
+    examples = load_saved(RAW_DIR)["validation"]
     version_2 = cfg.data.version_2_with_negative
     predictions = predict_split(
         int8_logits_fn(model_xml),
@@ -156,14 +157,18 @@ def save_int8(
     return evaluation
 
 
-def check_index(index_dir: Path, retrieval_file: Path) -> None:
-    """The k and weight were chosen (evaluate_open) on the index the export carries."""
+def check_index(index_dir: Path, retrieval_file: Path, tokenizer: Any, cfg: PipelineConfig) -> None:
+    """The index the export carries splits text as the model reads it, and its k and weight were
+    chosen (tune_retrieval) with the index's BM25 settings."""
     if not (index_dir / META_FILE).is_file() or not retrieval_file.is_file():
-        raise PipelineError(f"{index_dir}, {retrieval_file}: missing; run `dvc repro index evaluate_open`")
-    if read_json(retrieval_file)["index"] != read_json(index_dir / META_FILE):
+        raise PipelineError(f"{index_dir}, {retrieval_file}: missing; run `dvc repro index tune_retrieval`")
+    index = PassageIndex.load(index_dir)
+    index.check_reader(tokenizer, cfg.tokenize, str(index_dir))
+    chosen = read_json(retrieval_file).get("bm25")
+    if chosen != index.meta["bm25"]:
         raise PipelineError(
-            f"{retrieval_file}: k and weight were chosen on another index than {index_dir}; "
-            "run `dvc repro evaluate_open`"
+            f"{retrieval_file}: k and weight were chosen with BM25 settings {chosen} but {index_dir} has "
+            f"{index.meta['bm25']}; run `dvc repro index tune_retrieval`"
         )
 
 

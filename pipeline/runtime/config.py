@@ -23,8 +23,6 @@ DEFAULT_PARAMS = str(PARAMS_FILE)
 PRECISION_POLICIES = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 BAD_RECORD_POLICIES = ("error", "drop", "repair")
 EXPORT_ENGINES = ("float32", "int8")  # what an export can serve (pipeline.qa.int8)
-# Model tokens a retrieval passage leaves for the question in a reader window (pipeline.qa.retrieval).
-RETRIEVAL_QUESTION_TOKENS = 64
 MIN_BOOTSTRAP_SAMPLES = 100  # fewer resamples make a 95% percentile interval mostly noise
 STRATEGIES = ("auto", "mirrored", "multi_worker")
 # Under train.jit_compile, XLA compiles the step once per batch shape: bucketed padding must
@@ -297,14 +295,6 @@ def validate(cfg: PipelineConfig, source: str = DEFAULT_PARAMS) -> PipelineConfi
     )
     _require(rt.weight_steps >= 2, "retrieve.weight_steps", rt.weight_steps, "use at least 2 (0 and 1)", source)
     _require(rt.latency_questions >= 1, "retrieve.latency_questions", rt.latency_questions, "use at least 1", source)
-    _require(
-        t.max_length - RETRIEVAL_QUESTION_TOKENS > t.stride,
-        "tokenize.max_length",
-        t.max_length,
-        f"passages for retrieval are max_length - {RETRIEVAL_QUESTION_TOKENS} tokens sharing stride={t.stride}: "
-        "raise max_length or lower stride",
-        source,
-    )
     _require(
         bool(cfg.mlflow.experiment_name),
         "mlflow.experiment_name",

@@ -17,6 +17,10 @@ PARAMS_FILE = Path("params.yaml")
 # The checkout this code runs from (a DVC queue worker's temp copy runs its own copy).
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DVC_FILE = PROJECT_ROOT / "dvc.yaml"
+# The open-domain evaluation's own pipeline file (its wdir is the project root), left out of
+# `dvc repro` / `dvc exp run`: `dvc repro open/dvc.yaml`.
+OPEN_DVC_FILE = PROJECT_ROOT / "open" / "dvc.yaml"
+DVC_FILES = (DVC_FILE, OPEN_DVC_FILE)
 
 RAW_DIR = Path("data/raw")
 TOKENIZED_DIR = Path("data/tokenized")
@@ -54,6 +58,14 @@ SUMMARY_FILE_NAME = "summary.json"
 SNAPSHOT_FILE_NAME = "snapshot.json"
 # Written inside data/raw: validation contexts and questions that also occur in train.
 OVERLAP_FILE_NAME = "overlap.json"
+
+
+def dvc_stages(root: Path = PROJECT_ROOT) -> dict[str, dict]:
+    """Every stage of the project's pipeline files (dvc.yaml, then open/dvc.yaml) by name."""
+    stages: dict[str, dict] = {}
+    for dvc_file in DVC_FILES:
+        stages.update(yaml.safe_load((root / dvc_file.relative_to(PROJECT_ROOT)).read_text(encoding="utf-8"))["stages"])
+    return stages
 
 
 def stage_code_deps(stage: str, dvc_file: Path = DVC_FILE) -> list[Path]:

@@ -205,14 +205,14 @@ def same_checkpoint_by_another_name(repo) -> Path:
 CACHING_ROWS = {
     "train param": (
         lambda r: set_params(r, {"train": {"learning_rate": 5e-5}}),
-        {"train", "evaluate", "evaluate_open", "export"},
+        {"train", "evaluate", "tune_retrieval", "export"},
     ),
     # "evaluate param" (answer settings: evaluate and export rerun) and "null threshold":
     # tests/e2e/test_mlflow_model.py::test_an_evaluate_only_change_registers_a_version_...
     # "evaluate param that changes no answer" (evaluate only): test_evaluation_of_a_reused_model_...
     "tokenize param": (
         lambda r: set_params(r, {"tokenize": {"max_length": 96}}),
-        {"tokenize", "train", "evaluate", "index", "evaluate_open", "export"},
+        {"tokenize", "train", "evaluate", "index", "tune_retrieval", "export"},
     ),
     # "model.checkpoint" (by name and by content): test_a_checkpoint_that_changes_under_its_name_...
     "data subset": (lambda r: set_params(r, {"data": {"max_eval_samples": 20}}), set(STAGES) - ALWAYS_RUNS),
@@ -220,18 +220,18 @@ CACHING_ROWS = {
     # code: the stage whose code changed runs; later stages run only if its output changed
     "train code": (
         lambda r: append_comment(r, "pipeline/qa/training.py"),
-        {"train", "evaluate", "evaluate_open", "export"},
+        {"train", "evaluate", "tune_retrieval", "export"},
     ),
     "tokenize code": (lambda r: append_comment(r, "pipeline/tokenize.py"), {"tokenize"}),
     "download code": (lambda r: append_comment(r, "pipeline/download.py"), {"download"}),
-    "features code (tokenize, evaluate, evaluate_open and export import it)": (
+    "features code (tokenize, evaluate, index, tune_retrieval and export import it)": (
         lambda r: append_comment(r, "pipeline/qa/features.py"),
-        {"tokenize", "evaluate", "evaluate_open", "export"},
+        {"tokenize", "evaluate", "index", "tune_retrieval", "export"},
     ),
     "evaluate code": (lambda r: append_comment(r, "pipeline/evaluate.py"), {"evaluate"}),
-    "answer code (evaluate, evaluate_open and the logged model)": (
+    "answer code (evaluate, tune_retrieval, the logged model; the index imports answers.py)": (
         lambda r: [append_comment(r, p) for p in ANSWER_CODE],
-        {"evaluate", "evaluate_open", "export"},
+        {"evaluate", "index", "tune_retrieval", "export"},
     ),
     "export code": (lambda r: append_comment(r, "pipeline/qa/serving.py"), {"export"}),
 }
@@ -243,8 +243,8 @@ CACHING_ROWS = {
 # train is also seen running; the others save its two stages (half of each row's time).
 FULL_REPRO_ROWS = {"train param"}
 # What `dvc repro train` leaves to run: the stages after train, and the index (it reads the
-# tokenizer and windows, not the model).
-PAST_TRAIN = {"evaluate", "index", "evaluate_open", "export"}
+# tokenizer and windows, not the model). open/dvc.yaml's evaluate_open is never run by `dvc repro`.
+PAST_TRAIN = {"evaluate", "index", "tune_retrieval", "export"}
 
 
 @pytest.mark.parametrize("change", list(CACHING_ROWS))
@@ -297,7 +297,7 @@ def test_a_checkpoint_that_changes_under_its_name_retokenizes_and_retrains(repo)
     stage that meets data tokenized from the old files stops with one line."""
     link = same_checkpoint_by_another_name(repo)
     assert executed_stages(run_cmd(["dvc", "repro", "train"], repo)) == {"tokenize", "train"}
-    assert stale_stages(repo) == {"evaluate", "index", "evaluate_open", "export"}
+    assert stale_stages(repo) == {"evaluate", "index", "tune_retrieval", "export"}
     changed = repo.parent / "changed-checkpoint"
     shutil.copytree(link, changed)
     config = json.loads((changed / "config.json").read_text())
@@ -453,6 +453,8 @@ def test_squad_v2_experiment_trains_exports_and_predict_answers_nothing_when_nul
         "end",
         "null_odds",
         "engine",
+        "doc_id",
+        "title",
     ]
     out = model.predict(
         pd.DataFrame({"question": [q for q, _ in rows.values()], "context": [c for _, c in rows.values()]})

@@ -1,8 +1,8 @@
-"""Retrieve, then read, through the pipeline: the index and evaluate_open stages of the baseline
-project (metrics/open.json against the evaluate stage's own answers), what reruns when the corpus
-or the reader changes, `pipeline.predict` without a context (--index, --corpus, the export's own
-index), the served MLflow model answering a row without a context, and bad corpora and indexes
-(one `error:` line, nothing half-written).
+"""Retrieve, then read, through the pipeline: the index, tune_retrieval and evaluate_open
+(open/dvc.yaml) stages of the baseline project (metrics/open.json against the evaluate stage's own
+answers), what reruns when the corpus or the reader changes, `pipeline.predict` without a context
+(--index, --corpus, the export's own index), the served MLflow model answering a row without a
+context, and bad corpora and indexes (one `error:` line, nothing half-written).
 
 On the tiny checkpoint (plumbing, not quality: docs/retrieval.md has the figures of trained
 models). Each test has its own copy of the session's baseline project.
@@ -18,12 +18,14 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.project import (
+    OPEN_PIPELINE,
     copy_project,
     executed_stages,
     failure_lines,
     git,
     run_cmd,
     set_params,
+    stale_stages,
     tree_digest,
 )
 from tests.helpers.servers import free_port, serving
@@ -71,7 +73,9 @@ def test_the_baseline_indexes_the_validation_contexts_and_measures_open_answers(
     assert [row.split(",")[0] for row in (repo / "plots/open/recall.csv").read_text().split()[1:]] == [
         str(k) for k in range(1, 21)
     ]
-    # the export carries the index and the choice; the training run has the open.* metrics
+    # tune_retrieval's choice, made on the train questions; the export carries it with the index
+    tuned = read_json(repo / "models/retrieval.json")
+    assert (tuned["k"], tuned["weight"], tuned["tune_questions"]) == (chosen["k"], chosen["weight"], 48)
     assert tree_digest(repo / "models/export/index/bm25") == tree_digest(repo / "models/index/bm25")
     assert read_json(repo / "models/export/index/retrieval.json") == {"k": chosen["k"], "weight": chosen["weight"]}
     from mlflow.tracking import MlflowClient
@@ -83,20 +87,34 @@ def test_the_baseline_indexes_the_validation_contexts_and_measures_open_answers(
 
 
 def test_a_corpus_edit_reruns_the_index_and_a_new_reader_does_not(project):
+    """The caching rows: a corpus edit reruns index and evaluate_open (and the export that carries
+    the index), a retrained reader reruns tune_retrieval and evaluate_open but not the index; and
+    `dvc repro` runs no open/dvc.yaml stage."""
     corpus = project / "corpus"
     corpus.mkdir()
     (corpus / "etna.md").write_text("# Etna\n\nMount Etna is an active stratovolcano on the east coast of Sicily.\n")
     (corpus / "danube.txt").write_text("The Danube flows through Vienna, Budapest and Belgrade.\n")
     set_params(project, {"retrieve": {"corpus": "corpus"}})
     git(project, "add", "-A")
-    assert executed_stages(run_cmd(["dvc", "repro"], project)) == {"index", "evaluate_open", "export"}
+    assert executed_stages(run_cmd(["dvc", "repro", OPEN_PIPELINE], project)) == {"index", "evaluate_open"}
     assert read_json(project / "models/index/index.json")["documents"] == 2
+    assert read_json(project / "metrics/open.json")["documents"] == 2
+    assert stale_stages(project) == {"export"}
+    assert executed_stages(run_cmd(["dvc", "repro"], project)) == {"export"}
     (corpus / "danube.txt").write_text("The Danube flows through Vienna, Budapest, Belgrade and Novi Sad.\n")
-    assert executed_stages(run_cmd(["dvc", "repro"], project)) == {"index", "evaluate_open", "export"}
+    assert executed_stages(run_cmd(["dvc", "repro"], project)) == {"index", "export"}
+    assert stale_stages(project, OPEN_PIPELINE) == {"evaluate_open"}
+    assert executed_stages(run_cmd(["dvc", "repro", OPEN_PIPELINE], project)) == {"evaluate_open"}
     index_before = tree_digest(project / "models/index")
     set_params(project, {"train": {"learning_rate": 0.0005}})  # a new reader, the same index
-    assert executed_stages(run_cmd(["dvc", "repro"], project)) == {"train", "evaluate", "evaluate_open", "export"}
+    assert executed_stages(run_cmd(["dvc", "repro", OPEN_PIPELINE], project)) == {
+        "train",
+        "evaluate",
+        "tune_retrieval",
+        "evaluate_open",
+    }
     assert tree_digest(project / "models/index") == index_before
+    assert stale_stages(project) == {"export"}
 
 
 def test_predict_answers_a_question_without_a_context_from_an_index(baseline_copy, tmp_path):
