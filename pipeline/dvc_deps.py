@@ -1,7 +1,10 @@
 """Write each stage's code deps in dvc.yaml: every project module its `python -m` module
 imports, directly or not (pipeline.runtime.imports.closure), so declared code = code run.
 
-    python -m pipeline.dvc_deps [--check] [--dvc-yaml dvc.yaml]        (or: make deps)
+    python -m pipeline.dvc_deps [--check] [--dvc-yaml FILE ...]        (or: make deps)
+
+By default both pipeline files: dvc.yaml and open/dvc.yaml (whose wdir is the project root, so
+its paths read like dvc.yaml's).
 
 Only the `pipeline/...py` entries of each stage's `deps` change: the stage's own module first,
 then the others sorted, where the first of them stood. Every other line (data deps, templated
@@ -23,7 +26,7 @@ import yaml
 
 from pipeline.runtime.errors import PipelineError, stage_entry_point
 from pipeline.runtime.imports import closure, module_file
-from pipeline.runtime.paths import DVC_FILE
+from pipeline.runtime.paths import DVC_FILES
 
 FIX = "run `make deps` (python -m pipeline.dvc_deps) to rewrite them"
 STAGE_CMD = re.compile(r"python -m (pipeline(?:\.\w+)+)")
@@ -168,31 +171,49 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="write nothing; exit 1 with one error line if any stage's code deps are stale",
     )
     parser.add_argument(
-        "--dvc-yaml", type=Path, default=DVC_FILE, help="the file to read and rewrite (default: %(default)s)"
+        "--dvc-yaml",
+        type=Path,
+        action="append",
+        help="a file to read and rewrite; repeat for several (default: the project's dvc.yaml and open/dvc.yaml)",
     )
     return parser.parse_args(argv)
 
 
-def run(argv: list[str] | None = None) -> str:
-    """Check or rewrite the file; returns the line to print. Stale under --check: PipelineError."""
-    args = parse_args(argv)
-    where = shown(args.dvc_yaml)
+def read_text(path: Path, where: str) -> str:
     try:
-        text = args.dvc_yaml.read_bytes().decode("utf-8")
+        return path.read_bytes().decode("utf-8")
     except OSError as err:
         raise PipelineError(f"{where}: cannot read it ({err.strerror}); pass --dvc-yaml PATH") from None
     except UnicodeDecodeError as err:
         raise PipelineError(f"{where}: not UTF-8 text (byte {err.start}); fix the file") from None
-    new_text, stale = rewrite(text, where)
-    if not stale:
-        return f"{where}: every stage's code deps are the modules it imports"
-    if args.check:
+
+
+def run(argv: list[str] | None = None) -> str:
+    """Check or rewrite the files; returns the lines to print. Stale under --check: PipelineError
+    (one line for every file). Nothing is written unless every file was read and parsed."""
+    args = parse_args(argv)
+    rewritten = []
+    for path in args.dvc_yaml or list(DVC_FILES):
+        where = shown(path)
+        rewritten.append((path, where, *rewrite(read_text(path, where), where)))
+    stale_files = [(where, stale) for _, where, _, stale in rewritten if stale]
+    if args.check and stale_files:
         raise PipelineError(
-            f"{where}: the code deps of {', '.join(stale)} are not the modules "
-            f"{'it imports' if len(stale) == 1 else 'they import'}; {FIX}"
+            "; ".join(
+                f"{where}: the code deps of {', '.join(stale)} are not the modules "
+                f"{'it imports' if len(stale) == 1 else 'they import'}"
+                for where, stale in stale_files
+            )
+            + f"; {FIX}"
         )
-    write_text_atomically(args.dvc_yaml, new_text)
-    return f"{where}: rewrote the code deps of {', '.join(stale)}"
+    lines = []
+    for path, where, new_text, stale in rewritten:
+        if not stale:
+            lines.append(f"{where}: every stage's code deps are the modules it imports")
+            continue
+        write_text_atomically(path, new_text)
+        lines.append(f"{where}: rewrote the code deps of {', '.join(stale)}")
+    return "\n".join(lines)
 
 
 @stage_entry_point

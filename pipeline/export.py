@@ -12,6 +12,10 @@ answers to the validation questions scored by the evaluate stage's code (evaluat
 predictions.json). The export then serves int8, and the registered version carries the int8
 answers' scores (and the float32 ones beside them).
 
+The export carries the passage index (models/index/ into models/export/index/) with the k and
+weight the evaluate_open stage chose (models/retrieval.json): pipeline.predict and the MLflow
+model answer a question without a context from it.
+
 MLflow (a record, not a DVC output: nothing is written into the workspace): the export is
 logged as a pyfunc model (pipeline.mlflow_model) on the training run, with the evaluate
 stage's answer settings (n_best, max_answer_length, the null threshold) as its defaults, and
@@ -24,6 +28,7 @@ a new version whose F1 is the F1 of what it serves (pipeline.runtime.registry).
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -35,6 +40,9 @@ from pipeline.qa.batching import FeatureTable
 from pipeline.qa.int8 import INT8, calibration_inputs, int8_logits_fn, quantize, require_int8_extra
 from pipeline.qa.modeling import load_qa_model, load_tokenizer, read_windows
 from pipeline.qa.predictions import PREDICTIONS_FILE, predict_split, score, write_prediction_files
+from pipeline.qa.squad import load_saved
+from pipeline.qa.retrieval import CHOICE_FILE, META_FILE, PassageIndex
+from pipeline.qa.serving import INDEX_DIR as SERVING_INDEX_DIR
 from pipeline.qa.serving import INT8_DIR, SAVED_MODEL_DIR, SIGNATURE_INPUTS, save_export
 from pipeline.runtime import registry, tracking
 from pipeline.runtime.config import PipelineConfig, stage_config
@@ -49,7 +57,15 @@ from pipeline.runtime.lineage import (
     read_built_with,
     read_evaluation,
 )
-from pipeline.runtime.paths import EXPORT_DIR, PREDICTIONS_DIR, RAW_DIR, TOKENIZED_DIR, TRAINED_DIR
+from pipeline.runtime.paths import (
+    EXPORT_DIR,
+    INDEX_DIR,
+    PREDICTIONS_DIR,
+    RAW_DIR,
+    RETRIEVAL_FILE,
+    TOKENIZED_DIR,
+    TRAINED_DIR,
+)
 
 
 def export(
@@ -57,17 +73,21 @@ def export(
     trained_dir: Path = TRAINED_DIR,
     out_dir: Path = EXPORT_DIR,
     predictions_dir: Path = PREDICTIONS_DIR,
+    index_dir: Path = INDEX_DIR,
+    retrieval_file: Path = RETRIEVAL_FILE,
 ) -> dict[str, Any]:
     windows, evaluation, served = check_inputs(cfg, trained_dir, predictions_dir)
+    tokenizer = load_tokenizer(str(trained_dir))
+    check_index(index_dir, retrieval_file, tokenizer, cfg)
     if cfg.export.engine == INT8:
         require_int8_extra()
     tracking.check_server(tracking.tracking_uri())  # a down server stops us before any work
     settings = serving_settings(cfg, windows)
     with atomic_output_dir(out_dir) as tmp:
-        tokenizer = load_tokenizer(str(trained_dir))
         save_export(load_qa_model(str(trained_dir)), tokenizer, settings, tmp)
         if cfg.export.engine == INT8:
             evaluation = save_int8(cfg, tmp, tokenizer.pad_token_id or 0, evaluation, trained_dir, predictions_dir)
+        copy_index(index_dir, retrieval_file, tmp / SERVING_INDEX_DIR)
     run_file = trained_dir / tracking.RUN_FILE_NAME
     if run_file.is_file():
         log_export(cfg, read_json(run_file)["run_id"], out_dir, registry.evaluation_tags(evaluation, served))
@@ -104,7 +124,7 @@ def save_int8(
         FeatureTable.from_dataset(features["train"], pad_token_id), cfg.export.calibration_samples, SIGNATURE_INPUTS
     )
     model_xml = quantize(export_dir / SAVED_MODEL_DIR, calibration, export_dir / INT8_DIR)
-    examples = load_from_disk(str(RAW_DIR))["validation"]
+    examples = load_saved(RAW_DIR)["validation"]
     version_2 = cfg.data.version_2_with_negative
     predictions = predict_split(
         int8_logits_fn(model_xml),
@@ -135,6 +155,28 @@ def save_int8(
         f"answer as the evaluate stage's for {agreement:.1%} of them; calibrated on {len(calibration)} train features"
     )
     return evaluation
+
+
+def check_index(index_dir: Path, retrieval_file: Path, tokenizer: Any, cfg: PipelineConfig) -> None:
+    """The index the export carries splits text as the model reads it, and its k and weight were
+    chosen (tune_retrieval) with the index's BM25 settings."""
+    if not (index_dir / META_FILE).is_file() or not retrieval_file.is_file():
+        raise PipelineError(f"{index_dir}, {retrieval_file}: missing; run `dvc repro index tune_retrieval`")
+    index = PassageIndex.load(index_dir)
+    index.check_reader(tokenizer, cfg.tokenize, str(index_dir))
+    chosen = read_json(retrieval_file).get("bm25")
+    if chosen != index.meta["bm25"]:
+        raise PipelineError(
+            f"{retrieval_file}: k and weight were chosen with BM25 settings {chosen} but {index_dir} has "
+            f"{index.meta['bm25']}; run `dvc repro index tune_retrieval`"
+        )
+
+
+def copy_index(index_dir: Path, retrieval_file: Path, out_dir: Path) -> None:
+    """The passage index, with the k and weight chosen for it, into the export."""
+    shutil.copytree(index_dir, out_dir)
+    chosen = read_json(retrieval_file)
+    write_json(out_dir / CHOICE_FILE, {"k": chosen["k"], "weight": chosen["weight"]})
 
 
 def check_inputs(cfg: PipelineConfig, trained_dir: Path, predictions_dir: Path) -> tuple[dict, dict, dict]:

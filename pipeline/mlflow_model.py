@@ -28,7 +28,7 @@ import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads
 from pipeline.qa.exported import ExportedQA
 from pipeline.qa.predictions import check_questions
 from pipeline.qa.int8 import FLOAT32, INT8
-from pipeline.qa.serving import HF_DIR, INFERENCE_FILE, INT8_DIR, SAVED_MODEL_DIR
+from pipeline.qa.serving import HF_DIR, INDEX_DIR, INFERENCE_FILE, INT8_DIR, SAVED_MODEL_DIR
 from pipeline.runtime.errors import PipelineError
 from pipeline.runtime.paths import PROJECT_ROOT
 
@@ -41,6 +41,7 @@ SAVED_MODEL_ARTIFACT = "saved_model"
 TOKENIZER_ARTIFACT = "tokenizer"
 SETTINGS_ARTIFACT = "inference"
 INT8_ARTIFACT = "int8"
+INDEX_ARTIFACT = "index"
 # Overrides the logged max_context_chars where the model is served.
 MAX_CONTEXT_ENV = "QA_MAX_CONTEXT_CHARS"
 # Needed to train or run the pipeline, not to answer questions.
@@ -95,6 +96,8 @@ def artifacts(export_dir: Path, scratch_dir: Path) -> dict[str, str]:
     }
     if (export_dir / INT8_DIR).is_dir():
         files[INT8_ARTIFACT] = str(export_dir / INT8_DIR)
+    if (export_dir / INDEX_DIR).is_dir():
+        files[INDEX_ARTIFACT] = str(export_dir / INDEX_DIR)
     return files
 
 
@@ -145,13 +148,18 @@ def model_kwargs(
 
 
 def signature(version_2_with_negative: bool, n_best: int, max_answer_length: int, null_score_diff_threshold: float):
-    """question, context (and optional id) in; answer, score, start, end (and null_odds) out;
-    the post-processing settings as inference params."""
+    """question, context (optional with an index: a row without one is answered from it; and an
+    optional id) in; answer, score, start, end (and null_odds; doc_id and title of an answer from
+    the index) out; the post-processing settings as inference params."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
     inputs = Schema(
-        [ColSpec("string", "question"), ColSpec("string", "context"), ColSpec("string", "id", required=False)]
+        [
+            ColSpec("string", "question"),
+            ColSpec("string", "context", required=False),
+            ColSpec("string", "id", required=False),
+        ]
     )
     outputs = [
         ColSpec("string", "answer"),
@@ -164,6 +172,8 @@ def signature(version_2_with_negative: bool, n_best: int, max_answer_length: int
         outputs.append(ColSpec("double", "null_odds", required=False))
         params.append(ParamSpec("null_score_diff_threshold", "double", null_score_diff_threshold))
     outputs.append(ColSpec("string", "engine", required=False))  # float32 or int8: what computed the logits
+    outputs.append(ColSpec("string", "doc_id", required=False))  # an answer from the index: its document
+    outputs.append(ColSpec("string", "title", required=False))
     return ModelSignature(inputs=inputs, outputs=Schema(outputs), params=ParamSchema(params))
 
 
@@ -178,10 +188,14 @@ def _columns(model_input: Any) -> tuple[list, list, int]:
             else model_input
         )
     )
-    for name in ("question", "context"):
-        if name not in frame.columns:
-            raise InvalidRequest(f"missing field {name!r}: every row needs a question and a context")
-    return frame["question"].tolist(), frame["context"].tolist(), len(frame)
+    if "question" not in frame.columns:
+        raise InvalidRequest("missing field 'question': every row needs a question")
+    contexts = frame["context"].tolist() if "context" in frame.columns else [None] * len(frame)
+    return frame["question"].tolist(), [None if _absent(c) else c for c in contexts], len(frame)
+
+
+def _absent(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
 
 
 class QAModel(mlflow.pyfunc.PythonModel):
@@ -195,8 +209,21 @@ class QAModel(mlflow.pyfunc.PythonModel):
             art[SETTINGS_ARTIFACT],
             art.get(INT8_ARTIFACT),
             (context.model_config or {}).get("engine"),
+            art.get(INDEX_ARTIFACT),
         )
         print(f"squad-pipeline QA model: answers with the {self.qa.engine} engine", flush=True)
+        self.index = None
+        if self.qa.index_dir is not None:
+            self.index = self.qa.load_index()
+            choice = self.index.choice()
+            if choice is None:
+                raise PipelineError(f"{self.qa.index_dir}: no retrieval.json (k and weight); re-export the model")
+            self.k, self.weight = choice
+            print(
+                f"squad-pipeline QA model: a question without a context is answered from {self.index.meta['passages']} "
+                f"passages (top {self.k}, weight {self.weight})",
+                flush=True,
+            )
         config = dict(context.model_config or {})
         self.n_best = int(config.get("n_best", 20))
         self.max_answer_length = int(config.get("max_answer_length", 30))
@@ -221,23 +248,52 @@ class QAModel(mlflow.pyfunc.PythonModel):
         questions, contexts, rows = _columns(model_input)
         if rows == 0:
             return pd.DataFrame(columns=self.output_columns)
+        given = [i for i, c in enumerate(contexts) if c is not None]
+        open_rows = [i for i, c in enumerate(contexts) if c is None]
+        if open_rows and self.index is None:
+            raise InvalidRequest(
+                f"row {open_rows[0]} has no context, and this model carries no passage index: send a context"
+            )
+        results: list[dict[str, Any]] = [{} for _ in range(rows)]
         with self._lock:
             try:
-                check_questions(self.qa.tokenizer, questions, contexts, self.qa.windows, self.max_context_chars)
+                check_questions(  # a row without a context is read against passages: only its question is checked
+                    self.qa.tokenizer,
+                    questions,
+                    ["-" if c is None else c for c in contexts],
+                    self.qa.windows,
+                    self.max_context_chars,
+                )
             except PipelineError as err:
                 raise InvalidRequest(str(err)) from None
-            results = self.qa.answer_many(
-                questions,
-                contexts,
-                n_best,
-                max_answer_length,
-                params.get("null_score_diff_threshold"),
-                batch_size=self.batch_size,
-            )
-        rows = [{**{k: r.get(k) for k in self.output_columns}, "engine": self.qa.engine} for r in results]
-        return pd.DataFrame(rows, columns=self.output_columns)
+            if given:
+                answered = self.qa.answer_many(
+                    [questions[i] for i in given],
+                    [contexts[i] for i in given],
+                    n_best,
+                    max_answer_length,
+                    params.get("null_score_diff_threshold"),
+                    batch_size=self.batch_size,
+                )
+                for i, result in zip(given, answered):
+                    results[i] = result
+            if open_rows:
+                answered = self.qa.answer_open(
+                    self.index,
+                    [questions[i] for i in open_rows],
+                    self.k,
+                    self.weight,
+                    n_best,
+                    max_answer_length,
+                    self.batch_size,
+                )
+                for i, result in zip(open_rows, answered):
+                    results[i] = result
+        out = [{**{k: r.get(k) for k in self.output_columns}, "engine": self.qa.engine} for r in results]
+        return pd.DataFrame(out, columns=self.output_columns)
 
     @property
     def output_columns(self) -> list[str]:
         columns = ["answer", "score", "start", "end"]
-        return columns + (["null_odds"] if self.qa.version_2_with_negative else []) + ["engine"]
+        columns += (["null_odds"] if self.qa.version_2_with_negative else []) + ["engine"]
+        return columns + (["doc_id", "title"] if self.index is not None else [])

@@ -5,6 +5,17 @@ One question:
     python -m pipeline.predict --model models/export --question "..." --context "..."
     python -m pipeline.predict --model models/export --question "..." --context-file article.txt
 
+One question without a context, answered from a passage index (retrieve, then read: the top k
+passages by BM25, read by the model; docs/retrieval.md):
+
+    python -m pipeline.predict --model models/export --index models/index --question "..."
+    python -m pipeline.predict --model models/export --corpus docs/ --question "..."   # a throwaway index
+    python -m pipeline.predict --model models/export --question "..."   # the index the export carries
+
+prints the answer, its score, the passage's retriever and reader scores, and its document's
+doc_id and title, with start/end offsets in that document. k and the weight are the ones the
+evaluate_open stage chose (carried by the export), or --k / --weight.
+
 Many (batch):
 
     python -m pipeline.predict --model models/export --input questions.jsonl --output answers.jsonl
@@ -45,6 +56,7 @@ import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads
 from pipeline.qa.exported import ExportedQA
 from pipeline.qa.int8 import ENGINES
 from pipeline.qa.predictions import COURSE_MAX_ANSWER_LENGTH, COURSE_N_BEST, check_questions
+from pipeline.qa.retrieval import DEFAULT_BM25, PassageIndex, read_corpus
 from pipeline.qa.squad import iter_questions
 from pipeline.runtime import tracking
 from pipeline.runtime.errors import PipelineError, stage_entry_point
@@ -60,10 +72,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=str(EXPORT_DIR),
         help=f"export directory ({EXPORT_DIR}) or MLflow model URI (models:/squad-qa@champion)",
     )
-    parser.add_argument("--question", help="one question (with --context or --context-file)")
+    parser.add_argument("--question", help="one question (with --context or --context-file, or from an index)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--context")
     group.add_argument("--context-file", type=Path)
+    group.add_argument("--index", type=Path, help="a question without a context: search this passage index")
+    group.add_argument(
+        "--corpus",
+        type=Path,
+        help="a question without a context: index this directory of .txt/.md files (or SQuAD file)",
+    )
+    parser.add_argument("--k", type=int, default=None, help="passages read (default: the one the export carries)")
+    parser.add_argument(
+        "--weight", type=float, default=None, help="w of (1-w)*BM25 + w*reader (default: the one the export carries)"
+    )
     parser.add_argument("--input", type=Path, help="many questions: .jsonl, or SQuAD-format .json/.json.gz")
     parser.add_argument("--output", type=Path, help="answers as JSON Lines (with --input)")
     parser.add_argument("--chunk-size", type=int, default=1000, help="questions read and answered at a time")
@@ -100,9 +122,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("give --question with --context/--context-file, or --input with --output")
     if args.input is not None and (args.question is not None or args.output is None):
         parser.error("--input needs --output, and no --question")
-    if args.question is not None and args.context is None and args.context_file is None:
-        parser.error("--question needs --context or --context-file")
-    for name in ("chunk_size", "batch_size", "max_questions", "n_best", "max_answer_length"):
+    if (args.index or args.corpus or args.k or args.weight is not None) and args.input is not None:
+        parser.error("--index, --corpus, --k and --weight answer one --question")
+    if args.weight is not None and not 0.0 <= args.weight <= 1.0:
+        parser.error("--weight must be in [0, 1]")
+    for name in ("chunk_size", "batch_size", "max_questions", "n_best", "max_answer_length", "k"):
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -254,6 +278,39 @@ def answer_file(
     return done
 
 
+def answer_from_index(args: argparse.Namespace) -> dict[str, Any]:
+    """One question without a context: retrieve from --index / --corpus / the model's own index, then read."""
+    if not args.question.strip():
+        raise PipelineError("--question is empty; ask a question")
+    if is_mlflow_model(args.model):
+        if args.index or args.corpus or args.k or args.weight is not None:
+            raise PipelineError(f"--model {args.model}: an MLflow model answers from the index it carries; drop them")
+        return Answerer(args.model, args).answer([{"id": "q", "question": args.question, "context": None}])[0]
+    qa = ExportedQA(args.model, args.engine)
+    if args.corpus is not None:
+        index = PassageIndex.build(read_corpus(args.corpus), qa.tokenizer, qa.windows, DEFAULT_BM25, str(args.corpus))
+    else:
+        index = qa.load_index(args.index)
+    own = qa.load_index().choice() if qa.index_dir is not None else None
+    chosen = index.choice() or own
+    if chosen is None and (args.k is None or args.weight is None):
+        raise PipelineError(
+            f"--model {args.model} carries no chosen k and weight (the evaluate_open stage's): give --k and --weight"
+        )
+    k = args.k if args.k is not None else chosen[0]
+    weight = args.weight if args.weight is not None else chosen[1]
+    check_questions(qa.tokenizer, [args.question], ["-"], qa.windows)
+    return qa.answer_open(
+        index,
+        [args.question],
+        k,
+        weight,
+        args.n_best or COURSE_N_BEST,
+        args.max_answer_length or COURSE_MAX_ANSWER_LENGTH,
+        args.batch_size,
+    )[0]
+
+
 @stage_entry_point
 def main() -> None:
     args = parse_args()
@@ -265,6 +322,9 @@ def main() -> None:
             answerer, args.input, args.output, args.chunk_size, args.max_questions, progress=sys.stderr.isatty()
         )
         print(f"answered {count} questions into {args.output}")
+        return
+    if args.context is None and args.context_file is None:
+        print(json.dumps(answer_from_index(args), ensure_ascii=False))
         return
     context = read_context(args)
     answerer = Answerer(args.model, args)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pipeline.qa.features import check_windows, tokenize_dataset_dict
 from pipeline.qa.modeling import checkpoint_fingerprint, load_tokenizer
+from pipeline.qa.squad import load_saved
 from pipeline.runtime.config import PipelineConfig, stage_config
 from pipeline.runtime.errors import PipelineError, stage_entry_point
 from pipeline.runtime.files import atomic_output_dir, read_json, save_dataset_dict, write_json
@@ -24,12 +25,9 @@ from pipeline.runtime.paths import RAW_DIR, SUMMARY_FILE_NAME, TOKENIZED_DIR
 
 
 def load_raw(raw_dir: Path = RAW_DIR):
-    from datasets import load_from_disk
-
     if not (raw_dir / "dataset_dict.json").is_file():
         raise PipelineError(f"{raw_dir}: no saved dataset; run the download stage first (dvc repro download)")
-    # In memory: map() must not write cache files into the download stage's output.
-    return load_from_disk(str(raw_dir), keep_in_memory=True)
+    return load_saved(raw_dir)
 
 
 def run(

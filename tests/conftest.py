@@ -12,6 +12,7 @@ import pytest
 
 from tests.helpers.project import (
     MINILM,
+    OPEN_PIPELINE,
     TINY_CHECKPOINT_NAME,
     copy_project,
     git,
@@ -162,20 +163,21 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def baseline_project(tmp_path_factory, tiny_checkpoint) -> Path:
-    """The project on the tiny config and checkpoint after its first `dvc repro`, committed with
-    dvc.lock: the folder holding `repo/` (and `first_repro.log`, `first_repro_changed.txt`, and
+    """The project on the tiny config and checkpoint after its first `dvc repro` and `dvc repro
+    open/dvc.yaml`, committed with dvc.lock and open/dvc.lock: the folder holding `repo/` (and
+    `first_repro.log`, `open_repro.log`, `first_repro_changed.txt`, and
     `params_read/<stage>.json`: the params each stage read). Never changed: tests copy it."""
 
     def build(root: Path) -> None:
         repo = make_repo(root, tiny_conf(tiny_checkpoint))
         # each stage's process records the params it reads (tests/stages/test_declared_params.py)
         (root / "params_read").mkdir()
-        first = run_cmd(
-            ["dvc", "repro"],
-            repo,
-            env={"PYTHONPATH": str(RECORD_SITE), "SQUAD_PIPELINE_RECORD_PARAMS": str(root / "params_read")},
-        )
+        env = {"PYTHONPATH": str(RECORD_SITE), "SQUAD_PIPELINE_RECORD_PARAMS": str(root / "params_read")}
+        first = run_cmd(["dvc", "repro"], repo, env=env)
         (root / "first_repro.log").write_text(first.stdout + first.stderr)
+        # and the open pipeline (open/dvc.yaml), which `dvc repro` leaves out
+        opened = run_cmd(["dvc", "repro", OPEN_PIPELINE], repo, env=env)
+        (root / "open_repro.log").write_text(opened.stdout + opened.stderr)
         # tracked files the first repro changed (DVC's .gitignore entries, say): none, or every
         # run's git_dirty on a fresh clone would say true
         (root / "first_repro_changed.txt").write_text(git(repo, "status", "--porcelain", "--untracked-files=no"))

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from pipeline.qa.int8 import ENGINES, FLOAT32, INT8, INT8_MODEL_FILE, int8_logits_fn
-from pipeline.qa.predictions import answer_question, answer_questions
-from pipeline.qa.serving import HF_DIR, INFERENCE_FILE, INT8_DIR, SAVED_MODEL_DIR, read_settings
+from pipeline.qa.predictions import answer_question, answer_questions, passage_reader
+from pipeline.qa.retrieval import PassageIndex, answer_open
+from pipeline.qa.serving import HF_DIR, INDEX_DIR, INFERENCE_FILE, INT8_DIR, SAVED_MODEL_DIR, read_settings
 from pipeline.runtime.config import TokenizeConfig
 from pipeline.runtime.errors import PipelineError
 from pipeline.runtime.files import read_json
@@ -26,6 +27,7 @@ class ExportedQA:
                 f"{export_dir}: not a model export (no {INFERENCE_FILE} or {SAVED_MODEL_DIR}/); run `dvc repro export`"
             )
         self._load(export_dir / SAVED_MODEL_DIR, export_dir / HF_DIR, settings, export_dir / INT8_DIR, engine)
+        self.index_dir = export_dir / INDEX_DIR if (export_dir / INDEX_DIR).is_dir() else None
 
     @classmethod
     def from_files(
@@ -35,12 +37,14 @@ class ExportedQA:
         settings_file: str | Path,
         int8_dir: Optional[str | Path] = None,
         engine: Optional[str] = None,
+        index_dir: Optional[str | Path] = None,
     ) -> "ExportedQA":
         """An export whose parts live apart (an MLflow model's artifacts)."""
         qa = cls.__new__(cls)
         qa._load(
             Path(saved_model_dir), Path(tokenizer_dir), read_json(settings_file), int8_dir and Path(int8_dir), engine
         )
+        qa.index_dir = index_dir and Path(index_dir)
         return qa
 
     def _load(
@@ -136,3 +140,38 @@ class ExportedQA:
             batch_size=batch_size,
             progress=progress,
         )
+
+    def load_index(self, index_dir: Optional[str | Path] = None) -> PassageIndex:
+        """A passage index (the export's own by default), checked to split text as this model reads it."""
+        index_dir = index_dir or self.index_dir
+        if index_dir is None:
+            raise PipelineError(
+                "this model carries no passage index: give one (--index models/index, or --corpus DIR) "
+                "or a context with each question"
+            )
+        index = PassageIndex.load(index_dir)
+        index.check_reader(self.tokenizer, self.windows, str(index_dir))
+        return index
+
+    def answer_open(
+        self,
+        index: PassageIndex,
+        questions: Sequence[str],
+        k: int,
+        weight: float,
+        n_best: int,
+        max_answer_length: int,
+        batch_size: int = 32,
+    ) -> list[dict[str, Any]]:
+        """Questions without a context: the top k passages of the index read by this model, the best
+        answer by (1 - weight) * BM25 + weight * reader score (qa.retrieval.answer_open)."""
+        reader = passage_reader(
+            self.logits,
+            self.tokenizer,
+            self.windows,
+            tuple(self.settings["signature_inputs"]),
+            n_best,
+            max_answer_length,
+            batch_size,
+        )
+        return answer_open(reader, index, questions, k, weight)

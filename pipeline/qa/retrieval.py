@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 import numpy as np
 
 from pipeline.qa.analysis import question_scores
-from pipeline.qa.squad import load_squad_json, squad_paragraphs
+from pipeline.qa.squad import load_saved, load_squad_json, squad_paragraphs
 from pipeline.runtime.config import TokenizeConfig
 from pipeline.runtime.errors import PipelineError
 from pipeline.runtime.files import read_json, write_json
@@ -70,7 +70,8 @@ class Bm25Settings:
     stemmer: Optional[str]  # a PyStemmer language ("english"), or None: words as written
 
 
-# Lucene's usual BM25 settings, with English stemming (measured in the branch's docs/retrieval.md).
+# BM25 settings of a throwaway index (pipeline.predict --corpus): conf/retrieve/bm25.yaml's (a test
+# checks they agree).
 DEFAULT_BM25 = Bm25Settings(k1=1.5, b=0.75, stemmer="english")
 
 
@@ -145,9 +146,7 @@ def read_corpus(path: str | Path, split: str = "validation") -> list[Document]:
     .txt/.md files, or a SQuAD-format .json/.json.gz file. Stops on an empty corpus."""
     path = Path(path)
     if path.is_dir() and (path / "dataset_dict.json").is_file():
-        from datasets import load_from_disk
-
-        dataset = load_from_disk(str(path))[split]
+        dataset = load_saved(path)[split]
         documents = documents_from_records(dataset.select_columns(["title", "context"]))
     elif path.is_dir():
         documents = documents_from_directory(path)
@@ -422,3 +421,23 @@ def choose_settings(
                 best = (score, k, weight)
     assert best is not None
     return best[1], best[2], best[0]
+
+
+def weight_grid(steps: int) -> list[float]:
+    """`steps` evenly spaced interpolation weights from 0 (BM25 alone) to 1 (the reader alone)."""
+    return [round(float(w), 6) for w in np.linspace(0.0, 1.0, steps)]
+
+
+def tune_on_questions(
+    reader: Reader,
+    pool: PassageIndex,
+    questions: Sequence[str],
+    gold: Sequence[Sequence[str]],
+    ks: Sequence[int],
+    weights: Sequence[float],
+) -> tuple[int, float, float]:
+    """choose_settings on these (train) questions answered from `pool`: each question's top max(ks)
+    passages read once. Returns (k, weight, F1)."""
+    reads = read_passages(reader, pool, questions, max(ks))
+    _, f1 = answer_scores(reads, gold)
+    return choose_settings(reads, f1, ks, weights)

@@ -7,6 +7,8 @@ tokenizer, and the inference settings. (qa.exported loads one and answers questi
       hf/            save_pretrained model and tokenizer
       int8/          (export.engine=int8) model.xml/.bin: the SavedModel quantized by qa.int8;
                      evaluation.json and predictions.json: its answers to the validation questions
+      index/         (retrieve-then-read) the passage index (qa.retrieval) and retrieval.json: the
+                     k and weight chosen on train questions
       inference.json the windows the model was trained on, for SQuAD v2.0 the null rule, and the
                      engine it serves (float32 or int8)
 
@@ -26,6 +28,7 @@ INFERENCE_FILE = "inference.json"
 SAVED_MODEL_DIR = "saved_model"
 HF_DIR = "hf"
 INT8_DIR = "int8"
+INDEX_DIR = "index"
 
 
 def serving_function(model):

@@ -334,6 +334,14 @@ def build_dataset_dict(cfg: DataConfig) -> tuple[Any, dict]:
     return DatasetDict(splits), summary
 
 
+def load_saved(path: Path):
+    """A saved DatasetDict (data/raw, data/tokenized) read into memory, so that filter() and map()
+    write no cache file into its directory: another stage's output, which DVC would see change."""
+    from datasets import load_from_disk
+
+    return load_from_disk(str(path), keep_in_memory=True)
+
+
 def load_examples(path: Path, version_2_with_negative: bool, max_samples: Optional[int] = None) -> dict[str, list]:
     """id/question/context/answers columns of a SQuAD-format file, validated; the first max_samples.
 

@@ -101,6 +101,18 @@ class ExportConfig:
 
 
 @dataclass
+class RetrieveConfig:
+    corpus: str = MISSING
+    k1: float = MISSING
+    b: float = MISSING
+    stemmer: Optional[str] = MISSING
+    tune_questions: int = MISSING
+    k_choices: list[int] = MISSING
+    weight_steps: int = MISSING
+    latency_questions: int = MISSING
+
+
+@dataclass
 class MlflowConfig:
     experiment_name: str = MISSING
     registered_model_name: str = MISSING
@@ -115,6 +127,7 @@ class PipelineConfig:
     train: TrainConfig = MISSING
     evaluate: EvaluateConfig = MISSING
     export: ExportConfig = MISSING
+    retrieve: RetrieveConfig = MISSING
     mlflow: MlflowConfig = MISSING
 
 
@@ -260,6 +273,28 @@ def validate(cfg: PipelineConfig, source: str = DEFAULT_PARAMS) -> PipelineConfi
         "use at least 1 train feature (300 is usual)",
         source,
     )
+    rt = cfg.retrieve
+    _require(
+        bool(rt.corpus),
+        "retrieve.corpus",
+        rt.corpus,
+        "name data/raw, a directory of .txt/.md files or a SQuAD-format file",
+        source,
+    )
+    _require(rt.k1 > 0, "retrieve.k1", rt.k1, "use a positive BM25 k1 (1.5 is usual)", source)
+    _require(0 <= rt.b <= 1, "retrieve.b", rt.b, "use a BM25 b in [0, 1] (0.75 is usual)", source)
+    _require(
+        rt.tune_questions >= 1, "retrieve.tune_questions", rt.tune_questions, "use at least 1 train question", source
+    )
+    _require(
+        bool(rt.k_choices) and all(k >= 1 for k in rt.k_choices),
+        "retrieve.k_choices",
+        rt.k_choices,
+        "list passage counts of at least 1, e.g. [1, 3, 5, 10]",
+        source,
+    )
+    _require(rt.weight_steps >= 2, "retrieve.weight_steps", rt.weight_steps, "use at least 2 (0 and 1)", source)
+    _require(rt.latency_questions >= 1, "retrieve.latency_questions", rt.latency_questions, "use at least 1", source)
     _require(
         bool(cfg.mlflow.experiment_name),
         "mlflow.experiment_name",

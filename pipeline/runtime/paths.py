@@ -17,18 +17,26 @@ PARAMS_FILE = Path("params.yaml")
 # The checkout this code runs from (a DVC queue worker's temp copy runs its own copy).
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DVC_FILE = PROJECT_ROOT / "dvc.yaml"
+# The open-domain evaluation's own pipeline file (its wdir is the project root), left out of
+# `dvc repro` / `dvc exp run`: `dvc repro open/dvc.yaml`.
+OPEN_DVC_FILE = PROJECT_ROOT / "open" / "dvc.yaml"
+DVC_FILES = (DVC_FILE, OPEN_DVC_FILE)
 
 RAW_DIR = Path("data/raw")
 TOKENIZED_DIR = Path("data/tokenized")
 TRAINED_DIR = Path("models/trained")
 EXPORT_DIR = Path("models/export")
 PREDICTIONS_DIR = Path("predictions")
+# Retrieve, then read: the passage index, and the k and weight chosen on train questions.
+INDEX_DIR = Path("models/index")
+RETRIEVAL_FILE = Path("models/retrieval.json")
 # The checkpoint stage's record of model.checkpoint's content (tokenize and train depend on it).
 CHECKPOINT_FILE = Path("models/checkpoint.json")
 
 TRAIN_METRICS_FILE = Path("metrics/train.json")
 EVAL_METRICS_FILE = Path("metrics/eval.json")
 SLICES_METRICS_FILE = Path("metrics/slices.json")
+OPEN_METRICS_FILE = Path("metrics/open.json")
 TRAIN_PLOTS_DIR = Path("plots/train")
 STEPS_PLOT_FILE = TRAIN_PLOTS_DIR / "steps.csv"
 EPOCHS_PLOT_FILE = TRAIN_PLOTS_DIR / "epochs.csv"
@@ -36,6 +44,9 @@ EVAL_PLOTS_DIR = Path("plots/eval")
 SCORES_PLOT_FILE = EVAL_PLOTS_DIR / "scores.json"
 SLICES_PLOT_FILE = EVAL_PLOTS_DIR / "slices.json"
 RISK_COVERAGE_PLOT_FILE = EVAL_PLOTS_DIR / "risk_coverage.csv"
+OPEN_PLOTS_DIR = Path("plots/open")
+RECALL_PLOT_FILE = OPEN_PLOTS_DIR / "recall.csv"
+OPEN_F1_PLOT_FILE = OPEN_PLOTS_DIR / "f1.csv"
 
 # Resumable training backups (gitignored, outside every DVC output), one directory per set of
 # training inputs, under the repo root: <repo>/.train_backup/<inputs hash>/.
@@ -47,6 +58,14 @@ SUMMARY_FILE_NAME = "summary.json"
 SNAPSHOT_FILE_NAME = "snapshot.json"
 # Written inside data/raw: validation contexts and questions that also occur in train.
 OVERLAP_FILE_NAME = "overlap.json"
+
+
+def dvc_stages(root: Path = PROJECT_ROOT) -> dict[str, dict]:
+    """Every stage of the project's pipeline files (dvc.yaml, then open/dvc.yaml) by name."""
+    stages: dict[str, dict] = {}
+    for dvc_file in DVC_FILES:
+        stages.update(yaml.safe_load((root / dvc_file.relative_to(PROJECT_ROOT)).read_text(encoding="utf-8"))["stages"])
+    return stages
 
 
 def stage_code_deps(stage: str, dvc_file: Path = DVC_FILE) -> list[Path]:

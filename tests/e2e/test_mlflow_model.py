@@ -96,7 +96,10 @@ def test_export_is_logged_on_the_training_run_and_registered_as_candidate(repo, 
     )
     meta = Model.load(str(model_dir / "MLmodel"))
     assert [c.name for c in meta.signature.inputs.inputs] == ["question", "context", "id"]
-    assert [c.name for c in meta.signature.outputs.inputs] == ["answer", "score", "start", "end", "engine"]
+    assert [c.name for c in meta.signature.outputs.inputs] == [
+        *("answer", "score", "start", "end", "engine"),
+        *("doc_id", "title"),  # of an answer from the passage index (a question without a context)
+    ]
     assert (model_dir / "artifacts/saved_model/saved_model.pb").is_file()
     assert (model_dir / "artifacts/tokenizer/tokenizer.json").is_file()
     assert not list((model_dir / "artifacts/tokenizer").glob("*.h5"))  # weights only once, in the SavedModel
@@ -246,7 +249,7 @@ def test_an_evaluate_only_change_registers_a_version_that_answers_as_its_evaluat
     first_f1 = client.get_model_version(NAME, "1").tags["f1"]
     first_answers = read_json(repo / "predictions/predictions.json")
     set_params(repo, {"evaluate": {"max_answer_length": 1}})
-    assert executed_stages(run_cmd(["dvc", "repro"], repo)) == {"evaluate", "export"}
+    assert executed_stages(run_cmd(["dvc", "repro"], repo)) == {"evaluate", "tune_retrieval", "export"}
     newest = client.get_model_version_by_alias(NAME, registry.CANDIDATE)
     assert str(newest.version) == "2"
     metrics = read_json(repo / "metrics/eval.json")

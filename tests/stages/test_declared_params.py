@@ -2,9 +2,10 @@
 that records every key read (tests/helpers/record_params.py), no key is read but undeclared (a
 change DVC would not rerun it for) and none declared but unread (a rerun for nothing).
 
-The run is the baseline project's first `dvc repro` (tests/conftest.py), every stage in pipeline
-order, with tests/helpers/record_site on PYTHONPATH: each stage's process records what it read
-into params_read/<stage>.json, so this check costs no run of its own."""
+The run is the baseline project's first `dvc repro` and `dvc repro open/dvc.yaml`
+(tests/conftest.py), every stage of both pipeline files in order, with tests/helpers/record_site
+on PYTHONPATH: each stage's process records what it read into params_read/<stage>.json, so this
+check costs no run of its own."""
 
 from __future__ import annotations
 
@@ -12,10 +13,9 @@ import json
 import typing
 from dataclasses import fields
 
-import yaml
-
 from pipeline.runtime.config import PipelineConfig
-from tests.helpers.project import STAGES
+from pipeline.runtime.paths import dvc_stages
+from tests.helpers.project import OPEN_STAGES, STAGES
 
 SECTIONS = typing.get_type_hints(PipelineConfig)
 # Where a stage's MLflow records go, not what it computes (dvc.yaml's header): never declared.
@@ -43,10 +43,10 @@ def test_declared_keys_expand_a_section_to_its_keys():
 
 
 def test_each_stage_reads_exactly_the_params_it_declares(baseline_project):
-    stages = yaml.safe_load((baseline_project / "repo" / "dvc.yaml").read_text())["stages"]
-    assert list(stages) == STAGES
+    stages = dvc_stages(baseline_project / "repo")
+    assert list(stages) == STAGES + OPEN_STAGES
     mismatches = []
-    for stage in STAGES:
+    for stage in stages:
         read = set(json.loads((baseline_project / "params_read" / f"{stage}.json").read_text())) - MLFLOW_DESTINATION
         declared = declared_keys(stages[stage].get("params") or []) - MLFLOW_DESTINATION
         undeclared = sorted(read - declared)

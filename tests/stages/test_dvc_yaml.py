@@ -12,9 +12,9 @@ import yaml
 
 from pipeline.runtime import paths
 from pipeline.runtime.imports import closure
-from pipeline.runtime.paths import DVC_FILE, PROJECT_ROOT, stage_code_deps
+from pipeline.runtime.paths import DVC_FILE, OPEN_DVC_FILE, PROJECT_ROOT, dvc_stages, stage_code_deps
 
-STAGES = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]
+STAGES = dvc_stages()  # dvc.yaml's and open/dvc.yaml's
 
 
 def dvc_deps(*args: str) -> subprocess.CompletedProcess:
@@ -115,6 +115,11 @@ def test_data_and_output_paths_are_the_ones_pipeline_runtime_paths_names():
         str(paths.RISK_COVERAGE_PLOT_FILE),
     }
     assert names("export", "outs") == {str(paths.EXPORT_DIR)}
+    assert names("index", "outs") == {str(paths.INDEX_DIR)}
+    assert names("tune_retrieval", "outs") == {str(paths.RETRIEVAL_FILE)}
+    assert names("evaluate_open", "metrics") == {str(paths.OPEN_METRICS_FILE)}
+    assert names("evaluate_open", "plots") == {str(paths.RECALL_PLOT_FILE), str(paths.OPEN_F1_PLOT_FILE)}
+    assert not names("evaluate_open", "outs")
     data_deps = {stage: {d for d in s["deps"] if not d.startswith("pipeline/")} for stage, s in STAGES.items()}
     assert data_deps == {
         "checkpoint": set(),  # model.checkpoint is a param; the stage records its content
@@ -123,5 +128,37 @@ def test_data_and_output_paths_are_the_ones_pipeline_runtime_paths_names():
         "train": {str(paths.TOKENIZED_DIR), str(paths.CHECKPOINT_FILE)},
         "evaluate": {str(paths.RAW_DIR), str(paths.TOKENIZED_DIR), str(paths.TRAINED_DIR)},
         # serves what evaluate scored; export.engine=int8 calibrates on train features and scores validation
-        "export": {str(paths.TRAINED_DIR), str(paths.PREDICTIONS_DIR), str(paths.RAW_DIR), str(paths.TOKENIZED_DIR)},
+        # and carries the passage index with the k and weight chosen for it
+        "export": {
+            str(paths.TRAINED_DIR),
+            str(paths.PREDICTIONS_DIR),
+            str(paths.RAW_DIR),
+            str(paths.TOKENIZED_DIR),
+            str(paths.INDEX_DIR),
+            str(paths.RETRIEVAL_FILE),
+        },
+        "index": {"${retrieve.corpus}", str(paths.CHECKPOINT_FILE)},  # the corpus by content; the tokenizer
+        "tune_retrieval": {str(paths.RAW_DIR), str(paths.TRAINED_DIR)},  # train questions and paragraphs
+        "evaluate_open": {
+            str(paths.RAW_DIR),
+            str(paths.INDEX_DIR),
+            str(paths.TRAINED_DIR),
+            str(paths.RETRIEVAL_FILE),
+            str(paths.PREDICTIONS_DIR),
+        },
     }
+
+
+def test_the_open_pipeline_runs_from_the_project_root_and_only_when_asked():
+    """open/dvc.yaml's paths read like dvc.yaml's (wdir ..), and dvc.yaml does not depend on its outputs
+    (else `dvc repro` would run it)."""
+    open_stages = yaml.safe_load(OPEN_DVC_FILE.read_text())["stages"]
+    assert {name: s.get("wdir") for name, s in open_stages.items()} == {"evaluate_open": ".."}
+    main = yaml.safe_load(DVC_FILE.read_text())["stages"]
+    open_outs = {
+        next(iter(e)) if isinstance(e, dict) else e
+        for s in open_stages.values()
+        for kind in ("outs", "metrics", "plots")
+        for e in s.get(kind) or []
+    }
+    assert not open_outs & {d for s in main.values() for d in s.get("deps") or []}

@@ -9,12 +9,11 @@ import subprocess
 import sys
 
 import pytest
-import yaml
 
 from pipeline.runtime.imports import function_level_imports, imported_modules
-from pipeline.runtime.paths import DVC_FILE, PROJECT_ROOT
+from pipeline.runtime.paths import PROJECT_ROOT, dvc_stages
 
-STAGES = tuple(yaml.safe_load(DVC_FILE.read_text())["stages"])  # dvc.yaml names the stages
+STAGES = tuple(dvc_stages())  # dvc.yaml and open/dvc.yaml name the stages
 COMMANDS = ("predict", "evaluate_model", "promote", "launch", "dvc_deps", "report")
 # The pyfunc PythonModel over the library: the export stage logs it, MLflow loads it.
 ADAPTERS = {"pipeline.mlflow_model"}

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from pipeline.qa.retrieval import (
     DEFAULT_BM25,
@@ -28,6 +29,7 @@ from pipeline.qa.retrieval import (
 )
 from pipeline.runtime.config import TokenizeConfig
 from pipeline.runtime.errors import PipelineError
+from tests.helpers.project import PROJECT_ROOT
 
 WINDOWS = TokenizeConfig(max_length=128, stride=32, warn_windows=None)
 DOCS = {
@@ -219,3 +221,8 @@ def test_a_squad_corpus_file_without_a_context_names_the_paragraph(tmp_path):
     path.write_text(json.dumps({"data": [{"title": "T", "paragraphs": [{"context": "ok"}, {"qas": []}]}]}))
     with pytest.raises(PipelineError, match=r"corpus.json: data\[0\]\.paragraphs\[1\] has no 'context' string$"):
         read_corpus(path)
+
+
+def test_the_throwaway_index_uses_the_conf_defaults():
+    conf = yaml.safe_load((PROJECT_ROOT / "conf/retrieve/bm25.yaml").read_text())
+    assert Bm25Settings(conf["k1"], conf["b"], conf["stemmer"]) == DEFAULT_BM25
