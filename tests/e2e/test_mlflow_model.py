@@ -255,7 +255,10 @@ def test_an_evaluate_only_change_registers_a_version_that_answers_as_its_evaluat
     metrics = read_json(repo / "metrics/eval.json")
     assert float(newest.tags["f1"]) == pytest.approx(metrics["f1"])
     answers = read_json(repo / "predictions/predictions.json")
-    assert answers != first_answers  # the answers changed (whether or not the F1 did)
+    # every answer is now one token (no space inside), whatever the first answers were: the tiny
+    # model's first answers may already all be one token, so "the answers changed" is not a given
+    assert all(" " not in answer for answer in answers.values())
+    assert set(answers) == set(first_answers)
     assert json.loads(newest.tags["answer_settings"])["evaluate.max_answer_length"] == 1
     assert client.get_model_version(NAME, "1").tags["f1"] == first_f1
     ids, questions, contexts = sample_questions(repo)
