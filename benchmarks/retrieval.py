@@ -32,13 +32,11 @@ import pipeline  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before TensorFlow loads
 from pipeline.qa.analysis import question_scores  # noqa: E402
 from pipeline.qa.exported import ExportedQA  # noqa: E402
 from pipeline.qa.predictions import passage_reader  # noqa: E402
-from pipeline.qa.retrieval import (  # noqa: E402
-    DEFAULT_BM25,
-    PassageIndex,
+from pipeline.qa.retrieval import DEFAULT_BM25, PassageIndex, documents_from_records  # noqa: E402
+from pipeline.qa.open_domain import (  # noqa: E402
     answer_in_passages,
     answer_open,
     answer_scores,
-    documents_from_records,
     integrated_scores,
     read_passages,
     recall_at,
@@ -53,9 +51,9 @@ from machine import describe_machine  # noqa: E402
 # What each section times of the pipeline's own code (tests/stages/test_benchmarks_time_production_code.py).
 TIMED_PRODUCTION_CODE = {
     "index": ("build_index", ("pipeline.qa.retrieval.PassageIndex.build",)),
-    "reading": ("read_top", ("pipeline.qa.retrieval.read_passages",)),
-    "tuning": ("tune", ("pipeline.qa.retrieval.tune_on_questions",)),
-    "latency": ("latency", ("pipeline.qa.retrieval.answer_open",)),
+    "reading": ("read_top", ("pipeline.qa.open_domain.read_passages",)),
+    "tuning": ("tune", ("pipeline.qa.open_domain.tune_on_questions",)),
+    "latency": ("latency", ("pipeline.qa.open_domain.answer_open",)),
 }
 
 

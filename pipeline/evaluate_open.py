@@ -35,9 +35,8 @@ from pipeline.qa.analysis import question_scores
 from pipeline.qa.modeling import read_windows
 from pipeline.qa.predictions import PREDICTIONS_FILE, LoadedModel, passage_reader
 from pipeline.qa.squad import load_saved
-from pipeline.qa.retrieval import (
-    META_FILE,
-    PassageIndex,
+from pipeline.qa.retrieval import META_FILE, PassageIndex
+from pipeline.qa.open_domain import (
     answer_in_passages,
     answer_open,
     answer_scores,

@@ -19,13 +19,8 @@ import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads
 from pipeline.qa.modeling import read_windows
 from pipeline.qa.predictions import LoadedModel, passage_reader
 from pipeline.qa.squad import load_saved
-from pipeline.qa.retrieval import (
-    Bm25Settings,
-    PassageIndex,
-    documents_from_records,
-    tune_on_questions,
-    weight_grid,
-)
+from pipeline.qa.retrieval import Bm25Settings, PassageIndex, documents_from_records
+from pipeline.qa.open_domain import tune_on_questions, weight_grid
 from pipeline.runtime.config import PipelineConfig, stage_config
 from pipeline.runtime.errors import PipelineError, stage_entry_point
 from pipeline.runtime.files import write_json

@@ -8,7 +8,8 @@ from typing import Any, Optional, Sequence
 
 from pipeline.qa.int8 import ENGINES, FLOAT32, INT8, INT8_MODEL_FILE, int8_logits_fn
 from pipeline.qa.predictions import answer_question, answer_questions, passage_reader
-from pipeline.qa.retrieval import PassageIndex, answer_open
+from pipeline.qa.retrieval import PassageIndex
+from pipeline.qa.open_domain import answer_open
 from pipeline.qa.serving import HF_DIR, INDEX_DIR, INFERENCE_FILE, INT8_DIR, SAVED_MODEL_DIR, read_settings
 from pipeline.runtime.config import TokenizeConfig
 from pipeline.runtime.errors import PipelineError
@@ -164,7 +165,7 @@ class ExportedQA:
         batch_size: int = 32,
     ) -> list[dict[str, Any]]:
         """Questions without a context: the top k passages of the index read by this model, the best
-        answer by (1 - weight) * BM25 + weight * reader score (qa.retrieval.answer_open)."""
+        answer by (1 - weight) * BM25 + weight * reader score (qa.open_domain.answer_open)."""
         reader = passage_reader(
             self.logits,
             self.tokenizer,

@@ -221,7 +221,7 @@ def passage_reader(
     max_answer_length: int,
     batch_size: int = 64,
 ) -> Callable[[Sequence[str], Sequence[str]], list[dict[str, Any]]]:
-    """The evaluate stage's answer rule as qa.retrieval's Reader: every passage's best span (never the null
+    """The evaluate stage's answer rule as qa.open_domain's Reader: every passage's best span (never the null
     answer), with its null odds."""
 
     def read(questions: Sequence[str], contexts: Sequence[str]) -> list[dict[str, Any]]:

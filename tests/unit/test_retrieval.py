@@ -16,16 +16,18 @@ from pipeline.qa.retrieval import (
     DEFAULT_BM25,
     Bm25Settings,
     PassageIndex,
+    documents_from_records,
+    passage_tokens,
+    read_corpus,
+    split_passages,
+)
+from pipeline.qa.open_domain import (
     Reads,
     answer_in_passages,
     answer_open,
     choose_settings,
-    documents_from_records,
     integrated_scores,
-    passage_tokens,
-    read_corpus,
     recall_at,
-    split_passages,
 )
 from pipeline.runtime.config import TokenizeConfig
 from pipeline.runtime.errors import PipelineError
@@ -208,7 +210,7 @@ def test_answer_open_reports_the_document_and_offsets_of_the_answer(corpus, toke
 
 
 def test_answers_read_at_each_rank_are_scored_by_the_squad_rule():
-    from pipeline.qa.retrieval import answer_scores
+    from pipeline.qa.open_domain import answer_scores
 
     reads = reads_of([[3.0, 2.0, 1.0]], [[0.0, 0.0, 0.0]], [["Mount Etna", "the Etna", "Vesuvius"]])
     exact, f1 = answer_scores(reads, [["Mount Etna", "Etna volcano"]])
