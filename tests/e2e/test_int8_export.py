@@ -11,7 +11,6 @@ Each test has its own copy of the session's baseline project.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from tests.helpers.project import (
     set_params,
     tree_digest,
 )
-from tests.helpers.servers import free_port, serving
+from tests.helpers.servers import free_port, make_serve, serving
 
 NAME = "squad-qa"
 
@@ -148,11 +147,7 @@ def test_the_served_int8_model_answers_as_the_exports_int8_evaluation(int8_proje
     validation = load_from_disk(str(repo / "data/raw"))["validation"]
     expected = read_json(repo / "models/export/int8/predictions.json")
     port = free_port()
-    venv_bin = str(Path(sys.executable).parent)
-    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p != venv_bin)
-    env = {**os.environ, "PATH": path}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    cmd = ["make", "serve", f"BIN={venv_bin}", "STAMP=", "ALIAS=candidate", f"PORT={port}"]
+    cmd, env = make_serve(port)
     log_path = tmp_path / "serve.log"
     import urllib.request
 

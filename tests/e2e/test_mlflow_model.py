@@ -11,7 +11,6 @@ model's tests share one server over a copy of their own, and only send it reques
 from __future__ import annotations
 
 import json
-import os
 import sys
 import urllib.error
 import urllib.request
@@ -23,7 +22,7 @@ import yaml
 from pipeline.qa.exported import ExportedQA
 from pipeline.runtime import registry
 from pipeline.runtime.files import dvc_md5
-from tests.helpers.servers import free_port, serving
+from tests.helpers.servers import free_port, make_serve, serving
 from tests.helpers.project import copy_project, executed_stages, git, run_cmd, set_params, stale_stages
 
 NAME = "squad-qa"
@@ -353,11 +352,7 @@ def server(served, tmp_path_factory):
     repo = served
     port = free_port()
     log_path = tmp_path_factory.mktemp("serve") / "serve.log"
-    venv_bin = str(Path(sys.executable).parent)
-    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p != venv_bin)
-    env = {**os.environ, "QA_MAX_CONTEXT_CHARS": "2000", "PATH": path}
-    env.pop("MLFLOW_TRACKING_URI", None)  # the repo's own store, as for a user
-    cmd = ["make", "serve", f"BIN={venv_bin}", "STAMP=", "ALIAS=candidate", f"PORT={port}"]
+    cmd, env = make_serve(port, QA_MAX_CONTEXT_CHARS="2000")
     with serving(cmd, f"http://127.0.0.1:{port}/ping", log_path, repo, env):
         yield port
 

@@ -11,7 +11,6 @@ models). Each test has its own copy of the session's baseline project.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from tests.helpers.project import (
     stale_stages,
     tree_digest,
 )
-from tests.helpers.servers import free_port, serving
+from tests.helpers.servers import free_port, make_serve, serving
 
 
 def read_json(path: Path):
@@ -198,11 +197,7 @@ def test_the_served_model_answers_a_row_without_a_context_from_its_index(baselin
         run_cmd([sys.executable, "-m", "pipeline.predict", "--model", "models/export", "--question", question], repo)
     )
     port = free_port()
-    venv_bin = str(Path(sys.executable).parent)
-    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p != venv_bin)
-    env = {**os.environ, "PATH": path}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    cmd = ["make", "serve", f"BIN={venv_bin}", "STAMP=", "ALIAS=candidate", f"PORT={port}"]
+    cmd, env = make_serve(port)
     log_path = tmp_path / "serve.log"
     import urllib.request
 

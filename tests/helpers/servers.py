@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -18,6 +19,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def make_serve(port: int, alias: str = "candidate", **env_vars: str) -> tuple[list[str], dict]:
+    """`make serve` of a registry alias as the README has a user run it: the command and its
+    environment, with the venv *not* on PATH (the Makefile must put it there: MLflow execs uvicorn
+    from PATH) and the repo's own MLflow store (no MLFLOW_TRACKING_URI); env_vars are added."""
+    venv_bin = str(Path(sys.executable).parent)
+    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p != venv_bin)
+    env = {**os.environ, **env_vars, "PATH": path}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return ["make", "serve", f"BIN={venv_bin}", "STAMP=", f"ALIAS={alias}", f"PORT={port}"], env
 
 
 @contextlib.contextmanager
