@@ -170,6 +170,17 @@ def test_bad_corpora_and_mismatched_indexes_stop_with_one_line_and_keep_the_inde
     assert line == "error: corpus: the corpus has no text (1 empty documents); add documents"
     assert tree_digest(project / "models/index") == before
 
+    # a k and weight chosen with other BM25 settings than the index's: the export refuses to carry them
+    export_before = tree_digest(project / "models/export")
+    chosen = read_json(project / "models/retrieval.json")
+    (project / "models/retrieval.json").write_text(json.dumps({**chosen, "bm25": {**chosen["bm25"], "k1": 0.9}}))
+    set_params(project, {"retrieve": {"corpus": "data/raw"}})
+    [line] = failure_lines(run_cmd([sys.executable, "-m", "pipeline.export"], project, check=False))
+    assert line.startswith("error: models/retrieval.json: k and weight were chosen with BM25 settings "), line
+    assert line.endswith("; run `dvc repro index tune_retrieval`"), line
+    assert tree_digest(project / "models/export") == export_before
+    (project / "models/retrieval.json").write_text(json.dumps(chosen))
+
     # an index split with other windows than the model's
     set_params(project, {"retrieve": {"corpus": "data/raw"}, "tokenize": {"stride": 16}})
     run_cmd([sys.executable, "-m", "pipeline.index"], project)
