@@ -33,8 +33,8 @@ import numpy as np
 import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pipeline.qa.analysis import question_scores
 from pipeline.qa.modeling import read_windows
-from pipeline.qa.predictions import PREDICTIONS_FILE, LoadedModel, passage_reader
-from pipeline.qa.squad import load_saved
+from pipeline.qa.predictions import PREDICTIONS_FILE, LoadedModel
+from pipeline.qa.squad import answerable, load_saved
 from pipeline.qa.retrieval import META_FILE, PassageIndex
 from pipeline.qa.open_domain import (
     answer_in_passages,
@@ -68,14 +68,10 @@ def evaluate_open(cfg: PipelineConfig) -> dict[str, Any]:
     index, loaded, windows = load_inputs(cfg)
     tracking.check_server(tracking.tracking_uri())  # a down server stops us before any work
     ev = cfg.evaluate
-    inputs = tuple(loaded.tokenizer.model_input_names)
-    reader = passage_reader(
-        loaded.logits_fn, loaded.tokenizer, windows, inputs, ev.n_best, ev.max_answer_length, ev.batch_size
-    )
+    reader = loaded.reader(windows, ev.n_best, ev.max_answer_length, ev.batch_size)
     chosen = read_json(RETRIEVAL_FILE)
     k, weight = int(chosen["k"]), float(chosen["weight"])
-    validation = load_saved(RAW_DIR)["validation"]
-    questions = validation.filter(lambda answers: len(answers["text"]) > 0, input_columns="answers")
+    questions = answerable(load_saved(RAW_DIR)["validation"])
     if questions.num_rows == 0:
         raise PipelineError(f"{RAW_DIR}: the validation split has no answerable question to retrieve for")
     texts, gold = list(questions["question"]), [list(a["text"]) for a in questions["answers"]]

@@ -13,7 +13,7 @@ predictions.json). The export then serves int8, and the registered version carri
 answers' scores (and the float32 ones beside them).
 
 The export carries the passage index (models/index/ into models/export/index/) with the k and
-weight the evaluate_open stage chose (models/retrieval.json): pipeline.predict and the MLflow
+weight the tune_retrieval stage chose (models/retrieval.json): pipeline.predict and the MLflow
 model answer a question without a context from it.
 
 MLflow (a record, not a DVC output: nothing is written into the workspace): the export is

@@ -14,7 +14,7 @@ passages by BM25, read by the model; docs/retrieval.md):
 
 prints the answer, its score, the passage's retriever and reader scores, and its document's
 doc_id and title, with start/end offsets in that document. k and the weight are the ones the
-evaluate_open stage chose (carried by the export), or --k / --weight.
+tune_retrieval stage chose (carried by the export), or --k / --weight.
 
 Many (batch):
 
@@ -56,7 +56,7 @@ import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads
 from pipeline.qa.exported import ExportedQA
 from pipeline.qa.int8 import ENGINES
 from pipeline.qa.predictions import COURSE_MAX_ANSWER_LENGTH, COURSE_N_BEST, check_questions
-from pipeline.qa.retrieval import DEFAULT_BM25, PassageIndex, read_corpus
+from pipeline.qa.retrieval import DEFAULT_BM25, PassageIndex, read_choice, read_corpus
 from pipeline.qa.squad import iter_questions
 from pipeline.runtime import tracking
 from pipeline.runtime.errors import PipelineError, stage_entry_point
@@ -291,11 +291,11 @@ def answer_from_index(args: argparse.Namespace) -> dict[str, Any]:
         index = PassageIndex.build(read_corpus(args.corpus), qa.tokenizer, qa.windows, DEFAULT_BM25, str(args.corpus))
     else:
         index = qa.load_index(args.index)
-    own = qa.load_index().choice() if qa.index_dir is not None else None
-    chosen = index.choice() or own
+    # the index's own choice (the export's index), else the one the export carries
+    chosen = index.choice() or (read_choice(qa.index_dir) if qa.index_dir is not None else None)
     if chosen is None and (args.k is None or args.weight is None):
         raise PipelineError(
-            f"--model {args.model} carries no chosen k and weight (the evaluate_open stage's): give --k and --weight"
+            f"--model {args.model} carries no chosen k and weight (the tune_retrieval stage's): give --k and --weight"
         )
     k = args.k if args.k is not None else chosen[0]
     weight = args.weight if args.weight is not None else chosen[1]

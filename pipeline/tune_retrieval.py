@@ -17,8 +17,8 @@ import time
 
 import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pipeline.qa.modeling import read_windows
-from pipeline.qa.predictions import LoadedModel, passage_reader
-from pipeline.qa.squad import load_saved
+from pipeline.qa.predictions import LoadedModel
+from pipeline.qa.squad import answerable, load_saved
 from pipeline.qa.retrieval import Bm25Settings, PassageIndex, documents_from_records
 from pipeline.qa.open_domain import tune_on_questions, weight_grid
 from pipeline.runtime.config import PipelineConfig, stage_config
@@ -37,7 +37,7 @@ def tune_retrieval(cfg: PipelineConfig) -> dict:
     check_model_windows(read_windows(TRAINED_DIR) or {}, cfg, TRAINED_DIR)
     started = time.perf_counter()
     train = load_saved(RAW_DIR)["train"]
-    questions = train.filter(lambda answers: len(answers["text"]) > 0, input_columns="answers")
+    questions = answerable(train)
     questions = questions.select(range(min(rt.tune_questions, questions.num_rows)))
     if questions.num_rows == 0:
         raise PipelineError(f"{RAW_DIR}: the train split has no answerable question to choose k and the weight on")
@@ -49,15 +49,7 @@ def tune_retrieval(cfg: PipelineConfig) -> dict:
         Bm25Settings(rt.k1, rt.b, rt.stemmer),
         "train",
     )
-    reader = passage_reader(
-        loaded.logits_fn,
-        loaded.tokenizer,
-        cfg.tokenize,
-        tuple(loaded.tokenizer.model_input_names),
-        ev.n_best,
-        ev.max_answer_length,
-        ev.batch_size,
-    )
+    reader = loaded.reader(cfg.tokenize, ev.n_best, ev.max_answer_length, ev.batch_size)
     gold = [list(a["text"]) for a in questions["answers"]]
     k, weight, tuned_f1 = tune_on_questions(
         reader, pool, list(questions["question"]), gold, rt.k_choices, weight_grid(rt.weight_steps)

@@ -287,6 +287,20 @@ class LoadedModel:
         """The int8 engine (qa.int8) of an export: the tokenizer from model_dir, logits from int8_model."""
         return cls(load_tokenizer(str(model_dir)), int8_logits_fn(int8_model))
 
+    def reader(
+        self, windows: TokenizeConfig, n_best: int, max_answer_length: int, batch_size: int = 64
+    ) -> Callable[[Sequence[str], Sequence[str]], list[dict[str, Any]]]:
+        """This model as a passage reader (passage_reader), on the tokenizer's own inputs."""
+        return passage_reader(
+            self.logits_fn,
+            self.tokenizer,
+            windows,
+            tuple(self.tokenizer.model_input_names),
+            n_best,
+            max_answer_length,
+            batch_size,
+        )
+
 
 @dataclass
 class SetEvaluation:

@@ -206,6 +206,15 @@ def _bm25_tokenizer(settings: Bm25Settings):
     return bm25s.tokenization.Tokenizer(stopwords="en", stemmer=stemmer)
 
 
+def read_choice(index_dir: str | Path) -> Optional[tuple[int, float]]:
+    """(k, weight) recorded beside an index (an export's CHOICE_FILE), or None; reads no index."""
+    path = Path(index_dir) / CHOICE_FILE
+    if not path.is_file():
+        return None
+    chosen = read_json(path)
+    return int(chosen["k"]), float(chosen["weight"])
+
+
 class PassageIndex:
     """Passages and their BM25 index."""
 
@@ -260,8 +269,9 @@ class PassageIndex:
         if not (index_dir / META_FILE).is_file() or not (index_dir / BM25_DIR).is_dir():
             raise PipelineError(f"{index_dir}: not a passage index (no {META_FILE}); build one with `dvc repro index`")
         meta = read_json(index_dir / META_FILE)
-        if (index_dir / CHOICE_FILE).is_file():
-            meta["chosen"] = read_json(index_dir / CHOICE_FILE)
+        chosen = read_choice(index_dir)
+        if chosen is not None:
+            meta["chosen"] = {"k": chosen[0], "weight": chosen[1]}
         words = _bm25_tokenizer(Bm25Settings(**meta["bm25"]))
         words.load_vocab(str(index_dir / BM25_DIR))
         retriever = bm25s.BM25.load(str(index_dir / BM25_DIR))

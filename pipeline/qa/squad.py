@@ -342,6 +342,12 @@ def load_saved(path: Path):
     return load_from_disk(str(path), keep_in_memory=True)
 
 
+def answerable(dataset):
+    """The rows of a SQuAD-style Dataset with at least one gold answer (SQuAD v2.0's unanswerable
+    questions left out)."""
+    return dataset.filter(lambda answers: len(answers["text"]) > 0, input_columns="answers")
+
+
 def load_examples(path: Path, version_2_with_negative: bool, max_samples: Optional[int] = None) -> dict[str, list]:
     """id/question/context/answers columns of a SQuAD-format file, validated; the first max_samples.
 
