@@ -9,7 +9,7 @@
 - test: the first 2,000 questions of dev-v1.1.json.gz (reported, never used to choose).
 
 It composes conf/ with the `data=squad_shared` option and the overrides given (default:
-`train=quality`), runs download -> tokenize -> train -> evaluate in a scratch directory
+`train=quality`), runs download -> negatives -> tokenize -> train -> evaluate in a scratch directory
 with the pipeline's own stage commands, and scores the same trained model on the tuning
 slice too (pipeline.evaluate_model). One training run thus gives both figures: a config is
 chosen by its tuning F1 among the runs that train within the time budget, and its dev F1
@@ -250,7 +250,7 @@ def main() -> None:
                 f"use at most {TUNING_QUESTIONS[0]}"
             )
         # The real stages, as DVC runs them (python -m pipeline.<stage> in the workspace).
-        for stage in ("download", "tokenize"):
+        for stage in ("download", "negatives", "tokenize"):
             subprocess.run([sys.executable, "-m", f"pipeline.{stage}"], cwd=work, check=True)
         # The budget: the course recipe timed now, on this machine, on the same training features.
         from datasets import load_from_disk
@@ -323,6 +323,7 @@ def main() -> None:
         "overrides": args.overrides,
         "train_questions": cfg.data.max_train_samples,
         "train": dict(params["train"]),
+        "train_negatives": params["retrieve"]["train_negatives"],
         "tokenize": params["tokenize"],
         "dev_first_2000": {"exact_match": dev["exact_match"], "f1": dev["f1"], "questions": dev["examples"]},
         "tuning_8001_11000": {

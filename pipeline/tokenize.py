@@ -2,10 +2,12 @@
 
     python -m pipeline.tokenize [--params params.yaml] [--num-proc N]
 
-The course's preprocessing (pipeline.qa.features); features are stored unpadded.
+The course's preprocessing (pipeline.qa.features); features are stored unpadded. The train split
+also gets data/negatives.json's no-answer examples (the negatives stage's retrieved passages
+without the answer; none at retrieve.train_negatives=0), labelled with [CLS] as SQuAD v2.0's.
 --num-proc only changes speed, never the bytes written, so it is not a DVC param.
 data/tokenized/built_with.json records the tokenizer (name and content md5), the windows and
-the md5 of data/raw, which train and evaluate check (pipeline.runtime.lineage).
+the md5 of data/raw and data/negatives.json, which train and evaluate check (pipeline.runtime.lineage).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pipeline.runtime.config import PipelineConfig, stage_config
 from pipeline.runtime.errors import PipelineError, stage_entry_point
 from pipeline.runtime.files import atomic_output_dir, read_json, save_dataset_dict, write_json
 from pipeline.runtime.lineage import BUILT_WITH_FILE_NAME, content_inputs, tokenized_inputs
-from pipeline.runtime.paths import RAW_DIR, SUMMARY_FILE_NAME, TOKENIZED_DIR
+from pipeline.runtime.paths import NEGATIVES_FILE, RAW_DIR, SUMMARY_FILE_NAME, TOKENIZED_DIR
 
 
 def load_raw(raw_dir: Path = RAW_DIR):
@@ -30,13 +32,39 @@ def load_raw(raw_dir: Path = RAW_DIR):
     return load_saved(raw_dir)
 
 
+def load_negatives(path: Path, features):
+    """data/negatives.json as a train-split Dataset (its records checked against the split's columns)."""
+    from datasets import Dataset
+
+    if not path.is_file():
+        raise PipelineError(f"{path}: not found; run the negatives stage first (dvc repro negatives)")
+    records = read_json(path)
+    if not isinstance(records, list):
+        records = [records]
+    for i, record in enumerate(records):
+        answers = record.get("answers") if isinstance(record, dict) else None
+        if set(record or ()) != set(features) or not isinstance(answers, dict) or answers.get("text"):
+            raise PipelineError(
+                f"{path}: record {i} is not a no-answer example with keys {', '.join(sorted(features))}; "
+                "rebuild it with `dvc repro negatives`"
+            )
+    return Dataset.from_dict({name: [r[name] for r in records] for name in features}, features=features)
+
+
 def run(
-    cfg: PipelineConfig, raw_dir: Path = RAW_DIR, out_dir: Path = TOKENIZED_DIR, num_proc: int | None = None
+    cfg: PipelineConfig,
+    raw_dir: Path = RAW_DIR,
+    out_dir: Path = TOKENIZED_DIR,
+    num_proc: int | None = None,
+    negatives_file: Path = NEGATIVES_FILE,
 ) -> dict:
+    from datasets import concatenate_datasets
+
     tokenizer = load_tokenizer(cfg.model.checkpoint)
     checkpoint_md5 = checkpoint_fingerprint(cfg.model.checkpoint)["md5"]
     raw = load_raw(raw_dir)
-    read = content_inputs(raw_dir)
+    negatives = load_negatives(negatives_file, raw["train"].features)
+    read = content_inputs(raw_dir, negatives_file)
     capped = {}
     for split in list(raw):
         report = check_windows(
@@ -70,12 +98,16 @@ def run(
                 "null keeps every question",
                 file=sys.stderr,
             )
+    examples = {split: raw[split].num_rows for split in raw}
+    if negatives.num_rows:
+        raw["train"] = concatenate_datasets([raw["train"], negatives])
     tokenized = tokenize_dataset_dict(raw, tokenizer, cfg.tokenize, num_proc)
     summary = {
         split: {
-            "examples": raw[split].num_rows,
+            "examples": examples[split],
             "features": tokenized[split].num_rows,
             "dropped_over_max_windows": capped.get(split, 0),
+            **({"negatives": negatives.num_rows} if split == "train" else {}),
         }
         for split in tokenized
     }
@@ -101,7 +133,8 @@ def main() -> None:
     )
     summary = run(cfg, num_proc=args.num_proc)
     for split, info in summary.items():
-        print(f"{split}: {info['examples']} examples -> {info['features']} features")
+        extra = f" + {info['negatives']} retrieved passages without the answer" if info.get("negatives") else ""
+        print(f"{split}: {info['examples']} examples{extra} -> {info['features']} features")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 import numpy as np
 
 from pipeline.qa.analysis import question_scores
-from pipeline.qa.retrieval import PassageIndex
+from pipeline.qa.retrieval import PassageIndex, holds_answer
 
 # The reader: (questions, contexts) -> one answer dict per pair ("answer", "score", "start",
 # "null_odds": null score minus the span's score).
@@ -99,8 +99,7 @@ def answer_in_passages(ranked: np.ndarray, index: PassageIndex, gold: Sequence[S
     hits = np.zeros(ranked.shape, dtype=bool)
     for i, answers in enumerate(gold):
         for r, p in enumerate(ranked[i]):
-            text = index.passages[int(p)].text
-            hits[i, r] = any(a and a in text for a in answers)
+            hits[i, r] = holds_answer(index.passages[int(p)].text, answers)
     return hits
 
 

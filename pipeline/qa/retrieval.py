@@ -23,7 +23,7 @@ from typing import Any, Iterable, Optional, Sequence
 import numpy as np
 
 from pipeline.qa.squad import load_saved, load_squad_json, squad_paragraphs
-from pipeline.runtime.config import TokenizeConfig
+from pipeline.runtime.config import NEGATIVES_DEPTH, TokenizeConfig
 from pipeline.runtime.errors import PipelineError
 from pipeline.runtime.files import read_json, write_json
 
@@ -307,3 +307,41 @@ class PassageIndex:
         tokens = self.words.tokenize(list(questions), update_vocab=False, return_as="string", show_progress=False)
         ranked, scores = self.retriever.retrieve(tokens, k=k, show_progress=False, n_threads=1)
         return np.asarray(ranked, dtype=np.int64), np.asarray(scores, dtype=np.float64)
+
+
+# --- training the reader on retrieved passages --------------------------------------------------
+
+
+def holds_answer(text: str, answers: Sequence[str]) -> bool:
+    """A gold answer's text occurs in the passage (DrQA's answer recall)."""
+    return any(a and a in text for a in answers)
+
+
+def retrieved_negatives(index: PassageIndex, records: Sequence[dict], per_question: int) -> list[dict]:
+    """For each answerable SQuAD-style record, its `per_question` best-ranked passages of the index
+    (among the top NEGATIVES_DEPTH) that hold none of its answers, as no-answer records: the same
+    question over that passage, empty answers, id "<id>/negative-<n>" (n from 0, rank order).
+
+    Trained on beside the gold paragraphs (the tokenize stage appends them), they teach the reader
+    the null score of a passage that does not answer, which retrieve-then-read's reader score is
+    (docs/retrieval.md).
+    """
+    questions = [r for r in records if r["answers"]["text"]]
+    if per_question <= 0 or not questions:
+        return []
+    ranked, _ = index.search([r["question"] for r in questions], NEGATIVES_DEPTH)
+    negatives = []
+    for record, row in zip(questions, ranked):
+        passages = [index.passages[int(p)] for p in row]
+        found = [p for p in passages if not holds_answer(p.text, record["answers"]["text"])]
+        for n, passage in enumerate(found[:per_question]):
+            negatives.append(
+                {
+                    "id": f"{record['id']}/negative-{n}",
+                    "title": passage.title,
+                    "context": passage.text,
+                    "question": record["question"],
+                    "answers": {"text": [], "answer_start": []},
+                }
+            )
+    return negatives

@@ -25,6 +25,9 @@ BAD_RECORD_POLICIES = ("error", "drop", "repair")
 EXPORT_ENGINES = ("float32", "int8")  # what an export can serve (pipeline.qa.int8)
 MIN_BOOTSTRAP_SAMPLES = 100  # fewer resamples make a 95% percentile interval mostly noise
 STRATEGIES = ("auto", "mirrored", "multi_worker")
+# retrieve.train_negatives are taken from each train question's top NEGATIVES_DEPTH passages
+# (pipeline.qa.retrieval.retrieved_negatives), so at most this many per question.
+NEGATIVES_DEPTH = 10
 # Under train.jit_compile, XLA compiles the step once per batch shape: bucketed padding must
 # leave at most this many batch widths (tokenize.max_length / train.pad_to_multiple_of).
 JIT_MAX_WIDTHS = 8
@@ -110,6 +113,7 @@ class RetrieveConfig:
     k_choices: list[int] = MISSING
     weight_steps: int = MISSING
     latency_questions: int = MISSING
+    train_negatives: int = MISSING
 
 
 @dataclass
@@ -295,6 +299,13 @@ def validate(cfg: PipelineConfig, source: str = DEFAULT_PARAMS) -> PipelineConfi
     )
     _require(rt.weight_steps >= 2, "retrieve.weight_steps", rt.weight_steps, "use at least 2 (0 and 1)", source)
     _require(rt.latency_questions >= 1, "retrieve.latency_questions", rt.latency_questions, "use at least 1", source)
+    _require(
+        0 <= rt.train_negatives <= NEGATIVES_DEPTH,
+        "retrieve.train_negatives",
+        rt.train_negatives,
+        f"use 0 (none) to {NEGATIVES_DEPTH} retrieved passages without the answer per train question",
+        source,
+    )
     _require(
         bool(cfg.mlflow.experiment_name),
         "mlflow.experiment_name",

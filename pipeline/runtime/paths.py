@@ -24,6 +24,9 @@ DVC_FILES = (DVC_FILE, OPEN_DVC_FILE)
 
 RAW_DIR = Path("data/raw")
 TOKENIZED_DIR = Path("data/tokenized")
+# Retrieved train passages without the answer, trained on as no-answer examples
+# (retrieve.train_negatives; an empty list at 0).
+NEGATIVES_FILE = Path("data/negatives.json")
 TRAINED_DIR = Path("models/trained")
 EXPORT_DIR = Path("models/export")
 PREDICTIONS_DIR = Path("predictions")

@@ -212,7 +212,7 @@ CACHING_ROWS = {
     # "evaluate param that changes no answer" (evaluate only): test_evaluation_of_a_reused_model_...
     "tokenize param": (
         lambda r: set_params(r, {"tokenize": {"max_length": 96}}),
-        {"tokenize", "train", "evaluate", "index", "tune_retrieval", "export"},
+        {"negatives", "tokenize", "train", "evaluate", "index", "tune_retrieval", "export"},
     ),
     # "model.checkpoint" (by name and by content): test_a_checkpoint_that_changes_under_its_name_...
     "data subset": (lambda r: set_params(r, {"data": {"max_eval_samples": 20}}), set(STAGES) - ALWAYS_RUNS),
@@ -234,6 +234,16 @@ CACHING_ROWS = {
         {"evaluate", "tune_retrieval", "export"},
     ),
     "export code": (lambda r: append_comment(r, "pipeline/qa/serving.py"), {"export"}),
+    # retrieve.train_negatives=0 (the default): the negatives file stays an empty list, so a BM25
+    # setting reruns the retrieval stages, not tokenize or train
+    "BM25 setting": (
+        lambda r: set_params(r, {"retrieve": {"k1": 1.2}}),
+        {"negatives", "index", "tune_retrieval", "export"},
+    ),
+    "retrieved negatives (retrieve.train_negatives=1)": (
+        lambda r: set_params(r, {"retrieve": {"train_negatives": 1}}),
+        {"negatives", "tokenize", "train", "evaluate", "tune_retrieval", "export"},
+    ),
 }
 
 
@@ -259,6 +269,11 @@ def test_a_change_reruns_exactly_the_stages_it_affects(repo, change):
         assert stale_stages(repo) == set()
     if change == "data subset":
         assert load_from_disk(str(repo / "data/raw"))["validation"].num_rows == 20
+    if change.startswith("retrieved negatives"):
+        negatives = read_json(repo / "data/negatives.json")
+        questions = read_json(repo / "data/tokenized/summary.json")["train"]
+        assert 0 < len(negatives) == questions["negatives"] <= questions["examples"]  # at most one per question
+        assert questions["features"] >= questions["examples"] + len(negatives)
 
 
 def test_a_data_file_outside_the_repo_is_a_dependency_by_content(repo):
@@ -296,7 +311,7 @@ def test_a_checkpoint_that_changes_under_its_name_retokenizes_and_retrains(repo)
     read it) and by content: the same name pointing at changed files reruns them too, and a
     stage that meets data tokenized from the old files stops with one line."""
     link = same_checkpoint_by_another_name(repo)
-    assert executed_stages(run_cmd(["dvc", "repro", "train"], repo)) == {"tokenize", "train"}
+    assert executed_stages(run_cmd(["dvc", "repro", "train"], repo)) == {"negatives", "tokenize", "train"}
     assert stale_stages(repo) == {"evaluate", "index", "tune_retrieval", "export"}
     changed = repo.parent / "changed-checkpoint"
     shutil.copytree(link, changed)
@@ -309,7 +324,7 @@ def test_a_checkpoint_that_changes_under_its_name_retokenizes_and_retrains(repo)
         "error: data/tokenized was built from model.checkpoint with content md5 "
     ), lines
     assert "another installed version of a checkpoint" in lines[0] and "run `dvc repro` again" in lines[0]
-    assert executed_stages(run_cmd(["dvc", "repro", "train"], repo)) == {"tokenize", "train"}
+    assert executed_stages(run_cmd(["dvc", "repro", "train"], repo)) == {"negatives", "tokenize", "train"}
     record = read_json(repo / "models/checkpoint.json")
     assert read_json(repo / "models/trained/qa_windows.json")["checkpoint_md5"] == record["md5"]
     assert read_json(repo / "data/tokenized/built_with.json")["model.checkpoint md5"] == record["md5"]

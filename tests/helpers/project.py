@@ -87,7 +87,7 @@ def tiny_conf(checkpoint: Path | str) -> dict:
     return {**TINY_CONF, "model/minilm.yaml": {"checkpoint": str(checkpoint)}}
 
 
-STAGES = ["checkpoint", "download", "tokenize", "train", "evaluate", "index", "tune_retrieval", "export"]
+STAGES = ["checkpoint", "download", "negatives", "tokenize", "train", "evaluate", "index", "tune_retrieval", "export"]
 # open/dvc.yaml's stages: `dvc repro` leaves them out; `dvc repro open/dvc.yaml` runs them. The
 # baseline project has run them too.
 OPEN_STAGES = ["evaluate_open"]

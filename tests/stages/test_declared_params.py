@@ -25,6 +25,15 @@ MLFLOW_DESTINATION = {"mlflow.experiment_name", "mlflow.registered_model_name"}
 READ_UNDER_OTHER_SETTINGS = {
     "download": {"data.name", "data.config_name"},  # data.source=hub; the sample is local JSON
     "export": {"export.calibration_samples"},  # export.engine=int8; the baseline exports float32
+    # retrieve.train_negatives > 0 (the index of train passages); the default, 0, writes an empty list
+    "negatives": {
+        "model.checkpoint",
+        "tokenize.max_length",
+        "tokenize.stride",
+        "retrieve.k1",
+        "retrieve.b",
+        "retrieve.stemmer",
+    },
 }
 
 

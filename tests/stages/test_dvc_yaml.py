@@ -103,6 +103,7 @@ def test_data_and_output_paths_are_the_ones_pipeline_runtime_paths_names():
 
     assert names("checkpoint", "outs") == {str(paths.CHECKPOINT_FILE)}
     assert names("download", "outs") == {str(paths.RAW_DIR)}
+    assert names("negatives", "outs") == {str(paths.NEGATIVES_FILE)}
     assert names("tokenize", "outs") == {str(paths.TOKENIZED_DIR)}
     assert names("train", "outs") == {str(paths.TRAINED_DIR)}
     assert names("train", "metrics") == {str(paths.TRAIN_METRICS_FILE)}
@@ -124,7 +125,9 @@ def test_data_and_output_paths_are_the_ones_pipeline_runtime_paths_names():
     assert data_deps == {
         "checkpoint": set(),  # model.checkpoint is a param; the stage records its content
         "download": {"${data.train_file}", "${data.validation_file}"},  # the data files by content
-        "tokenize": {str(paths.RAW_DIR), str(paths.CHECKPOINT_FILE)},
+        # train paragraphs and questions, split with the checkpoint's tokenizer
+        "negatives": {str(paths.RAW_DIR), str(paths.CHECKPOINT_FILE)},
+        "tokenize": {str(paths.RAW_DIR), str(paths.NEGATIVES_FILE), str(paths.CHECKPOINT_FILE)},
         "train": {str(paths.TOKENIZED_DIR), str(paths.CHECKPOINT_FILE)},
         "evaluate": {str(paths.RAW_DIR), str(paths.TOKENIZED_DIR), str(paths.TRAINED_DIR)},
         # serves what evaluate scored; export.engine=int8 calibrates on train features and scores validation

@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import download, tokenize
+from pipeline import download, negatives, tokenize
 from pipeline.evaluate import evaluate
 from pipeline.qa.metrics import load_metric
 from pipeline.runtime.compose import compose_params_text
 from pipeline.runtime.config import from_dict
 from pipeline.runtime.paths import (
     EVAL_METRICS_FILE,
+    NEGATIVES_FILE,
     PREDICTIONS_DIR,
     RAW_DIR,
     RISK_COVERAGE_PLOT_FILE,
@@ -58,10 +59,11 @@ def trained_dir(tmp_path_factory):
 
 
 def stage_inputs(root, cfg):
-    """data/raw and data/tokenized for the first 32 questions, written by the first two stages,
+    """data/raw and data/tokenized for the first 32 questions, written by the first stages,
     and the model in models/trained (the stages read these paths from the working directory)."""
     download.run(cfg.data, root / RAW_DIR)
-    tokenize.run(cfg, root / RAW_DIR, root / TOKENIZED_DIR)
+    negatives.run(cfg, root / RAW_DIR, root / NEGATIVES_FILE)
+    tokenize.run(cfg, root / RAW_DIR, root / TOKENIZED_DIR, negatives_file=root / NEGATIVES_FILE)
     return root / RAW_DIR, root / TOKENIZED_DIR
 
 

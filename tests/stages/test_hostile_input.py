@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.runtime.paths import RAW_DIR, TOKENIZED_DIR
+from pipeline.runtime.paths import NEGATIVES_FILE, RAW_DIR, TOKENIZED_DIR
 from tests.helpers.project import composed_config, failure_lines, project_files, run_cmd, PROJECT_ROOT
 
 TINY = ["data.max_train_samples=24", "data.max_eval_samples=8", "tokenize.max_length=128", "tokenize.stride=32"]
@@ -30,6 +30,7 @@ def workspace(tmp_path_factory):
     cfg = composed_config(*TINY)
     (root / "params.yaml").write_text(run_cmd([sys.executable, "-m", "pipeline.runtime.compose", *TINY], root).stdout)
     run_cmd([sys.executable, "-m", "pipeline.download"], root)
+    run_cmd([sys.executable, "-m", "pipeline.negatives"], root)
     run_cmd([sys.executable, "-m", "pipeline.tokenize", "--num-proc", "1"], root)
     assert cfg.tokenize.max_length == 128
     return root
@@ -38,8 +39,8 @@ def workspace(tmp_path_factory):
 def snapshot(root: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(root)): p.read_bytes()
-        for d in (RAW_DIR, TOKENIZED_DIR)
-        for p in sorted((root / d).rglob("*"))
+        for d in (RAW_DIR, TOKENIZED_DIR, NEGATIVES_FILE)
+        for p in ([root / d] if (root / d).is_file() else sorted((root / d).rglob("*")))
         if p.is_file()
     }
 
@@ -104,6 +105,24 @@ CASES = [
         ["model.checkpoint='no-such-model-xyz'", "HF_HUB_OFFLINE is set"],
     ),
     (
+        "too many retrieved negatives",
+        lambda r: edit_params(r, lambda p: p["retrieve"].update(train_negatives=11)),
+        "negatives",
+        ["params.yaml: retrieve.train_negatives=11 is invalid", "use 0 (none) to 10"],
+    ),
+    (
+        "negatives file edited by hand",
+        lambda r: (r / NEGATIVES_FILE).write_text('[{"id": "x", "question": "q?"}]'),
+        "tokenize",
+        ["data/negatives.json: record 0 is not a no-answer example", "dvc repro negatives"],
+    ),
+    (
+        "negatives file missing",
+        lambda r: (r / NEGATIVES_FILE).unlink(),
+        "tokenize",
+        ["data/negatives.json: not found", "dvc repro negatives"],
+    ),
+    (
         "data file is a directory",
         lambda r: edit_params(r, lambda p: p["data"].update(train_file="data/sample")),
         "download",
@@ -116,8 +135,8 @@ CASES = [
 def test_bad_input_stops_with_one_clear_line_and_leaves_outputs(workspace, tmp_path, name, setup, stage, expected):
     root = tmp_path / "ws"
     shutil.copytree(workspace, root, symlinks=True)
-    before = snapshot(root)
     setup(root)
+    before = snapshot(root)  # after the setup: it may edit an input (data/negatives.json)
     out = run_cmd(
         [sys.executable, "-m", f"pipeline.{stage}", *(["--num-proc", "1"] if stage == "tokenize" else [])],
         root,

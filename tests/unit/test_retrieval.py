@@ -19,6 +19,7 @@ from pipeline.qa.retrieval import (
     documents_from_records,
     passage_tokens,
     read_corpus,
+    retrieved_negatives,
     split_passages,
 )
 from pipeline.qa.open_domain import (
@@ -150,6 +151,41 @@ def test_an_index_split_differently_from_the_reader_is_refused(corpus, tokenizer
     other.add_tokens(["volcanology"])
     with pytest.raises(PipelineError, match=r"^idx: the index was built with another tokenizer than the model's"):
         index.check_reader(other, WINDOWS, "idx")
+
+
+def test_negatives_are_the_best_ranked_passages_without_the_answer(corpus, tokenizer):
+    index = PassageIndex.build(read_corpus(corpus), tokenizer, WINDOWS, DEFAULT_BM25, "corpus")
+    question = "Which volcano is on the east coast of Sicily near the Danube?"
+    ranked, _ = index.search([question], 3)
+    order = [index.passages[int(p)].doc_id for p in ranked[0]]
+    assert order[:2] == ["volcanoes.md", "rivers.txt"]  # the answer's passage first, then the Danube's
+    records = [
+        {
+            "id": "q1",
+            "title": "Volcanoes",
+            "question": question,
+            "context": "...",
+            "answers": {"text": ["Mount Etna"], "answer_start": [0]},
+        },
+        {"id": "q2", "title": "", "question": "Who?", "context": "...", "answers": {"text": [], "answer_start": []}},
+    ]
+    one = retrieved_negatives(index, records, 1)
+    assert one == [
+        {
+            "id": "q1/negative-0",
+            "title": "rivers",
+            "context": DOCS["rivers.txt"],
+            "question": question,
+            "answers": {"text": [], "answer_start": []},
+        }
+    ]  # an unanswerable question has none: every passage is one already
+    two = retrieved_negatives(index, records, 2)
+    assert [n["id"] for n in two] == ["q1/negative-0", "q1/negative-1"]
+    assert [n["context"] for n in two] == [DOCS["rivers.txt"], DOCS["space/moon.txt"]]
+    assert retrieved_negatives(index, records, 0) == []
+    # an answer every passage holds leaves no negative
+    everywhere = [{**records[0], "answers": {"text": ["the"], "answer_start": [0]}}]
+    assert retrieved_negatives(index, everywhere, 3) == []
 
 
 def test_a_stemmer_that_pystemmer_lacks_is_one_line(corpus, tokenizer):
