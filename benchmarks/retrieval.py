@@ -5,7 +5,8 @@
     python benchmarks/retrieval.py --export DIR [--engine int8] [--questions 2000] [--pool dev]
 
 Steps, as the index, tune_retrieval and evaluate_open stages take them (pipeline.qa.retrieval,
-the same code): k and the weight chosen on the first --tune-questions train questions over the
+the same code): k and the weight chosen on --tune-questions train questions (from #--tune-from:
+0 as tune_retrieval, 8000 for questions the quality benchmark's model never trained on) over the
 train paragraphs (tune_on_questions); the pool's index (its build time); every dev question's
 top 20 passages (answer recall at 1/5/10/20) and its top 10 read (EM/F1 end to end at k = 1, 5,
 10 and the chosen k) beside isolated EM/F1 (the gold paragraph read by the same engine); latency:
@@ -105,6 +106,12 @@ def main() -> None:
     parser.add_argument("--squad-dir", type=Path, default=ROOT.parent / "shared/data/squad-v1.1")
     parser.add_argument("--questions", type=int, default=2000, help="the first N dev questions")
     parser.add_argument("--tune-questions", type=int, default=200, help="train questions k and weight are chosen on")
+    parser.add_argument(
+        "--tune-from",
+        type=int,
+        default=0,
+        help="the first of them (0: as tune_retrieval; 8000: the quality benchmark's held-out train questions)",
+    )
     parser.add_argument("--k-choices", default="1,3,5", help="the k the choice is among")
     parser.add_argument("--pool", default="dev", choices=("dev", "dev+train"), help="the paragraphs searched")
     parser.add_argument("--latency-questions", type=int, default=100)
@@ -117,9 +124,11 @@ def main() -> None:
 
     train_index, _ = build_index(train, qa, "train")
     k_choices = [int(k) for k in args.k_choices.split(",")]
-    k, weight, tune_f1, tune_seconds = tune(reader, train_index, train[: args.tune_questions], k_choices)
+    k, weight, tune_f1, tune_seconds = tune(
+        reader, train_index, train[args.tune_from : args.tune_from + args.tune_questions], k_choices
+    )
     log(
-        f"chose k={k}, weight={weight} on {args.tune_questions} train questions "
+        f"chose k={k}, weight={weight} on {args.tune_questions} train questions from #{args.tune_from} "
         f"(F1 {tune_f1:.2f}, {tune_seconds:.0f} s)"
     )
 
@@ -160,7 +169,13 @@ def main() -> None:
         "index_seconds": index_seconds,
         "search_ms_per_question": search_ms,
         "questions": len(texts),
-        "chosen": {"k": k, "weight": weight, "tune_questions": args.tune_questions, "tune_f1": tune_f1},
+        "chosen": {
+            "k": k,
+            "weight": weight,
+            "tune_questions": args.tune_questions,
+            "tune_from": args.tune_from,
+            "tune_f1": tune_f1,
+        },
         "recall": {f"at_{kk}": v for kk, v in recall.items()},
         "integrated": {f"at_{kk}": v for kk, v in integrated.items()},
         "integrated_chosen": integrated[k],

@@ -7,9 +7,9 @@ The top max(k) passages of each question are read once by the reader
 kept), then for each k the answer is the passage answer with the highest
 (1 - weight) * bm25 score + weight * reader score, the reader score being the span's score minus
 the passage's null score (start + end logit of [CLS]): a passage-level confidence the raw span
-score lacks, since the reader never saw a passage without the answer in training (measured in
-docs/retrieval.md). k and the weight are chosen on train questions (`tune_on_questions`), never
-on the questions being scored.
+score lacks when the reader never saw a passage without the answer in training (measured in
+docs/retrieval.md; retrieve.train_negatives trains it on such passages). k and the weight are
+chosen on train questions (`tune_on_questions`), never on the questions being scored.
 """
 
 from __future__ import annotations
