@@ -219,3 +219,21 @@ def test_max_windows_drops_and_names_questions_with_too_long_contexts(workspace,
         f"data/raw/train: dropped {dropped} question(s) whose context gives more than tokenize.max_windows=1"
         in out.stderr
     )
+
+
+@pytest.mark.parametrize(
+    "override,expected",
+    [
+        ("retrieve.bogus=1", "Could not override 'retrieve.bogus'"),
+        ("train=nope", "Could not find 'train/nope' Available options in 'train': course cpu quality"),
+        ("retrieve.train_negatives=20", "retrieve.train_negatives=20 is invalid"),
+    ],
+)
+def test_a_bad_override_to_compose_is_one_line_and_leaves_params_yaml(workspace, tmp_path, override, expected):
+    root = tmp_path / "ws"
+    shutil.copytree(workspace, root, symlinks=True)
+    before = (root / "params.yaml").read_bytes()
+    out = run_cmd([sys.executable, "-m", "pipeline.runtime.compose", override], root, check=False)
+    errors = failure_lines(out)
+    assert out.returncode == 1 and len(errors) == 1 and expected in errors[0], out.stderr[-2000:]
+    assert (root / "params.yaml").read_bytes() == before
