@@ -12,6 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from pipeline.runtime.config import from_dict
 from pipeline.runtime.errors import PipelineError, stage_entry_point
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -40,8 +41,6 @@ def compose_params_text(overrides: list[str] | None = None, conf_dir: Path = CON
 @stage_entry_point
 def main() -> None:
     import yaml
-
-    from pipeline.runtime.config import from_dict
 
     text = compose_params_text(sys.argv[1:])
     from_dict(yaml.safe_load(text), "params.yaml (composed)")  # a bad value stops here, params.yaml untouched
