@@ -18,7 +18,7 @@ import time
 
 import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pipeline.qa.modeling import load_tokenizer
-from pipeline.qa.retrieval import Bm25Settings, PassageIndex, documents_from_records, retrieved_negatives
+from pipeline.qa.retrieval import Bm25Settings, paragraph_index, retrieved_negatives
 from pipeline.qa.squad import load_saved
 from pipeline.runtime.config import PipelineConfig, stage_config
 from pipeline.runtime.errors import PipelineError, stage_entry_point
@@ -33,12 +33,8 @@ def mine_negatives(cfg: PipelineConfig, raw_dir=RAW_DIR) -> list[dict]:
     if not (raw_dir / "dataset_dict.json").is_file():
         raise PipelineError(f"{raw_dir}: no saved dataset; run the download stage first (dvc repro download)")
     train = load_saved(raw_dir)["train"]
-    pool = PassageIndex.build(
-        documents_from_records(train.select_columns(["title", "context"])),
-        load_tokenizer(cfg.model.checkpoint),
-        cfg.tokenize,
-        Bm25Settings(rt.k1, rt.b, rt.stemmer),
-        "train",
+    pool = paragraph_index(
+        train, load_tokenizer(cfg.model.checkpoint), cfg.tokenize, Bm25Settings(rt.k1, rt.b, rt.stemmer), "train"
     )
     return retrieved_negatives(pool, train.to_list(), rt.train_negatives)
 

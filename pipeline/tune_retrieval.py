@@ -19,7 +19,7 @@ import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads
 from pipeline.qa.modeling import read_windows
 from pipeline.qa.predictions import LoadedModel
 from pipeline.qa.squad import answerable, load_saved
-from pipeline.qa.retrieval import Bm25Settings, PassageIndex, documents_from_records
+from pipeline.qa.retrieval import Bm25Settings, paragraph_index
 from pipeline.qa.open_domain import tune_on_questions, weight_grid
 from pipeline.runtime.config import PipelineConfig, stage_config
 from pipeline.runtime.errors import PipelineError, stage_entry_point
@@ -42,13 +42,7 @@ def tune_retrieval(cfg: PipelineConfig) -> dict:
     if questions.num_rows == 0:
         raise PipelineError(f"{RAW_DIR}: the train split has no answerable question to choose k and the weight on")
     loaded = LoadedModel.load(TRAINED_DIR, ev.precision)
-    pool = PassageIndex.build(
-        documents_from_records(train.select_columns(["title", "context"])),
-        loaded.tokenizer,
-        cfg.tokenize,
-        Bm25Settings(rt.k1, rt.b, rt.stemmer),
-        "train",
-    )
+    pool = paragraph_index(train, loaded.tokenizer, cfg.tokenize, Bm25Settings(rt.k1, rt.b, rt.stemmer), "train")
     reader = loaded.reader(cfg.tokenize, ev.n_best, ev.max_answer_length, ev.batch_size)
     gold = [list(a["text"]) for a in questions["answers"]]
     k, weight, tuned_f1 = tune_on_questions(

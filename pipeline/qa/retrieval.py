@@ -309,6 +309,15 @@ class PassageIndex:
         return np.asarray(ranked, dtype=np.int64), np.asarray(scores, dtype=np.float64)
 
 
+def paragraph_index(
+    split: Any, tokenizer: Any, windows: TokenizeConfig, settings: Bm25Settings, source: str
+) -> PassageIndex:
+    """An index of every distinct paragraph of a data/raw split (a datasets Dataset): the train pool
+    tune_retrieval chooses k and the weight on and the negatives stage mines passages from."""
+    documents = documents_from_records(split.select_columns(["title", "context"]))
+    return PassageIndex.build(documents, tokenizer, windows, settings, source)
+
+
 # --- training the reader on retrieved passages --------------------------------------------------
 
 
