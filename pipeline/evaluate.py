@@ -35,7 +35,7 @@ from pipeline.qa.modeling import load_tokenizer, read_windows
 from pipeline.qa.predictions import predict_split, score, write_prediction_files
 from pipeline.runtime import tracking
 from pipeline.runtime.config import PipelineConfig, stage_config
-from pipeline.runtime.errors import PipelineError, stage_entry_point
+from pipeline.runtime.errors import stage_entry_point
 from pipeline.runtime.files import atomic_output_dir, dvc_md5, read_json, write_csv, write_json
 from pipeline.runtime.lineage import (
     EVALUATION_FILE_NAME,
@@ -58,6 +58,7 @@ from pipeline.runtime.paths import (
     SLICES_PLOT_FILE,
     TOKENIZED_DIR,
     TRAINED_DIR,
+    require_output,
 )
 
 
@@ -95,10 +96,8 @@ def check_inputs(cfg: PipelineConfig) -> dict[str, str]:
     """The questions, features and model exist and were built from each other with these params;
     returns the content md5s of what the model was built from (recorded with the evaluation)."""
     for path in (RAW_DIR, TOKENIZED_DIR):
-        if not (path / "dataset_dict.json").is_file():
-            raise PipelineError(f"{path}: no saved dataset; run `dvc repro` to build it")
-    if not (TRAINED_DIR / "config.json").is_file():
-        raise PipelineError(f"{TRAINED_DIR}: no trained model; run the train stage first")
+        require_output(path, "dataset_dict.json", "saved dataset")
+    require_output(TRAINED_DIR, "config.json", "trained model")
     windows = read_windows(TRAINED_DIR) or {}
     # data/tokenized and the model must come from the same checkpoint (a concurrent run may
     # have rebuilt one of them): compare the content md5 each recorded.

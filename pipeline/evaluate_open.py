@@ -58,6 +58,7 @@ from pipeline.runtime.paths import (
     RECALL_PLOT_FILE,
     RETRIEVAL_FILE,
     TRAINED_DIR,
+    require_output,
 )
 
 RECALL_K = (1, 5, 10, 20)
@@ -105,12 +106,9 @@ def evaluate_open(cfg: PipelineConfig) -> dict[str, Any]:
 
 def load_inputs(cfg: PipelineConfig) -> tuple[PassageIndex, LoadedModel, TokenizeConfig]:
     """The index and the trained reader, checked against each other and params.yaml."""
-    if not (TRAINED_DIR / "config.json").is_file():
-        raise PipelineError(f"{TRAINED_DIR}: no trained model; run the train stage first")
-    if not (PREDICTIONS_DIR / PREDICTIONS_FILE).is_file():
-        raise PipelineError(f"{PREDICTIONS_DIR}: no predictions; run `dvc repro evaluate`")
-    if not (RAW_DIR / "dataset_dict.json").is_file():
-        raise PipelineError(f"{RAW_DIR}: no saved dataset; run `dvc repro download`")
+    require_output(TRAINED_DIR, "config.json", "trained model")
+    require_output(PREDICTIONS_DIR, PREDICTIONS_FILE, "predictions")
+    require_output(RAW_DIR, "dataset_dict.json", "saved dataset")
     if not RETRIEVAL_FILE.is_file():
         raise PipelineError(f"{RETRIEVAL_FILE}: no choice of k and weight; run `dvc repro tune_retrieval`")
     index = PassageIndex.load(INDEX_DIR)

@@ -65,6 +65,7 @@ from pipeline.runtime.paths import (
     RETRIEVAL_FILE,
     TOKENIZED_DIR,
     TRAINED_DIR,
+    require_output,
 )
 
 
@@ -109,8 +110,7 @@ def save_int8(
     from datasets import load_from_disk
 
     for path in (RAW_DIR, TOKENIZED_DIR):
-        if not (path / "dataset_dict.json").is_file():
-            raise PipelineError(f"{path}: no saved dataset; run `dvc repro` to build it")
+        require_output(path, "dataset_dict.json", "saved dataset")
     # Calibrated on the features the model was trained on, scored on the questions it was evaluated on.
     check_content_inputs(read_built_with(trained_dir), trained_dir, TOKENIZED_DIR)
     eval_digest = dvc_md5(RAW_DIR / "validation")
@@ -182,8 +182,7 @@ def copy_index(index_dir: Path, retrieval_file: Path, out_dir: Path) -> None:
 def check_inputs(cfg: PipelineConfig, trained_dir: Path, predictions_dir: Path) -> tuple[dict, dict, dict]:
     """The model was trained on these windows and scored (predictions/evaluation.json) with the
     settings the export serves. Returns (its windows, the evaluation, the served answer settings)."""
-    if not (trained_dir / "config.json").is_file():
-        raise PipelineError(f"{trained_dir}: no trained model; run the train stage first")
+    require_output(trained_dir, "config.json", "trained model")
     windows = read_windows(trained_dir)
     if windows is None:
         raise PipelineError(

@@ -21,17 +21,16 @@ from pipeline.qa.modeling import load_tokenizer
 from pipeline.qa.retrieval import Bm25Settings, paragraph_index, retrieved_negatives
 from pipeline.qa.squad import load_saved
 from pipeline.runtime.config import PipelineConfig, stage_config
-from pipeline.runtime.errors import PipelineError, stage_entry_point
+from pipeline.runtime.errors import stage_entry_point
 from pipeline.runtime.files import write_json
-from pipeline.runtime.paths import NEGATIVES_FILE, RAW_DIR
+from pipeline.runtime.paths import NEGATIVES_FILE, RAW_DIR, require_output
 
 
 def mine_negatives(cfg: PipelineConfig, raw_dir=RAW_DIR) -> list[dict]:
     rt = cfg.retrieve
     if rt.train_negatives == 0:
         return []
-    if not (raw_dir / "dataset_dict.json").is_file():
-        raise PipelineError(f"{raw_dir}: no saved dataset; run the download stage first (dvc repro download)")
+    require_output(raw_dir, "dataset_dict.json", "saved dataset")
     train = load_saved(raw_dir)["train"]
     pool = paragraph_index(
         train, load_tokenizer(cfg.model.checkpoint), cfg.tokenize, Bm25Settings(rt.k1, rt.b, rt.stemmer), "train"

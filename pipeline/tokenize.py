@@ -23,12 +23,11 @@ from pipeline.runtime.config import PipelineConfig, stage_config
 from pipeline.runtime.errors import PipelineError, stage_entry_point
 from pipeline.runtime.files import atomic_output_dir, read_json, save_dataset_dict, write_json
 from pipeline.runtime.lineage import BUILT_WITH_FILE_NAME, content_inputs, tokenized_inputs
-from pipeline.runtime.paths import NEGATIVES_FILE, RAW_DIR, SUMMARY_FILE_NAME, TOKENIZED_DIR
+from pipeline.runtime.paths import NEGATIVES_FILE, RAW_DIR, SUMMARY_FILE_NAME, TOKENIZED_DIR, require_output
 
 
 def load_raw(raw_dir: Path = RAW_DIR):
-    if not (raw_dir / "dataset_dict.json").is_file():
-        raise PipelineError(f"{raw_dir}: no saved dataset; run the download stage first (dvc repro download)")
+    require_output(raw_dir, "dataset_dict.json", "saved dataset")
     return load_saved(raw_dir)
 
 

@@ -62,9 +62,10 @@ from pipeline.runtime.paths import (
     STEPS_PLOT_FILE,
     SUMMARY_FILE_NAME,
     TOKENIZED_DIR,
+    TRAINED_DIR,
     TRAIN_BACKUP_DIR_NAME,
     TRAIN_METRICS_FILE,
-    TRAINED_DIR,
+    require_output,
     stage_code_deps,
 )
 
@@ -181,8 +182,7 @@ def load_training_data(cfg: PipelineConfig, tokenized_dir: Path) -> TrainingData
     """The train split, checked against what it was built from (params, checkpoint content)."""
     from datasets import load_from_disk
 
-    if not (tokenized_dir / "dataset_dict.json").is_file():
-        raise PipelineError(f"{tokenized_dir}: no tokenized data; run the tokenize stage first")
+    require_output(tokenized_dir, "dataset_dict.json", "tokenized data")
     checkpoint_md5 = checkpoint_fingerprint(cfg.model.checkpoint)["md5"]
     check_built_with(read_built_with(tokenized_dir), tokenized_inputs(cfg, checkpoint_md5), tokenized_dir)
     tokenizer = load_tokenizer(cfg.model.checkpoint)

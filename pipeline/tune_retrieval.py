@@ -25,15 +25,13 @@ from pipeline.runtime.config import PipelineConfig, stage_config
 from pipeline.runtime.errors import PipelineError, stage_entry_point
 from pipeline.runtime.files import write_json
 from pipeline.runtime.lineage import check_model_windows
-from pipeline.runtime.paths import RAW_DIR, RETRIEVAL_FILE, TRAINED_DIR
+from pipeline.runtime.paths import RAW_DIR, RETRIEVAL_FILE, TRAINED_DIR, require_output
 
 
 def tune_retrieval(cfg: PipelineConfig) -> dict:
     rt, ev = cfg.retrieve, cfg.evaluate
-    if not (TRAINED_DIR / "config.json").is_file():
-        raise PipelineError(f"{TRAINED_DIR}: no trained model; run the train stage first")
-    if not (RAW_DIR / "dataset_dict.json").is_file():
-        raise PipelineError(f"{RAW_DIR}: no saved dataset; run `dvc repro download`")
+    require_output(TRAINED_DIR, "config.json", "trained model")
+    require_output(RAW_DIR, "dataset_dict.json", "saved dataset")
     check_model_windows(read_windows(TRAINED_DIR) or {}, cfg, TRAINED_DIR)
     started = time.perf_counter()
     train = load_saved(RAW_DIR)["train"]

@@ -79,3 +79,17 @@ def stage_code_deps(stage: str, dvc_file: Path = DVC_FILE) -> list[Path]:
     except (OSError, KeyError, TypeError, yaml.YAMLError) as err:
         raise PipelineError(f"{dvc_file}: cannot read the deps of stage '{stage}' ({err})") from None
     return [dvc_file.parent / d for d in deps if str(d).endswith(".py")]
+
+
+def require_output(path: Path, marker: str, what: str) -> None:
+    """Another stage's output this stage reads is there (`marker`, a file inside it, exists), or one
+    error line naming it and the `dvc repro` that makes it (the stage whose outs hold it in dvc.yaml)."""
+    if (path / marker).is_file():
+        return
+
+    def out_paths(stage: dict) -> list[str]:
+        return [o if isinstance(o, str) else next(iter(o)) for o in stage.get("outs", [])]
+
+    producers = [name for name, stage in dvc_stages().items() if str(path) in out_paths(stage)]
+    fix = f"`dvc repro {producers[0]}`" if producers else "`dvc repro`"
+    raise PipelineError(f"{path}: no {what}; run {fix} to build it")

@@ -123,6 +123,24 @@ CASES = [
         ["data/negatives.json: not found", "dvc repro negatives"],
     ),
     (
+        "no data/raw: the stage that makes it is named",
+        lambda r: shutil.rmtree(r / RAW_DIR),
+        "tokenize",
+        ["data/raw: no saved dataset; run `dvc repro download`"],
+    ),
+    (
+        "no data/tokenized",
+        lambda r: shutil.rmtree(r / TOKENIZED_DIR),
+        "train",
+        ["data/tokenized: no tokenized data; run `dvc repro tokenize`"],
+    ),
+    (
+        "no trained model",
+        lambda r: None,
+        "evaluate",
+        ["models/trained: no trained model; run `dvc repro train`"],
+    ),
+    (
         "data file is a directory",
         lambda r: edit_params(r, lambda p: p["data"].update(train_file="data/sample")),
         "download",
