@@ -77,9 +77,10 @@ def evaluate_open(cfg: PipelineConfig) -> dict[str, Any]:
         raise PipelineError(f"{RAW_DIR}: the validation split has no answerable question to retrieve for")
     texts, gold = list(questions["question"]), [list(a["text"]) for a in questions["answers"]]
 
-    ranked, _ = index.search(texts, max(RECALL_K))
-    recall = recall_at(answer_in_passages(ranked, index, gold), range(1, max(RECALL_K) + 1))
-    reads = read_passages(reader, index, texts, max(max(INTEGRATED_K), k))
+    read_k = max(max(INTEGRATED_K), k)
+    searched = index.search(texts, max(*RECALL_K, read_k))  # once: recall, then the passages read
+    recall = recall_at(answer_in_passages(searched[0], index, gold), range(1, max(RECALL_K) + 1))
+    reads = read_passages(reader, index, texts, read_k, searched=searched)
     exact, f1 = answer_scores(reads, gold)
     integrated = {kk: integrated_scores(reads, exact, f1, kk, weight) for kk in sorted({*INTEGRATED_K, k})}
     isolated = isolated_scores(cfg, questions)

@@ -46,9 +46,17 @@ class Reads:
         return np.argmax(combined, axis=1)
 
 
-def read_passages(reader: Reader, index: PassageIndex, questions: Sequence[str], k: int, batch: int = 512) -> Reads:
-    """Retrieve the top k passages of every question and read each with the reader."""
-    ranked, bm25 = index.search(questions, k)
+def read_passages(
+    reader: Reader,
+    index: PassageIndex,
+    questions: Sequence[str],
+    k: int,
+    batch: int = 512,
+    searched: Optional[tuple[np.ndarray, np.ndarray]] = None,
+) -> Reads:
+    """Retrieve the top k passages of every question and read each with the reader. `searched`:
+    index.search's (passages, scores) of these questions to at least k, when the caller has them."""
+    ranked, bm25 = index.search(questions, k) if searched is None else (searched[0][:, :k], searched[1][:, :k])
     n, kk = ranked.shape
     answers: list[dict[str, Any]] = []
     pairs = [(q, int(p)) for q, row in zip(questions, ranked) for p in row]

@@ -29,6 +29,7 @@ from pipeline.qa.open_domain import (
     choose_settings,
     integrated_scores,
     recall_at,
+    read_passages,
 )
 from pipeline.runtime.config import TokenizeConfig
 from pipeline.runtime.errors import PipelineError
@@ -239,6 +240,14 @@ def test_answer_open_reports_the_document_and_offsets_of_the_answer(corpus, toke
         return out
 
     [result] = answer_open(reader, index, ["Which city does the Danube flow through first?"], 3, 0.5)
+    # reading from a search made beforehand (evaluate_open searches once) reads the same passages
+    question = ["Which city does the Danube flow through first?"]
+    fresh, reused = (
+        read_passages(reader, index, question, 2),
+        read_passages(reader, index, question, 2, searched=index.search(question, 3)),
+    )
+    assert fresh.passage.tolist() == reused.passage.tolist() and fresh.bm25.tolist() == reused.bm25.tolist()
+    assert fresh.answers == reused.answers and fresh.passage.shape == (1, 2)
     assert result["answer"] == "Vienna" and result["doc_id"] == "rivers.txt" and result["title"] == "rivers"
     text = DOCS["rivers.txt"]
     assert text[result["start"] : result["end"]] == "Vienna"
