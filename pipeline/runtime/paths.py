@@ -90,6 +90,9 @@ def require_output(path: Path, marker: str, what: str) -> None:
     def out_paths(stage: dict) -> list[str]:
         return [o if isinstance(o, str) else next(iter(o)) for o in stage.get("outs", [])]
 
-    producers = [name for name, stage in dvc_stages().items() if str(path) in out_paths(stage)]
+    try:
+        producers = [name for name, stage in dvc_stages().items() if str(path) in out_paths(stage)]
+    except (OSError, KeyError, TypeError, AttributeError, yaml.YAMLError):  # no readable dvc.yaml: name no stage
+        producers = []
     fix = f"`dvc repro {producers[0]}`" if producers else "`dvc repro`"
     raise PipelineError(f"{path}: no {what}; run {fix} to build it")
