@@ -110,8 +110,7 @@ def load_inputs(cfg: PipelineConfig) -> tuple[PassageIndex, LoadedModel, Tokeniz
     require_output(TRAINED_DIR, "config.json", "trained model")
     require_output(PREDICTIONS_DIR, PREDICTIONS_FILE, "predictions")
     require_output(RAW_DIR, "dataset_dict.json", "saved dataset")
-    if not RETRIEVAL_FILE.is_file():
-        raise PipelineError(f"{RETRIEVAL_FILE}: no choice of k and weight; run `dvc repro tune_retrieval`")
+    require_output(RETRIEVAL_FILE, None, "choice of k and weight")
     index = PassageIndex.load(INDEX_DIR)
     check_model_windows(read_windows(TRAINED_DIR) or {}, cfg, TRAINED_DIR)
     loaded = LoadedModel.load(TRAINED_DIR, cfg.evaluate.precision)

@@ -160,8 +160,8 @@ def save_int8(
 def check_index(index_dir: Path, retrieval_file: Path, tokenizer: Any, cfg: PipelineConfig) -> None:
     """The index the export carries splits text as the model reads it, and its k and weight were
     chosen (tune_retrieval) with the index's BM25 settings."""
-    if not (index_dir / META_FILE).is_file() or not retrieval_file.is_file():
-        raise PipelineError(f"{index_dir}, {retrieval_file}: missing; run `dvc repro index tune_retrieval`")
+    require_output(index_dir, META_FILE, "passage index")
+    require_output(retrieval_file, None, "choice of k and weight")
     index = PassageIndex.load(index_dir)
     index.check_reader(tokenizer, cfg.tokenize, str(index_dir))
     chosen = read_json(retrieval_file).get("bm25")

@@ -35,8 +35,7 @@ def load_negatives(path: Path, features):
     """data/negatives.json as a train-split Dataset (its records checked against the split's columns)."""
     from datasets import Dataset
 
-    if not path.is_file():
-        raise PipelineError(f"{path}: not found; run the negatives stage first (dvc repro negatives)")
+    require_output(path, None, "retrieved negatives")
     records = read_json(path)
     if not isinstance(records, list):
         records = [records]

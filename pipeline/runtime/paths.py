@@ -81,10 +81,11 @@ def stage_code_deps(stage: str, dvc_file: Path = DVC_FILE) -> list[Path]:
     return [dvc_file.parent / d for d in deps if str(d).endswith(".py")]
 
 
-def require_output(path: Path, marker: str, what: str) -> None:
-    """Another stage's output this stage reads is there (`marker`, a file inside it, exists), or one
-    error line naming it and the `dvc repro` that makes it (the stage whose outs hold it in dvc.yaml)."""
-    if (path / marker).is_file():
+def require_output(path: Path, marker: str | None, what: str) -> None:
+    """Another stage's output this stage reads is there (the file `path`, or with `marker` a
+    directory holding that file), or one error line naming it and the `dvc repro` that makes it
+    (the stage whose outs hold it in dvc.yaml)."""
+    if (path if marker is None else path / marker).is_file():
         return
 
     def out_paths(stage: dict) -> list[str]:

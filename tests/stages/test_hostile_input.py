@@ -120,7 +120,7 @@ CASES = [
         "negatives file missing",
         lambda r: (r / NEGATIVES_FILE).unlink(),
         "tokenize",
-        ["data/negatives.json: not found", "dvc repro negatives"],
+        ["data/negatives.json: no retrieved negatives; run `dvc repro negatives`"],
     ),
     (
         "no data/raw: the stage that makes it is named",
