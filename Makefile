@@ -55,9 +55,9 @@ PYTEST_ARGS ?=
 test: install-int8 lint
 	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
-# Tests marked slow (the quick start's training, minutes; docs/testing.md): one at a time.
+# Tests marked slow (the quick start's training, minutes; docs/testing.md), on one process.
 test-slow: install-int8
-	$(BIN)/python -m pytest -m slow -p no:randomly $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
 
 # ruff (rules and line length in pyproject.toml): the first step of `make test`. `make format`
 # rewrites what the format check refuses.

@@ -10,20 +10,16 @@ tests/e2e/test_int8_export.py tests the int8 plumbing on the tiny checkpoint wit
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 from pipeline.qa.analysis import question_scores
 from pipeline.qa.squad import read_squad_json
+from pipeline.runtime.files import read_json
 from tests.helpers.project import executed_stages, make_repo, run_cmd, set_params
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
-
-
-def read_json(path: Path):
-    return json.loads(path.read_text())
 
 
 def test_the_quick_start_models_int8_answers_agree_with_its_float_answers(tmp_path):
