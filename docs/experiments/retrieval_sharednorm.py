@@ -121,7 +121,8 @@ for bi, b in enumerate(batches):
         print(bi, len(batches), float(loss), round(time.time() - t1), flush=True)
 train_s = round(time.time() - t1)
 print("trained", train_s, "s", flush=True)
-reader = passage_reader(keras_logits_fn(model), tok, W, tuple(names), 20, 30, 64)
+logits_fn = keras_logits_fn(model)  # one traced forward for the passages and the isolated reads
+reader = passage_reader(logits_fn, tok, W, tuple(names), 20, 30, 64)
 
 
 def raw_span(reads):
@@ -141,7 +142,7 @@ texts, gold = [q["question"] for q in dq], [q["answers"]["text"] for q in dq]
 reads = read_passages(reader, devpool, texts, 5)
 exact, f1 = answer_scores(reads, gold)
 ans = answer_questions(
-    keras_logits_fn(model), tok, texts, [q["context"] for q in dq], W, tuple(names), 20, 30, False, 0.0, batch_size=64
+    logits_fn, tok, texts, [q["context"] for q in dq], W, tuple(names), 20, 30, False, 0.0, batch_size=64
 )
 e, ff = question_scores(
     {str(i): a["answer"] for i, a in enumerate(ans)},
@@ -155,7 +156,7 @@ res = {
     "isolated": {"exact_match": float(e.mean()), "f1": float(ff.mean())},
 }
 for name, fn in rules.items():
-    k, w, train_f1 = tuned[name]
+    _, w, train_f1 = tuned[name]
     integ = integrated_scores(fn(reads), exact, f1, 5, w)
     res[name] = {
         "w": w,
