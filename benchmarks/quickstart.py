@@ -79,13 +79,16 @@ def run_config(overrides: list[str]) -> dict:
         held_out = work / "held_out.json"
         write_squad_json(read_squad_json(ROOT / cfg.data.train_file)[slice(*HELD_OUT)], held_out)
         started = time.perf_counter()
+        stage_seconds = {}
         for stage in STAGES:
+            stage_started = time.perf_counter()
             subprocess.run(
                 [sys.executable, "-m", f"pipeline.{stage}"],
                 cwd=work,
                 check=True,
                 env={**os.environ, "PYTHONPATH": str(ROOT)},
             )
+            stage_seconds[stage] = round(time.perf_counter() - stage_started, 1)
         pipeline_seconds = time.perf_counter() - started
         train = read_json(work / TRAIN_METRICS_FILE)
         validation = read_json(work / EVAL_METRICS_FILE)
@@ -103,6 +106,7 @@ def run_config(overrides: list[str]) -> dict:
         },
         "train_seconds": train["train_seconds"],
         "pipeline_seconds": round(pipeline_seconds, 1),
+        "stage_seconds": stage_seconds,
     }
     print(
         f"\n{' '.join(overrides) or '(committed config)'}: held-out F1 {tuning['f1']:.2f} | validation EM "
