@@ -18,7 +18,7 @@ from tests.helpers.saved_model import save_packaged_model
 
 LEARNING_CONF = {
     "data/sample.yaml": {"max_train_samples": 600, "max_eval_samples": 100},
-    "config.yaml": {"tokenize": {"max_length": 192, "stride": 64}, "evaluate": {"precision": "float32"}},
+    "config.yaml": {"tokenize": {"max_length": 192, "stride": 64}},
     # float32 with the checkpoint's dropout: this short run learns too little in bfloat16 for the
     # margin (docs/testing.md); the shipped settings' training is tests/slow's
     "train/cpu.yaml": {
