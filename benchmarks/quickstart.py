@@ -97,6 +97,7 @@ def run_config(overrides: list[str]) -> dict:
         "overrides": overrides,
         "train": params["train"],
         "tokenize": params["tokenize"],
+        "evaluate": params["evaluate"],
         "train_questions": cfg.data.max_train_samples,
         "held_out": {"exact_match": tuning["exact_match"], "f1": tuning["f1"], "questions": tuning["examples"]},
         "validation": {
