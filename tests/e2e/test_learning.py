@@ -13,23 +13,13 @@ import csv
 import json
 import sys
 
-from tests.helpers.project import SAMPLE_DIR, make_repo, run_cmd
+from tests.helpers.project import FLOAT32_TRAINING, SAMPLE_DIR, make_repo, run_cmd
 from tests.helpers.saved_model import save_packaged_model
 
 LEARNING_CONF = {
     "data/sample.yaml": {"max_train_samples": 600, "max_eval_samples": 100},
     "config.yaml": {"tokenize": {"max_length": 192, "stride": 64}},
-    # float32 with the checkpoint's dropout: this short run learns too little in bfloat16 for the
-    # margin (docs/testing.md); the shipped settings' training is tests/slow's
-    "train/cpu.yaml": {
-        "learning_rate": 3.0e-4,
-        "epochs": 1,
-        "batch_size": 8,
-        "log_every_steps": 5,
-        "precision": "float32",
-        "dropout": None,
-        "fuse_elementwise": False,
-    },
+    "train/cpu.yaml": {"learning_rate": 3.0e-4, "epochs": 1, "batch_size": 8, "log_every_steps": 5, **FLOAT32_TRAINING},
 }
 MARGIN_F1 = 15.0
 
