@@ -26,9 +26,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from machine import describe_machine  # noqa: E402
+from pipeline.runtime.files import read_json  # noqa: E402
+from pipeline.runtime.paths import EVAL_METRICS_FILE, TRAIN_METRICS_FILE  # noqa: E402
 
 
 def clone(rev: str, target: Path) -> str:
@@ -62,8 +65,8 @@ def make_repro(rev: str, work: Path) -> dict:
     if done.returncode != 0:
         tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
         sys.exit(f"{tail}error: `make repro` at {rev} failed ({done.returncode}); its output: {log}")
-    train = json.loads((repo / "metrics/train.json").read_text())
-    evaluation = json.loads((repo / "metrics/eval.json").read_text())
+    train = read_json(repo / TRAIN_METRICS_FILE)
+    evaluation = read_json(repo / EVAL_METRICS_FILE)
     result = {
         "rev": rev,
         "commit": commit,
