@@ -80,6 +80,24 @@ VARIANTS = {
         "dropout": False,
         "freeze_word_embeddings": True,
     },
+    "mixed_bfloat16, no dropout, fuse_elementwise, embeddings + 2 layers frozen": {
+        "precision": "mixed_bfloat16",
+        "dropout": False,
+        "fuse_elementwise": True,
+        "freeze_layers": 2,
+    },
+    "mixed_bfloat16, no dropout, fuse_elementwise, embeddings frozen": {
+        "precision": "mixed_bfloat16",
+        "dropout": False,
+        "fuse_elementwise": True,
+        "freeze_layers": 0,
+    },
+    "mixed_bfloat16, no dropout, fuse_elementwise, embeddings + 1 layer frozen": {
+        "precision": "mixed_bfloat16",
+        "dropout": False,
+        "fuse_elementwise": True,
+        "freeze_layers": 1,
+    },
     "mixed_bfloat16, no dropout, XLA GELU": {"precision": "mixed_bfloat16", "dropout": False, "xla_gelu": True},
     "mixed_bfloat16, no dropout, XLA GELU+LayerNorm": {
         "precision": "mixed_bfloat16",
@@ -145,6 +163,11 @@ def one_variant(spec: dict, batch: int, width: int, steps: int, trace_dir: str |
         emb = model.layers[0].embeddings  # not a train-stage option: measured here first
         emb._trainable_weights = [w for w in emb._trainable_weights if w is not emb.weight]
         emb._non_trainable_weights.append(emb.weight)
+    if spec.get("freeze_layers") is not None:
+        main = model.layers[0]
+        main.embeddings.trainable = False
+        for block in main.encoder.layer[: spec["freeze_layers"]]:
+            block.trainable = False
     optimizer, _ = create_optimizer(init_lr=1e-4, num_train_steps=1000, num_warmup_steps=0, weight_decay_rate=0.01)
     model.compile(optimizer=optimizer, jit_compile=spec.get("jit_compile", False))
     rng = np.random.default_rng(0)

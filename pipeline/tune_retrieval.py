@@ -8,7 +8,8 @@ Chosen by F1 on the first retrieve.tune_questions answerable *train* questions, 
 an index of all train paragraphs built like models/index (model.checkpoint's tokenizer, the
 tokenize windows, retrieve.k1 / b / stemmer), never on validation questions: k among
 retrieve.k_choices, w among retrieve.weight_steps values from 0 to 1 (ties: smaller k, then
-smaller w). Each question's top max(k_choices) passages are read once.
+smaller w). Each question's top max(k_choices) passages are read once, in retrieve.tune_precision
+(the choice is not a registered score: `auto` reads in bfloat16 where the CPU has it).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def tune_retrieval(cfg: PipelineConfig) -> dict:
     questions = questions.select(range(min(rt.tune_questions, questions.num_rows)))
     if questions.num_rows == 0:
         raise PipelineError(f"{RAW_DIR}: the train split has no answerable question to choose k and the weight on")
-    loaded = LoadedModel.load(TRAINED_DIR, ev.precision)
+    loaded = LoadedModel.load(TRAINED_DIR, rt.tune_precision, key="retrieve.tune_precision")
     pool = paragraph_index(train, loaded.tokenizer, cfg.tokenize, Bm25Settings(rt.k1, rt.b, rt.stemmer), "train")
     reader = loaded.reader(cfg.tokenize, ev.n_best, ev.max_answer_length, ev.batch_size)
     gold = [list(a["text"]) for a in questions["answers"]]
@@ -51,6 +52,7 @@ def tune_retrieval(cfg: PipelineConfig) -> dict:
         "weight": weight,
         "tune_questions": questions.num_rows,
         "tune_f1": tuned_f1,
+        "tune_precision_policy": loaded.policy,
         "tune_passages": pool.meta["passages"],
         "bm25": pool.meta["bm25"],  # the settings k and weight go with (the export checks its index has them)
     }

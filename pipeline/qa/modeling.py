@@ -254,6 +254,33 @@ def fuse_elementwise(model) -> int:
     return fused
 
 
+def freeze_lower_layers(model, embeddings: bool, layers: int) -> int:
+    """Train only the upper part of the encoder: the embeddings (when `embeddings`) and the first
+    `layers` transformer layers keep the checkpoint's weights. The backward pass then stops at the
+    first trained layer, which is what saves time (measured in docs/benchmarks.md); the frozen
+    weights are saved with the rest. Returns the number of frozen parameters. Raises PipelineError
+    for more layers than the model has, or an architecture whose layers are not found."""
+    if not embeddings and layers == 0:
+        return 0
+    main = getattr(model, getattr(model, "base_model_prefix", ""), None)
+    encoder = getattr(main, "encoder", None) or getattr(main, "transformer", None)  # BERT-like / DistilBERT
+    blocks = getattr(encoder, "layer", None)
+    if main is None or getattr(main, "embeddings", None) is None or blocks is None:
+        raise PipelineError(
+            f"train.freeze_embeddings / train.freeze_layers: {type(model).__name__} has no embeddings and "
+            "transformer layers where BERT-like models keep them; use freeze_embeddings: false and freeze_layers: 0"
+        )
+    if layers > len(blocks):
+        raise PipelineError(
+            f"train.freeze_layers={layers}: {type(model).__name__} has {len(blocks)} transformer layers; "
+            f"use at most {len(blocks)}"
+        )
+    frozen = ([main.embeddings] if embeddings else []) + list(blocks[:layers])
+    for layer in frozen:
+        layer.trainable = False
+    return sum(int(w.shape.num_elements()) for layer in frozen for w in layer.weights)
+
+
 def graph_function(fn=None, **options):
     """tf.function(fn, **options) without autograph (usable as a decorator). The models' code
     (transformers' TF layers, Keras') has no Python control flow on tensor values, so autograph

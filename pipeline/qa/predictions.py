@@ -276,16 +276,17 @@ class LoadedModel:
 
     tokenizer: Any
     logits_fn: LogitsFn
+    policy: str = "float32"  # the Keras dtype policy the logits are computed in ("int8" for that engine)
 
     @classmethod
     def load(cls, model_dir: Path, precision: str = "float32", key: str = "evaluate.precision") -> "LoadedModel":
         model = load_inference_model(str(model_dir), precision, key)
-        return cls(load_tokenizer(str(model_dir)), keras_logits_fn(model))
+        return cls(load_tokenizer(str(model_dir)), keras_logits_fn(model), model.dtype_policy.name)
 
     @classmethod
     def load_int8(cls, model_dir: Path, int8_model: Path) -> "LoadedModel":
         """The int8 engine (qa.int8) of an export: the tokenizer from model_dir, logits from int8_model."""
-        return cls(load_tokenizer(str(model_dir)), int8_logits_fn(int8_model))
+        return cls(load_tokenizer(str(model_dir)), int8_logits_fn(int8_model), "int8")
 
     def reader(
         self, windows: TokenizeConfig, n_best: int, max_answer_length: int, batch_size: int = 64

@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from pipeline.qa.batching import FeatureTable, epoch_plan, make_train_generator
-from pipeline.qa.modeling import fuse_elementwise, load_qa_model
+from pipeline.qa.modeling import freeze_lower_layers, fuse_elementwise, load_qa_model
 from pipeline.qa.precision import keep_head_in_float32, precision_policy
 from pipeline.runtime.config import PipelineConfig, TrainConfig
 from pipeline.runtime.errors import PipelineError
@@ -152,7 +152,8 @@ def dropout_config(rate: float | None, attention_rate: float | None = None) -> d
 def build_training_model(train: TrainConfig, checkpoint: str, total_steps: int) -> tuple[Any, Any, str]:
     """The QA model compiled for training as the train stage trains it: built under the precision
     policy with resumable dropout at train.dropout / train.attention_dropout, its head in float32,
-    GELU/LayerNorm fused when train.fuse_elementwise, `create_optimizer` with warmup and weight decay.
+    GELU/LayerNorm fused when train.fuse_elementwise, the embeddings and lower layers frozen as
+    train.freeze_embeddings / freeze_layers say, `create_optimizer` with warmup and weight decay.
     Call it inside the strategy's scope. Returns (model, learning-rate
     schedule, policy name)."""
     import tensorflow as tf
@@ -167,6 +168,7 @@ def build_training_model(train: TrainConfig, checkpoint: str, total_steps: int) 
         keep_head_in_float32(model)
     if train.fuse_elementwise:
         fuse_elementwise(model)
+    freeze_lower_layers(model, train.freeze_embeddings, train.freeze_layers)
     optimizer, schedule = create_optimizer(
         init_lr=train.learning_rate,
         num_train_steps=total_steps,

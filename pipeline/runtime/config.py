@@ -83,6 +83,8 @@ class TrainConfig:
     backup_every_steps: int = MISSING
     jit_compile: bool = MISSING
     fuse_elementwise: bool = MISSING
+    freeze_embeddings: bool = MISSING
+    freeze_layers: int = MISSING
     deterministic: bool = MISSING
 
 
@@ -110,6 +112,7 @@ class RetrieveConfig:
     b: float = MISSING
     stemmer: Optional[str] = MISSING
     tune_questions: int = MISSING
+    tune_precision: str = MISSING
     k_choices: list[int] = MISSING
     weight_steps: int = MISSING
     latency_questions: int = MISSING
@@ -229,6 +232,13 @@ def validate(cfg: PipelineConfig, source: str = DEFAULT_PARAMS) -> PipelineConfi
         "use null (the same as train.dropout) or a rate in [0, 1)",
         source,
     )
+    _require(
+        isinstance(tr.freeze_layers, int) and not isinstance(tr.freeze_layers, bool) and tr.freeze_layers >= 0,
+        "train.freeze_layers",
+        tr.freeze_layers,
+        "use 0 (train every transformer layer) or the number of lower layers to keep as the checkpoint has them",
+        source,
+    )
     _require(tr.log_every_steps >= 1, "train.log_every_steps", tr.log_every_steps, "use at least 1", source)
     _require(tr.strategy in STRATEGIES, "train.strategy", tr.strategy, f"use one of {', '.join(STRATEGIES)}", source)
     _require(
@@ -283,6 +293,13 @@ def validate(cfg: PipelineConfig, source: str = DEFAULT_PARAMS) -> PipelineConfi
         "retrieve.corpus",
         rt.corpus,
         "name data/raw, a directory of .txt/.md files or a SQuAD-format file",
+        source,
+    )
+    _require(
+        rt.tune_precision in PRECISION_POLICIES,
+        "retrieve.tune_precision",
+        rt.tune_precision,
+        f"use one of {', '.join(PRECISION_POLICIES)}",
         source,
     )
     _require(rt.k1 > 0, "retrieve.k1", rt.k1, "use a positive BM25 k1 (1.5 is usual)", source)

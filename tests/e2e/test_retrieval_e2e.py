@@ -75,6 +75,10 @@ def test_the_baseline_indexes_the_validation_contexts_and_measures_open_answers(
     # tune_retrieval's choice, made on the train questions; the export carries it with the index
     tuned = read_json(repo / "models/retrieval.json")
     assert (tuned["k"], tuned["weight"], tuned["tune_questions"]) == (chosen["k"], chosen["weight"], 48)
+    # read in retrieve.tune_precision (auto: bfloat16 where this CPU has it), not evaluate.precision (float32)
+    from pipeline.qa.precision import resolve_precision
+
+    assert tuned["tune_precision_policy"] == resolve_precision("auto", has_gpu=False)[0]
     assert tree_digest(repo / "models/export/index/bm25") == tree_digest(repo / "models/index/bm25")
     assert read_json(repo / "models/export/index/retrieval.json") == {"k": chosen["k"], "weight": chosen["weight"]}
     from mlflow.tracking import MlflowClient

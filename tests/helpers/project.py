@@ -59,12 +59,13 @@ def project_files() -> list[str]:
 
 # --- temporary project repos for end-to-end tests -------------------------------------
 
-# Training in float32 with the checkpoint's dropout, unfused, for the tests' short runs (the tiny
-# config's and the learning test's): a handful of steps would pay an XLA compile per batch width,
-# resume tests keep dropout's random state to restore, and a short run learns too little in
-# bfloat16 for the learning test's margin (docs/testing.md). The shipped training settings
-# (bfloat16 where the CPU has it, no dropout, fused) run in tests/slow.
-FLOAT32_TRAINING = {"precision": "float32", "dropout": None, "fuse_elementwise": False}
+# Training in float32 with the checkpoint's dropout, unfused, every weight trained, for the tests'
+# short runs (the tiny config's and the learning test's): a handful of steps would pay an XLA
+# compile per batch width, resume tests keep dropout's random state to restore, and a short run
+# learns too little in bfloat16 for the learning test's margin (docs/testing.md). The shipped
+# training settings (bfloat16 where the CPU has it, no dropout, fused, embeddings frozen) run in
+# tests/slow.
+FLOAT32_TRAINING = {"precision": "float32", "dropout": None, "fuse_elementwise": False, "freeze_embeddings": False}
 # A tiny config, written into the repo's conf/ (not only params.yaml) so that
 # `dvc exp run`, which re-composes conf/, keeps it.
 TINY_CONF = {

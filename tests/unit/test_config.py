@@ -99,6 +99,10 @@ def _params(**section_overrides):
         ({"tokenize__stride": 500}, r"tokenize\.stride=500"),
         ({"train__epochs": 0}, r"train\.epochs=0"),
         ({"train__padding": "dynamic"}, r"train\.padding='dynamic'.*'bucketed' or 'max_length'"),
+        (
+            {"retrieve__tune_precision": "bf16"},
+            r"retrieve\.tune_precision='bf16' is invalid: use one of auto, float32, mixed_float16, mixed_bfloat16",
+        ),
         ({"train__precision": "bfloat16"}, r"train\.precision='bfloat16'.*float32, mixed_float16, mixed_bfloat16"),
         ({"data__bad_records": "skip"}, r"data\.bad_records='skip' is invalid: use one of error, drop, repair"),
         ({"evaluate__bootstrap_samples": 10}, r"evaluate\.bootstrap_samples=10 is invalid: use at least 100"),
@@ -122,6 +126,11 @@ def _params(**section_overrides):
             r"train\.dropout\) or a rate in \[0, 1\)",
         ),
         ({"train__fuse_elementwise": "maybe"}, r"train\.fuse_elementwise: Value 'maybe' is not a valid bool"),
+        ({"train__freeze_embeddings": "maybe"}, r"train\.freeze_embeddings: Value 'maybe' is not a valid bool"),
+        (
+            {"train__freeze_layers": -1},
+            r"train\.freeze_layers=-1 is invalid: use 0 \(train every transformer layer\) or the number of lower",
+        ),
         (
             {"evaluate__precision": "int8"},
             r"evaluate\.precision='int8' is invalid: use one of auto, float32, "
