@@ -271,15 +271,20 @@ def make_dataset(
         # a pass yields exactly the batches of one Keras epoch, so passes and epochs line up.
         return tf.data.Dataset.from_generator(generator, output_signature=signature).repeat()
 
+    # Nothing here is autotuned (a fixed prefetch of 2), and tf.data's autotune thread can keep
+    # the iterator's deletion at the end of `fit` waiting for it: measured up to ~50 s after the
+    # last step (docs/benchmarks.md, "fit's late return"). So autotune is off.
+    options = tf.data.Options()
+    options.autotune.enabled = False
     if placement is None or (placement.kind == ONE_DEVICE):
-        return dataset(1, (0,)).prefetch(2)
+        return dataset(1, (0,)).prefetch(2).with_options(options)
+
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
 
     def dataset_fn(context):
         replicas = context.num_replicas_in_sync
         local = replicas // context.num_input_pipelines
         first = context.input_pipeline_id * local
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
         return dataset(replicas, range(first, first + local)).with_options(options).prefetch(2)
 
     return placement.strategy.distribute_datasets_from_function(dataset_fn)

@@ -135,3 +135,29 @@ def test_keras_fit_trains_every_epoch_on_that_epochs_batches():
     assert all(e == list(range(len(t))) for e in epochs)  # each epoch: every feature exactly once
     plans = [[b.tolist() for b in bucketed_batches(t.lengths, 4, 3, e)] for e in range(3)]
     assert [seen[e * steps : (e + 1) * steps] for e in range(3)] == plans  # epoch e's own seeded order
+
+
+def test_the_training_input_is_not_autotuned():
+    """tf.data's autotune thread kept `fit` from returning for up to ~50 s after the last step
+    (the iterator's deletion waits for it; docs/benchmarks.md). The input has nothing to tune (a
+    fixed prefetch), so autotune is off, on one device and under a strategy."""
+    import tensorflow as tf
+
+    from pipeline.qa.training import Placement, make_dataset
+
+    t = table([5, 40, 33, 7])
+    cfg = composed_config("train.batch_size=2")
+    assert make_dataset(t, cfg).options().autotune.enabled is False
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    seen = []
+    original = strategy.distribute_datasets_from_function
+
+    def record(dataset_fn, options=None):
+        seen.append(dataset_fn(tf.distribute.InputContext(1, 0, 1)))
+        return original(dataset_fn, options)
+
+    strategy.distribute_datasets_from_function = record
+    make_dataset(t, cfg, placement=Placement(strategy=strategy, kind="mirrored", num_workers=1, worker_index=0))
+    assert seen and seen[0].options().autotune.enabled is False
+    assert seen[0].options().experimental_distribute.auto_shard_policy == tf.data.experimental.AutoShardPolicy.OFF
