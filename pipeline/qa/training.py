@@ -273,7 +273,7 @@ def make_dataset(
 
     # Nothing here is autotuned (a fixed prefetch of 2), and tf.data's autotune thread can keep
     # the iterator's deletion at the end of `fit` waiting for it: measured up to ~50 s after the
-    # last step (docs/benchmarks.md, "fit's late return"). So autotune is off.
+    # last step (docs/benchmarks.md, "The stall was tf.data's autotune thread"). So autotune is off.
     options = tf.data.Options()
     options.autotune.enabled = False
     if placement is None or (placement.kind == ONE_DEVICE):
