@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 import pipeline  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before TensorFlow loads; TensorFlow itself loads later)
 from machine import describe_machine  # noqa: E402
-from pipeline.qa.modeling import fuse_elementwise, load_qa_model  # noqa: E402
+from pipeline.qa.modeling import freeze_lower_layers, fuse_elementwise, load_qa_model  # noqa: E402
 from pipeline.qa.precision import keep_head_in_float32, precision_policy  # noqa: E402
 from pipeline.qa.training import resumable_dropout  # noqa: E402
 
@@ -163,11 +163,8 @@ def one_variant(spec: dict, batch: int, width: int, steps: int, trace_dir: str |
         emb = model.layers[0].embeddings  # not a train-stage option: measured here first
         emb._trainable_weights = [w for w in emb._trainable_weights if w is not emb.weight]
         emb._non_trainable_weights.append(emb.weight)
-    if spec.get("freeze_layers") is not None:
-        main = model.layers[0]
-        main.embeddings.trainable = False
-        for block in main.encoder.layer[: spec["freeze_layers"]]:
-            block.trainable = False
+    if spec.get("freeze_layers") is not None:  # train.freeze_embeddings=true, train.freeze_layers=N
+        freeze_lower_layers(model, embeddings=True, layers=spec["freeze_layers"])
     optimizer, _ = create_optimizer(init_lr=1e-4, num_train_steps=1000, num_warmup_steps=0, weight_decay_rate=0.01)
     model.compile(optimizer=optimizer, jit_compile=spec.get("jit_compile", False))
     rng = np.random.default_rng(0)

@@ -78,7 +78,8 @@ def test_freezing_returns_the_frozen_parameter_count_and_refuses_more_layers_tha
     assert len(model.trainable_weights) == all_trainable - len(model.bert.embeddings.weights) - len(
         model.bert.encoder.layer[0].weights
     )
-    with pytest.raises(PipelineError, match=r"train\.freeze_layers=3: TFBertForQuestionAnswering has 2 transformer layers; use at most 2"):
+    too_many = r"train\.freeze_layers=3: TFBertForQuestionAnswering has 2 transformer layers; use at most 2"
+    with pytest.raises(PipelineError, match=too_many):
         freeze_lower_layers(tiny_bert(), embeddings=True, layers=3)
 
 
