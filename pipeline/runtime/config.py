@@ -233,7 +233,7 @@ def validate(cfg: PipelineConfig, source: str = DEFAULT_PARAMS) -> PipelineConfi
         source,
     )
     _require(
-        isinstance(tr.freeze_layers, int) and not isinstance(tr.freeze_layers, bool) and tr.freeze_layers >= 0,
+        tr.freeze_layers >= 0,  # an int: the typed config refuses bools and floats
         "train.freeze_layers",
         tr.freeze_layers,
         "use 0 (train every transformer layer) or the number of lower layers to keep as the checkpoint has them",

@@ -31,21 +31,20 @@ def test_frozen_layers_keep_the_checkpoints_weights_and_the_layers_above_learn(t
     cfg = tiny_config(*FLOAT32, f"train.freeze_embeddings={str(embeddings).lower()}", f"train.freeze_layers={layers}")
     model, _, _ = build_training_model(cfg.train, str(tmp_path / "checkpoint"), total_steps=6)
     bert = model.bert
-    before = {
-        "embeddings": weights_of(bert.embeddings),
-        "layer 0": weights_of(bert.encoder.layer[0]),
-        "layer 1": weights_of(bert.encoder.layer[1]),
-        "head": weights_of(model.qa_outputs),
+    parts = {
+        "embeddings": bert.embeddings,
+        "layer 0": bert.encoder.layer[0],
+        "layer 1": bert.encoder.layer[1],
+        "head": model.qa_outputs,
     }
+    before = {part: weights_of(layer) for part, layer in parts.items()}
     table = random_table(24)
     model.fit(make_dataset(table, cfg), epochs=1, steps_per_epoch=steps_per_epoch(24, cfg.train.batch_size), verbose=0)
 
     frozen = {"embeddings"} if embeddings else set()
     frozen |= {f"layer {i}" for i in range(layers)}
     for part, old in before.items():
-        new = weights_of(
-            {"embeddings": bert.embeddings, "head": model.qa_outputs}.get(part) or bert.encoder.layer[int(part[-1])]
-        )
+        new = weights_of(parts[part])
         changed = [name for name in old if not np.array_equal(old[name], new[name])]
         if part in frozen:
             assert changed == [], f"{part} is frozen but these weights moved: {changed}"
