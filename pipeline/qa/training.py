@@ -153,9 +153,9 @@ def build_training_model(train: TrainConfig, checkpoint: str, total_steps: int) 
     """The QA model compiled for training as the train stage trains it: built under the precision
     policy with resumable dropout at train.dropout / train.attention_dropout, its head in float32,
     GELU/LayerNorm fused when train.fuse_elementwise, the embeddings and lower layers frozen as
-    train.freeze_embeddings / freeze_layers say, `create_optimizer` with warmup and weight decay.
-    Call it inside the strategy's scope. Returns (model, learning-rate
-    schedule, policy name)."""
+    train.freeze_embeddings / freeze_layers say, `create_optimizer` with warmup and weight decay
+    (embedding gradients made dense: dense_gradients). Call it inside the strategy's scope.
+    Returns (model, learning-rate schedule, policy name)."""
     import tensorflow as tf
     from transformers import create_optimizer
 
@@ -175,12 +175,23 @@ def build_training_model(train: TrainConfig, checkpoint: str, total_steps: int) 
         num_warmup_steps=warmup_steps(total_steps, train.warmup_ratio),
         weight_decay_rate=train.weight_decay,
     )
+    optimizer.gradient_transformers = [dense_gradients]
     # no loss argument: the HF model computes its own QA loss; under mixed_float16 Keras
     # wraps the optimizer in a LossScaleOptimizer (the model's policy asks for it)
     model.compile(optimizer=optimizer, jit_compile=train.jit_compile)
     # Keras traces the step with autograph, which would re-parse the model's code (graph_function)
     model.train_step = tf.autograph.experimental.do_not_convert(model.train_step)
     return model, schedule, policy
+
+
+def dense_gradients(grads_and_vars: list) -> list:
+    """A Keras gradient transformer: the embedding tables' gradients (tf.IndexedSlices, one row per
+    token of the batch) as dense tensors, so Adam updates those tables with its one fused kernel.
+    Same math: Adam's sparse path also decays the moments and moves every row, in several separate
+    passes over the table (measured in docs/benchmarks.md, 2026-12-05)."""
+    import tensorflow as tf
+
+    return [(tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g, v) for g, v in grads_and_vars]
 
 
 @contextlib.contextmanager
