@@ -153,11 +153,9 @@ def build_training_model(train: TrainConfig, checkpoint: str, total_steps: int) 
     """The QA model compiled for training as the train stage trains it: built under the precision
     policy with resumable dropout at train.dropout / train.attention_dropout, its head in float32,
     GELU/LayerNorm fused when train.fuse_elementwise, the embeddings and lower layers frozen as
-    train.freeze_embeddings / freeze_layers say, `create_optimizer` with warmup and weight decay
-    (embedding gradients made dense: dense_gradients). Call it inside the strategy's scope.
-    Returns (model, learning-rate schedule, policy name)."""
+    train.freeze_embeddings / freeze_layers say, make_optimizer's AdamW. Call it inside the
+    strategy's scope. Returns (model, learning-rate schedule, policy name)."""
     import tensorflow as tf
-    from transformers import create_optimizer
 
     with precision_policy(train.precision) as policy, resumable_dropout():
         model = load_qa_model(checkpoint, dropout_config(train.dropout, train.attention_dropout))
@@ -169,19 +167,27 @@ def build_training_model(train: TrainConfig, checkpoint: str, total_steps: int) 
     if train.fuse_elementwise:
         fuse_elementwise(model)
     freeze_lower_layers(model, train.freeze_embeddings, train.freeze_layers)
-    optimizer, schedule = create_optimizer(
-        init_lr=train.learning_rate,
-        num_train_steps=total_steps,
-        num_warmup_steps=warmup_steps(total_steps, train.warmup_ratio),
-        weight_decay_rate=train.weight_decay,
+    optimizer, schedule = make_optimizer(
+        train.learning_rate, total_steps, warmup_steps(total_steps, train.warmup_ratio), train.weight_decay
     )
-    optimizer.gradient_transformers = [dense_gradients]
     # no loss argument: the HF model computes its own QA loss; under mixed_float16 Keras
     # wraps the optimizer in a LossScaleOptimizer (the model's policy asks for it)
     model.compile(optimizer=optimizer, jit_compile=train.jit_compile)
     # Keras traces the step with autograph, which would re-parse the model's code (graph_function)
     model.train_step = tf.autograph.experimental.do_not_convert(model.train_step)
     return model, schedule, policy
+
+
+def make_optimizer(learning_rate: float, total_steps: int, warmup: int, weight_decay: float) -> tuple[Any, Any]:
+    """transformers' `create_optimizer` (AdamW, linear warmup then linear decay to 0) with the
+    embedding tables' gradients applied dense (dense_gradients). Returns (optimizer, schedule)."""
+    from transformers import create_optimizer
+
+    optimizer, schedule = create_optimizer(
+        init_lr=learning_rate, num_train_steps=total_steps, num_warmup_steps=warmup, weight_decay_rate=weight_decay
+    )
+    optimizer.gradient_transformers = [dense_gradients]
+    return optimizer, schedule
 
 
 def dense_gradients(grads_and_vars: list) -> list:
