@@ -63,9 +63,18 @@ def project_files() -> list[str]:
 # short runs (the tiny config's and the learning test's): a handful of steps would pay an XLA
 # compile per batch width, resume tests keep dropout's random state to restore, and a short run
 # learns too little in bfloat16 for the learning test's margin (docs/testing.md). The shipped
-# training settings (bfloat16 where the CPU has it, no dropout, fused, embeddings frozen) run in
-# tests/slow.
+# training settings (bfloat16 where the CPU has it, no dropout, fused) run in tests/slow.
 FLOAT32_TRAINING = {"precision": "float32", "dropout": None, "fuse_elementwise": False, "freeze_embeddings": False}
+
+
+def float32_training_overrides(*without: str) -> list[str]:
+    """FLOAT32_TRAINING as Hydra overrides (`train.precision=float32`, ...), less the keys named
+    (a test that sets one of them itself: Hydra refuses two values for a key)."""
+    return [
+        f"train.{k}={'null' if v is None else str(v).lower()}" for k, v in FLOAT32_TRAINING.items() if k not in without
+    ]
+
+
 # A tiny config, written into the repo's conf/ (not only params.yaml) so that
 # `dvc exp run`, which re-composes conf/, keeps it.
 TINY_CONF = {

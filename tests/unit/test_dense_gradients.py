@@ -8,10 +8,8 @@ import numpy as np
 
 from pipeline.qa.modeling import load_qa_model
 from pipeline.qa.training import build_training_model, make_dataset
-from tests.helpers.project import FLOAT32_TRAINING
+from tests.helpers.project import float32_training_overrides
 from tests.helpers.tiny_model import random_table, tiny_bert, tiny_config
-
-FLOAT32 = [f"train.{k}={'null' if v is None else str(v).lower()}" for k, v in FLOAT32_TRAINING.items()]
 
 
 def weights(model) -> dict[str, np.ndarray]:
@@ -19,7 +17,7 @@ def weights(model) -> dict[str, np.ndarray]:
 
 
 def one_step(checkpoint: str, sparse: bool) -> dict[str, np.ndarray]:
-    cfg = tiny_config(*FLOAT32, "train.weight_decay=0.01")
+    cfg = tiny_config(*float32_training_overrides(), "train.weight_decay=0.01")
     model, _, _ = build_training_model(cfg.train, checkpoint, total_steps=1)
     optimizer = model.optimizer
     if sparse:

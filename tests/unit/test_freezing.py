@@ -10,14 +10,10 @@ import pytest
 from pipeline.qa.modeling import freeze_lower_layers
 from pipeline.qa.training import build_training_model, make_dataset, steps_per_epoch
 from pipeline.runtime.errors import PipelineError
-from tests.helpers.project import FLOAT32_TRAINING
+from tests.helpers.project import float32_training_overrides
 from tests.helpers.tiny_model import random_table, tiny_bert, tiny_config
 
-FLOAT32 = [
-    f"train.{k}={'null' if v is None else str(v).lower()}"
-    for k, v in FLOAT32_TRAINING.items()
-    if not k.startswith("freeze")
-]
+FLOAT32 = float32_training_overrides("freeze_embeddings")  # each test sets its own
 
 
 def weights_of(layer) -> dict[str, np.ndarray]:
